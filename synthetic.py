@@ -1,0 +1,452 @@
+"""A seeded, procedurally drawn stand-in for Market-1501: same folders, file names and 128x64 JPEGs.
+
+Used for the demo, the tests and the benchmarks, so the toolkit runs end to end without the real download.
+"""
+import json
+import os
+import shutil
+from collections import namedtuple
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+HEIGHT, WIDTH = 128, 64          # Market-1501's native crop size (H x W)
+SCALE = 2                        # draw at twice the size, then downsample: anti-aliased edges for free
+MARKER = '.synthetic_reid.json'  # written into the root so a re-run knows the folder is ours to overwrite
+FOLDERS = ('bounding_box_train', 'bounding_box_test', 'query', 'gt_bbox')
+FORMAT_VERSION = 1
+
+# Sizes. Counts per (id, camera) are drawn around these totals; 'market' matches Market-1501's published counts.
+PRESETS = {
+    'tiny': dict(train_ids=12, train_images=60, test_ids=12, queries=30, gallery_real=60, distractors=8,
+                 junk=8, gt_per_pair=(1, 2), gt_train_per_id=1, max_cams=4),
+    'demo': dict(train_ids=100, train_images=1200, test_ids=100, queries=400, gallery_real=1400,
+                 distractors=200, junk=250, gt_per_pair=(2, 3), gt_train_per_id=1, max_cams=6),
+    'market': dict(train_ids=751, train_images=12936, test_ids=750, queries=3368, gallery_real=13120,
+                   distractors=2793, junk=3819, gt_per_pair=(1, 3), gt_train_per_id=1, max_cams=6),
+}
+
+# Small palettes on purpose: many identities share any single cue, only the combination is (nearly) unique.
+UPPER = [(200, 30, 35), (35, 70, 190), (40, 140, 60), (230, 200, 40), (235, 235, 230), (25, 25, 28),
+         (128, 128, 132), (120, 50, 150), (235, 120, 30), (230, 130, 170), (25, 35, 90), (20, 140, 140)]
+LOWER = [(25, 25, 28), (50, 75, 120), (110, 110, 115), (190, 170, 120), (225, 225, 220), (100, 70, 45),
+         (45, 80, 50), (160, 35, 40)]
+SKIN = [(240, 205, 180), (210, 165, 125), (160, 115, 80), (100, 70, 50)]
+HAIR = [(20, 18, 18), (70, 45, 30), (200, 170, 100), (165, 165, 165), (140, 60, 30)]
+SHOES = [(20, 20, 20), (230, 230, 230), (110, 70, 40), (180, 30, 30), (40, 60, 150)]
+UPPER_PATTERNS = ('solid', 'hstripes', 'vstripes', 'checks', 'jacket')
+LOWER_KINDS = ('trousers', 'shorts', 'skirt')
+ACCESSORIES = ('none', 'backpack', 'bag', 'hat')
+
+ImageSpec = namedtuple('ImageSpec', 'folder name cam mode look_key image_key')
+Look = namedtuple('Look', 'upper upper2 pattern sleeves lower lower_kind shoes skin hair long_hair '
+                          'accessory acc_colour bag_side height width')
+Camera = namedtuple('Camera', 'background scale foot_y x_shift blur gain cast occlusion front_prob')
+
+
+def _rng(*key):
+    return np.random.default_rng([int(k) for k in key])
+
+
+@lru_cache(maxsize=None)
+def identity_look(seed, kind, number):
+    """Return the appearance of one identity (kind 1) or one distractor/junk person (kinds 4, 5)."""
+    r = _rng(seed, kind, number)
+    upper = int(r.integers(len(UPPER)))
+    pattern = int(r.choice(len(UPPER_PATTERNS), p=[0.4, 0.15, 0.15, 0.15, 0.15]))
+    upper2 = int((upper + r.integers(1, len(UPPER))) % len(UPPER))  # a second colour that differs
+    return Look(upper=upper, upper2=upper2, pattern=pattern, sleeves=int(r.integers(2)),
+                lower=int(r.integers(len(LOWER))), lower_kind=int(r.choice(3, p=[0.6, 0.25, 0.15])),
+                shoes=int(r.integers(len(SHOES))), skin=int(r.integers(len(SKIN))), hair=int(r.integers(len(HAIR))),
+                long_hair=bool(r.random() < 0.3), accessory=int(r.choice(4, p=[0.4, 0.25, 0.2, 0.15])),
+                acc_colour=int(r.integers(len(UPPER))), bag_side=int(r.choice((-1, 1))),
+                height=float(r.uniform(0.86, 1.0)), width=float(r.uniform(0.82, 1.22)))
+
+
+@lru_cache(maxsize=None)
+def camera_setup(seed, cam):
+    """Return the fixed viewing conditions of one camera: background, framing, blur, light, occlusion."""
+    r = _rng(seed, 2, cam)
+    return Camera(background=_background_panorama(r), scale=float(r.uniform(0.74, 0.93)),
+                  foot_y=float(r.uniform(0.94, 0.995)), x_shift=float(r.uniform(-0.08, 0.08)),
+                  blur=float(r.uniform(0.0, 0.9)), gain=float(r.uniform(0.7, 1.2)),
+                  cast=tuple(float(c) for c in r.uniform(0.86, 1.14, 3)), occlusion=float(r.uniform(0.0, 0.3)),
+                  front_prob=float(r.uniform(0.25, 0.75)))
+
+
+def _muted(r, tint=35):
+    """A greyish colour: real street scenes are mostly dull, and the clothes should stand out from them."""
+    return np.clip(r.uniform(50, 210) + r.uniform(-tint, tint, 3), 0, 255)
+
+
+def _background_panorama(r):
+    """A scene twice as wide as a crop: each image crops it at its own offset, as if the person moved."""
+    h, w = HEIGHT * SCALE, 2 * WIDTH * SCALE
+    wall, ground, accent = (_muted(r) for _ in range(3))
+    horizon = int(h * r.uniform(0.55, 0.8))
+    yy = np.linspace(0, 1, h)[:, None, None]
+    img = np.empty((h, w, 3))
+    img[:] = wall * (1.0 + r.uniform(-0.25, 0.25) * (yy - 0.5))
+    img[horizon:] = ground
+    texture = int(r.integers(4))
+    period = int(r.integers(12, 40))
+    xs, ys = np.arange(w), np.arange(h)
+    if texture == 0:     # windows / facade bars
+        bars = (xs % period) < period // 2
+        img[:horizon, bars] = 0.6 * img[:horizon, bars] + 0.4 * accent
+    elif texture == 1:   # brick / tile grid on the wall
+        lines_y = (ys[:horizon] % period) < 3
+        lines_x = (xs % (2 * period)) < 3
+        img[:horizon][lines_y] = accent
+        img[:horizon, lines_x] = 0.5 * img[:horizon, lines_x] + 0.5 * accent
+    elif texture == 2:   # shop fronts: random blocks
+        x = 0
+        while x < w:
+            bw = int(r.integers(20, 70))
+            top = int(r.integers(0, horizon // 2))
+            img[top:horizon, x:x + bw] = _muted(r, tint=50)
+            x += bw + int(r.integers(2, 12))
+    else:                # paving stripes on the ground, plain wall
+        stripes = (ys[horizon:] // max(4, period // 3)) % 2 == 0
+        img[horizon:][stripes] = 0.7 * img[horizon:][stripes] + 0.3 * accent
+    img += r.normal(0, 6, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def _pattern_fill(look, size, unit, front, r):
+    """RGB array of the upper garment's pattern over a (h, w) box."""
+    h, w = size
+    a = np.array(UPPER[look.upper], float)
+    b = np.array(UPPER[look.upper2], float)
+    period = max(6, int(round(0.05 * unit)))
+    ys, xs = np.mgrid[0:h, 0:w]
+    phase = int(r.integers(period))
+    kind = UPPER_PATTERNS[look.pattern]
+    if kind == 'hstripes':
+        sel = ((ys + phase) // (period // 2)) % 2 == 1
+    elif kind == 'vstripes':
+        sel = ((xs + phase) // (period // 2)) % 2 == 1
+    elif kind == 'checks':
+        sel = (((ys + phase) // period) + ((xs + phase) // period)) % 2 == 1
+    elif kind == 'jacket' and front:   # an open jacket: the shirt shows as a band down the middle
+        sel = np.abs(xs - w / 2) < 0.18 * w
+    else:                              # solid, or a jacket seen from the back
+        sel = np.zeros((h, w), bool)
+    out = np.where(sel[..., None], b, a)
+    return out.astype(np.uint8)
+
+
+def _draw_person(img, look, cx, top, unit, phase, front, r):
+    """Draw one pedestrian of height `unit` pixels, head at `top`, centred at `cx`, on PIL image `img`."""
+    d = ImageDraw.Draw(img)
+    bw = look.width
+
+    def y(f):
+        return top + f * unit
+
+    skin, hair = SKIN[look.skin], HAIR[look.hair]
+    upper, lower = UPPER[look.upper], LOWER[look.lower]
+    acc = UPPER[look.acc_colour]
+    side = look.bag_side
+    sh, wh = 0.12 * unit * bw, 0.095 * unit * bw
+
+    if look.long_hair and front:   # long hair behind the shoulders
+        d.rectangle([cx - 0.055 * unit, y(0.04), cx + 0.055 * unit, y(0.23)], fill=hair)
+
+    # legs: one steps forward, the other back
+    stride = phase * 0.09 * unit
+    leg_w = max(2, int(0.075 * unit * bw))
+    knee = 0.45 if LOWER_KINDS[look.lower_kind] == 'shorts' else 0.0
+    for s, step in ((-1, stride), (1, -stride)):
+        hip = (cx + s * 0.05 * unit * bw, y(0.50))
+        foot = (cx + s * 0.045 * unit * bw + step, y(0.955))
+        if LOWER_KINDS[look.lower_kind] == 'trousers':
+            d.line([hip, foot], fill=lower, width=leg_w)
+        else:
+            d.line([hip, foot], fill=skin, width=max(2, int(leg_w * 0.8)))
+            if knee:
+                mid = (hip[0] + knee * (foot[0] - hip[0]), hip[1] + knee * (foot[1] - hip[1]))
+                d.line([hip, mid], fill=lower, width=leg_w)
+        d.ellipse([foot[0] - 0.04 * unit, y(0.94), foot[0] + 0.05 * unit, y(0.995)], fill=SHOES[look.shoes])
+    if LOWER_KINDS[look.lower_kind] == 'skirt':
+        d.polygon([(cx - wh, y(0.49)), (cx + wh, y(0.49)), (cx + 1.45 * wh, y(0.72)), (cx - 1.45 * wh, y(0.72))],
+                  fill=lower)
+    else:
+        d.polygon([(cx - wh, y(0.48)), (cx + wh, y(0.48)), (cx + wh, y(0.57)), (cx - wh, y(0.57))], fill=lower)
+
+    # torso, filled with the garment's pattern through a mask
+    poly = [(cx - sh, y(0.155)), (cx + sh, y(0.155)), (cx + wh, y(0.50)), (cx - wh, y(0.50))]
+    x0, y0 = int(cx - sh) - 1, int(y(0.155)) - 1
+    x1, y1 = int(cx + sh) + 2, int(y(0.50)) + 2
+    mask = Image.new('L', (x1 - x0, y1 - y0), 0)
+    ImageDraw.Draw(mask).polygon([(px - x0, py - y0) for px, py in poly], fill=255)
+    fill = Image.fromarray(_pattern_fill(look, (y1 - y0, x1 - x0), unit, front, r))
+    img.paste(fill, (x0, y0), mask)
+
+    # arms swing against the legs
+    arm_w = max(2, int(0.055 * unit * bw))
+    for s in (-1, 1):
+        angle = np.deg2rad(6 + s * phase * 22)
+        shoulder = (cx + s * (sh - 0.025 * unit), y(0.175))
+        length = 0.33 * unit
+        hand = (shoulder[0] + s * length * np.sin(angle), shoulder[1] + length * np.cos(angle))
+        if look.sleeves:   # long sleeves
+            d.line([shoulder, hand], fill=upper, width=arm_w)
+        else:
+            d.line([shoulder, hand], fill=skin, width=max(2, int(arm_w * 0.85)))
+            elbow = (shoulder[0] + 0.4 * (hand[0] - shoulder[0]), shoulder[1] + 0.4 * (hand[1] - shoulder[1]))
+            d.line([shoulder, elbow], fill=upper, width=arm_w)
+        d.ellipse([hand[0] - 0.022 * unit, hand[1] - 0.022 * unit, hand[0] + 0.022 * unit, hand[1] + 0.022 * unit],
+                  fill=skin)
+
+    # head
+    d.rectangle([cx - 0.02 * unit, y(0.11), cx + 0.02 * unit, y(0.165)], fill=skin)
+    d.ellipse([cx - 0.05 * unit, y(-0.005), cx + 0.05 * unit, y(0.085)], fill=hair)
+    if front:
+        d.ellipse([cx - 0.042 * unit, y(0.03), cx + 0.042 * unit, y(0.128)], fill=skin)
+    else:
+        d.ellipse([cx - 0.046 * unit, y(0.02), cx + 0.046 * unit, y(0.125)], fill=hair)
+        if look.long_hair:
+            d.rectangle([cx - 0.05 * unit, y(0.06), cx + 0.05 * unit, y(0.24)], fill=hair)
+
+    acc_kind = ACCESSORIES[look.accessory]
+    if acc_kind == 'hat':
+        d.ellipse([cx - 0.053 * unit, y(-0.015), cx + 0.053 * unit, y(0.06)], fill=acc)
+        d.rectangle([cx - 0.06 * unit, y(0.035), cx + 0.06 * unit, y(0.05)], fill=acc)
+    elif acc_kind == 'backpack':
+        if front:   # only the straps and the pack's edges show
+            for s in (-1, 1):
+                d.line([(cx + s * 0.07 * unit * bw, y(0.16)), (cx + s * 0.075 * unit * bw, y(0.40))],
+                       fill=acc, width=max(2, int(0.02 * unit)))
+            d.rectangle([cx + sh - 0.005 * unit, y(0.19), cx + sh + 0.02 * unit, y(0.42)], fill=acc)
+            d.rectangle([cx - sh - 0.02 * unit, y(0.19), cx - sh + 0.005 * unit, y(0.42)], fill=acc)
+        else:
+            d.rounded_rectangle([cx - 0.1 * unit * bw, y(0.19), cx + 0.1 * unit * bw, y(0.45)],
+                                radius=max(1, int(0.02 * unit)), fill=acc)
+    elif acc_kind == 'bag':
+        s = side if front else -side
+        d.line([(cx - s * 0.08 * unit * bw, y(0.16)), (cx + s * 0.11 * unit * bw, y(0.46))], fill=acc,
+               width=max(2, int(0.018 * unit)))
+        bx = cx + s * (wh + 0.02 * unit)
+        d.rectangle([bx - 0.045 * unit, y(0.44), bx + 0.045 * unit, y(0.58)], fill=acc)
+
+
+def _camera_view(seed, cam, r):
+    """Background crop (PIL, drawing size) of camera `cam` at a random pan offset."""
+    pano = camera_setup(seed, cam).background
+    off = int(r.integers(0, pano.shape[1] - WIDTH * SCALE + 1))
+    return Image.fromarray(pano[:, off:off + WIDTH * SCALE].copy())
+
+
+def render_image(seed, spec):
+    """Return the PIL image (128x64 RGB) described by an ImageSpec; pure function of (seed, spec)."""
+    cam_set = camera_setup(seed, spec.cam)
+    r = _rng(seed, 3, *spec.image_key)
+    img = _camera_view(seed, spec.cam, r)
+    H, W = HEIGHT * SCALE, WIDTH * SCALE
+    look = identity_look(seed, *spec.look_key)
+    scale = cam_set.scale * look.height * (1 + r.normal(0, 0.04))
+    cx = W / 2 + (cam_set.x_shift + r.normal(0, 0.04)) * W
+    foot = (cam_set.foot_y + r.normal(0, 0.015)) * H
+    if spec.mode == 'distractor':   # a bad detection: person badly framed, too small or cut off
+        scale *= r.uniform(0.45, 1.5)
+        cx = W * r.uniform(0.1, 0.9)
+        foot = H * r.uniform(0.6, 1.5)
+    elif spec.mode == 'junk':       # mostly background, maybe a fragment of someone
+        scale *= r.uniform(1.6, 3.0)
+        cx = W * r.uniform(-0.3, 1.3)
+        foot = H * r.uniform(1.2, 2.5)
+    unit = scale * H
+    front = bool(r.random() < cam_set.front_prob)
+    _draw_person(img, look, cx, foot - unit, unit, float(r.uniform(-1, 1)), front, r)
+
+    if r.random() < cam_set.occlusion:   # something in front: a pole or a car bonnet / bench
+        d = ImageDraw.Draw(img)
+        colour = tuple(int(c) for c in r.integers(20, 230, 3))
+        if r.random() < 0.5:
+            x = W * r.uniform(0.15, 0.85)
+            d.rectangle([x - W * r.uniform(0.04, 0.1), 0, x + W * r.uniform(0.04, 0.1), H], fill=colour)
+        else:
+            d.rectangle([0, H * r.uniform(0.68, 0.85), W, H], fill=colour)
+
+    img = img.resize((WIDTH, HEIGHT), Image.BILINEAR, reducing_gap=None)
+    if r.random() < 0.5:
+        img = img.transpose(Image.FLIP_LEFT_RIGHT)
+    radius = cam_set.blur + r.uniform(0, 0.3)
+    if radius > 0.15:
+        img = img.filter(ImageFilter.GaussianBlur(radius))
+    pix = np.asarray(img, dtype=np.float32)
+    gain = cam_set.gain * (1 + r.normal(0, 0.06))
+    cast = np.array(cam_set.cast) * (1 + r.normal(0, 0.025, 3))
+    pix = pix * gain * cast + r.normal(0, r.uniform(2, 6), pix.shape)
+    return Image.fromarray(np.clip(pix + 0.5, 0, 255).astype(np.uint8))
+
+
+def _split_total(r, total, n, lo, hi):
+    """n integers in [lo, hi] that sum to `total`, spread unevenly (Dirichlet weights)."""
+    if not n * lo <= total <= n * hi:
+        raise ValueError(f'cannot split {total} into {n} parts of {lo}..{hi}')
+    counts = np.full(n, lo, dtype=np.int64)
+    rest = total - n * lo
+    while rest:
+        room = hi - counts
+        idx = np.flatnonzero(room > 0)
+        add = np.minimum(r.multinomial(rest, r.dirichlet(np.full(len(idx), 3.0))), room[idx])
+        counts[idx] += add
+        rest -= int(add.sum())
+    return counts
+
+
+def _market_name(pid, cam, seq, frame, box):
+    return f'{"-1" if pid < 0 else f"{pid:04d}"}_c{cam}s{seq}_{frame:06d}_{box:02d}.jpg'
+
+
+class _Namer:
+    """Unique Market-style names: a track per (id, camera) with its own sequence and advancing frames."""
+
+    def __init__(self, r):
+        self.r, self.used, self.tracks = r, set(), {}
+
+    def name(self, pid, cam):
+        r = self.r
+        if pid <= 0 or (pid, cam) not in self.tracks:
+            start = [int(r.integers(1, 7)), int(r.integers(0, 150000))]
+            if pid <= 0:
+                seq, frame = start
+                return self._unique(pid, cam, seq, frame)
+            self.tracks[pid, cam] = start
+        track = self.tracks[pid, cam]
+        track[1] += int(r.integers(5, 60))
+        return self._unique(pid, cam, track[0], track[1])
+
+    def _unique(self, pid, cam, seq, frame):
+        box = int(self.r.integers(1, 9))
+        while True:
+            name = _market_name(pid, cam, seq, frame % 1000000, box)
+            if name not in self.used:
+                self.used.add(name)
+                return name
+            box = (box + 1) % 100
+            frame += box == 0
+
+
+def plan_dataset(size='demo', seed=0, n_cameras=6):
+    """Return the list of ImageSpec to render: which file, which identity, which camera. Deterministic."""
+    if size not in PRESETS:
+        raise ValueError(f'size={size!r}: expected one of {", ".join(PRESETS)}')
+    if not 2 <= n_cameras <= 99:
+        raise ValueError(f'n_cameras={n_cameras}: need 2..99 cameras (queries must match in another camera)')
+    p = PRESETS[size]
+    r = _rng(seed, 0)
+    max_cams = min(p['max_cams'], n_cameras)
+    all_ids = r.permutation(np.arange(1, int((p['train_ids'] + p['test_ids']) * 1.002) + 2))
+    train_ids = sorted(int(i) for i in all_ids[:p['train_ids']])
+    test_ids = sorted(int(i) for i in all_ids[p['train_ids']:p['train_ids'] + p['test_ids']])
+    namer = _Namer(r)
+    specs = []
+
+    def add(folder, pid, cam, mode, look_key):
+        specs.append(ImageSpec(folder, namer.name(pid, cam), cam, mode, look_key, (len(specs),)))
+
+    def cams_of(k):
+        return sorted(int(c) + 1 for c in r.choice(n_cameras, k, replace=False))
+
+    per_id = _split_total(r, p['train_images'], len(train_ids), 2, 10 * p['train_images'] // len(train_ids))
+    for pid, n in zip(train_ids, per_id):
+        cams = cams_of(int(min(n, r.integers(2, max_cams + 1))))
+        for cam, m in zip(cams, _split_total(r, int(n), len(cams), 1, int(n))):
+            for _ in range(m):
+                add('bounding_box_train', pid, cam, 'person', (1, pid))
+        for cam in r.choice(cams, p['gt_train_per_id']):
+            add('gt_bbox', pid, int(cam), 'person', (1, pid))
+
+    n_queries = int(np.clip(p['queries'], 2 * len(test_ids), max_cams * len(test_ids)))
+    cams_per_id = _split_total(r, n_queries, len(test_ids), 2, max_cams)
+    pairs = [(pid, cam) for pid, k in zip(test_ids, cams_per_id) for cam in cams_of(int(k))]
+    gallery_per_pair = _split_total(r, max(p['gallery_real'], len(pairs)), len(pairs), 1, 12)
+    for (pid, cam), m in zip(pairs, gallery_per_pair):
+        add('query', pid, cam, 'person', (1, pid))
+        for _ in range(m):
+            add('bounding_box_test', pid, cam, 'person', (1, pid))
+        for _ in range(int(r.integers(p['gt_per_pair'][0], p['gt_per_pair'][1] + 1))):
+            add('gt_bbox', pid, cam, 'person', (1, pid))
+    for i in range(p['distractors']):
+        add('bounding_box_test', 0, int(r.integers(1, n_cameras + 1)), 'distractor', (4, i))
+    for i in range(p['junk']):
+        add('bounding_box_test', -1, int(r.integers(1, n_cameras + 1)), 'junk', (5, i))
+    return specs
+
+
+def _write_one(job):
+    root, seed, spec = job
+    render_image(seed, spec).save(os.path.join(root, spec.folder, spec.name), 'JPEG', quality=90)
+
+
+def dataset_counts(specs):
+    """Counts of images per folder and of identities, as make_dataset reports them."""
+    counts = {f: 0 for f in FOLDERS}
+    for s in specs:
+        counts[s.folder] += 1
+    def n_ids(folder):
+        return len({s.look_key[1] for s in specs if s.folder == folder and s.mode == 'person'})
+    counts.update(train_ids=n_ids('bounding_box_train'), test_ids=n_ids('query'),
+                  distractors=sum(s.mode == 'distractor' for s in specs), junk=sum(s.mode == 'junk' for s in specs),
+                  cameras=len({s.cam for s in specs}))
+    return counts
+
+
+def read_marker(root):
+    """The generator's marker of a generated set (dict), or None when `root` is not one."""
+    path = Path(root) / MARKER
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def make_dataset(root, size='demo', seed=0, n_cameras=6, workers=None, progress=None):
+    """Write a synthetic Market-1501-style raw set under `root`; return its counts (images per folder, ids).
+
+    Refuses (ValueError) a non-empty `root` that is not a previous generated set; a previous set is replaced
+    (its four raw folders only: a `pytorch/` folder made by prepare.py is left alone).
+    `workers`: processes (default: 1 for small sets, else the CPU count); the output does not depend on it.
+    """
+    root = Path(root)
+    specs = plan_dataset(size, seed, n_cameras)
+    if root.exists() and not root.is_dir():
+        raise ValueError(f'{root}: exists and is not a folder')
+    if root.is_dir() and any(root.iterdir()) and read_marker(root) is None:
+        raise ValueError(f'{root}: folder is not empty and is not a generated set (no {MARKER}); '
+                         'pick an empty or new folder')
+    root.mkdir(parents=True, exist_ok=True)
+    counts = dataset_counts(specs)
+    params = dict(generator='synthetic.py', version=FORMAT_VERSION, size=size, seed=seed, n_cameras=n_cameras)
+    # marker first: an interrupted run leaves a folder that the next run may overwrite
+    (root / MARKER).write_text(json.dumps(dict(params, complete=False), indent=1))
+    for folder in FOLDERS:
+        if (root / folder).exists():
+            shutil.rmtree(root / folder)
+        (root / folder).mkdir()
+
+    jobs = [(str(root), seed, s) for s in specs]
+    if workers is None:
+        workers = 1 if len(jobs) < 2000 else (os.cpu_count() or 1)
+    show = len(jobs) >= 2000 if progress is None else progress
+    from tqdm import tqdm
+    bar = tqdm(total=len(jobs), desc=f'generating {size} set', unit='img', disable=not show)
+    if workers <= 1:
+        for job in jobs:
+            _write_one(job)
+            bar.update()
+    else:
+        import multiprocessing
+        with multiprocessing.get_context().Pool(workers) as pool:
+            for _ in pool.imap_unordered(_write_one, jobs, chunksize=64):
+                bar.update()
+    bar.close()
+    (root / MARKER).write_text(json.dumps(dict(params, complete=True, counts=counts), indent=1))
+    return counts

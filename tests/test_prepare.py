@@ -1,0 +1,227 @@
+"""Tests of prepare.py: output layout, the val rule, idempotence, never touching the download, clear errors.
+
+Uses the session fixtures `tiny_market` (raw) and `tiny_prepared` (its ImageFolder tree) from conftest.py.
+"""
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+import prepare
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tree(root):
+    """{relative path: sha256 of the content} of every file under root (links are followed)."""
+    root = Path(root)
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob('*')) if p.is_file()}
+
+
+def folder_of_ids(split_dir):
+    """{id folder: sorted file names} of an ImageFolder split."""
+    return {d.name: sorted(f.name for f in d.iterdir()) for d in sorted(Path(split_dir).iterdir())}
+
+
+def raw_by_id(folder):
+    """{id string: sorted file names}, computed independently of prepare.py from the raw folder."""
+    out = defaultdict(list)
+    for name in sorted(os.listdir(folder)):
+        out[name[:name.index('_')]].append(name)
+    return dict(out)
+
+
+@pytest.fixture
+def market_copy(tiny_market, tmp_path):
+    """A private copy of the raw tiny set, free to damage."""
+    return Path(shutil.copytree(tiny_market, tmp_path / 'Market'))
+
+
+def test_layout_matches_the_raw_folders(tiny_market, tiny_prepared):
+    assert {p.name for p in tiny_prepared.iterdir() if p.is_dir()} == set(prepare.SPLITS)
+    assert folder_of_ids(tiny_prepared / 'train_all') == raw_by_id(tiny_market / 'bounding_box_train')
+    assert folder_of_ids(tiny_prepared / 'query') == raw_by_id(tiny_market / 'query')
+    gallery = folder_of_ids(tiny_prepared / 'gallery')
+    assert gallery == raw_by_id(tiny_market / 'bounding_box_test')
+    assert {'0000', '-1'} <= set(gallery)
+    # multi-query: the gt_bbox images of the query ids only
+    query_ids = set(raw_by_id(tiny_market / 'query'))
+    gt = {pid: names for pid, names in raw_by_id(tiny_market / 'gt_bbox').items() if pid in query_ids}
+    assert folder_of_ids(tiny_prepared / 'multi-query') == gt
+    assert set(raw_by_id(tiny_market / 'gt_bbox')) - query_ids   # the filter removed something
+    # the copies are byte-identical to the sources
+    raw = tree(tiny_market)
+    for rel, digest in tree(tiny_prepared / 'gallery').items():
+        assert raw['bounding_box_test/' + Path(rel).name] == digest
+
+
+def test_val_holds_the_first_sorted_name_of_each_training_id(tiny_market, tiny_prepared):
+    raw = raw_by_id(tiny_market / 'bounding_box_train')
+    val = folder_of_ids(tiny_prepared / 'val')
+    train = folder_of_ids(tiny_prepared / 'train')
+    assert val == {pid: [min(names)] for pid, names in raw.items()}
+    assert train == {pid: sorted(names)[1:] for pid, names in raw.items()}
+
+
+def test_val_rule_ignores_listing_order_and_keeps_single_image_ids_in_train():
+    names = ('0002_c2s1_000100_01.jpg', '0002_c1s1_000300_01.jpg', '0007_c3s1_000001_01.jpg', '0002_c1s1_000200_01.jpg')
+    items = [(Path(f'/x/{n}'), n[:4]) for n in names]
+    train, val = prepare.split_train_val(items)
+    assert [p.name for p, _ in val] == ['0002_c1s1_000200_01.jpg']
+    assert sorted(p.name for p, _ in train) == ['0002_c1s1_000300_01.jpg', '0002_c2s1_000100_01.jpg',
+                                                 '0007_c3s1_000001_01.jpg']
+    assert prepare.split_train_val(list(reversed(items))) == (train, val)
+
+
+def test_rerun_gives_the_same_tree_and_drops_stray_files(tiny_market, tiny_prepared, tmp_path):
+    out = tmp_path / 'out'
+    prepare.main(['--download_path', str(tiny_market), '--save_path', str(out)])
+    first = tree(out)
+    assert first == tree(tiny_prepared)
+    (out / 'train' / '0000').mkdir()
+    (out / 'train' / '0000' / 'stray.jpg').write_bytes(b'not from the download')
+    prepare.main(['--download_path', str(tiny_market), '--save_path', str(out)])
+    assert tree(out) == first
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith('.')]   # no build folders left behind
+
+
+@pytest.mark.parametrize('link', [False, True])
+def test_download_is_left_untouched(market_copy, link):
+    def snapshot():
+        return {str(p.relative_to(market_copy)): (p.stat().st_mtime_ns, p.stat().st_size)
+                for p in market_copy.rglob('*') if 'pytorch' not in p.parts}
+    before, digests = snapshot(), tree(market_copy)
+    prepare.main(['--download_path', str(market_copy)] + (['--link'] if link else []))
+    prepare.main(['--download_path', str(market_copy)] + (['--link'] if link else []))   # replaces the output
+    after = tree(market_copy)
+    assert {k: v for k, v in after.items() if not k.startswith('pytorch')} == digests
+    assert snapshot() == before
+    out = market_copy / 'pytorch' / 'query'
+    some = next(out.rglob('*.jpg'))
+    src = market_copy / 'query' / some.name
+    if link:
+        assert os.path.samefile(some, src)
+    else:
+        assert not os.path.samefile(some, src)
+
+
+def test_link_falls_back_to_symlinks(market_copy, monkeypatch):
+    def no_hard_links(src, dst):
+        raise OSError(18, 'Invalid cross-device link')
+    monkeypatch.setattr(prepare.os, 'link', no_hard_links)
+    prepare.main(['--download_path', str(market_copy), '--link'])
+    linked = list((market_copy / 'pytorch' / 'gallery').rglob('*.jpg'))
+    assert linked and all(p.is_symlink() for p in linked)
+    assert all(os.path.samefile(p, market_copy / 'bounding_box_test' / p.name) for p in linked)
+    prepare.main(['--download_path', str(market_copy)])   # replacing a symlinked tree keeps the targets
+    assert all((market_copy / 'bounding_box_test' / p.name).is_file() for p in linked)
+
+
+def test_non_image_files_are_skipped(market_copy):
+    (market_copy / 'bounding_box_train' / 'Thumbs.db').write_bytes(b'\0')
+    (market_copy / 'query' / 'readme.txt').write_text('not an image')
+    (market_copy / 'query' / 'sub').mkdir()
+    prepare.main(['--download_path', str(market_copy)])
+    names = {p.name for p in (market_copy / 'pytorch').rglob('*') if p.is_file()}
+    assert not names & {'Thumbs.db', 'readme.txt'}
+
+
+def test_duke_layout_without_gt_bbox(market_copy, tmp_path, capsys):
+    duke = tmp_path / 'Duke'
+    for sub in ('bounding_box_train', 'bounding_box_test', 'query'):
+        (duke / sub).mkdir(parents=True)
+        for i, src in enumerate(sorted((market_copy / sub).iterdir())):
+            pid, cam = src.name.split('_')[:2]
+            shutil.copy(src, duke / sub / f'{pid}_{cam[:cam.index("s")]}_f{i:07d}.jpg')   # 0005_c2_f0046985.jpg
+    prepare.main(['--download_path', str(duke)])
+    out = capsys.readouterr().out
+    assert 'multi-query' in out and 'gt_bbox' in out
+    assert not (duke / 'pytorch' / 'multi-query').exists()
+    assert folder_of_ids(duke / 'pytorch' / 'query') == raw_by_id(duke / 'query')
+
+
+def expect_exit(argv, *fragments):
+    with pytest.raises(SystemExit) as err:
+        prepare.main(argv)
+    message = str(err.value.code)
+    assert '\n' not in message
+    for fragment in fragments:
+        assert str(fragment) in message, message
+    return message
+
+
+def test_missing_download_folder(tmp_path):
+    expect_exit(['--download_path', str(tmp_path / 'nope')], tmp_path / 'nope', '--download_path')
+
+
+def test_missing_required_subfolder(market_copy):
+    shutil.rmtree(market_copy / 'query')
+    expect_exit(['--download_path', str(market_copy)], market_copy / 'query', 'missing')
+    assert not (market_copy / 'pytorch').exists()
+
+
+def test_name_that_does_not_parse(market_copy):
+    bad = market_copy / 'bounding_box_test' / 'IMG_0001.jpg'
+    shutil.copy(next((market_copy / 'query').iterdir()), bad)
+    expect_exit(['--download_path', str(market_copy)], bad)
+
+
+def test_empty_training_folder(market_copy):
+    for p in (market_copy / 'bounding_box_train').iterdir():
+        p.unlink()
+    expect_exit(['--download_path', str(market_copy)], market_copy / 'bounding_box_train', 'no images')
+
+
+def test_corrupt_image(market_copy):
+    bad = sorted((market_copy / 'bounding_box_test').iterdir())[3]
+    bad.write_bytes(b'this is not a jpeg at all')
+    expect_exit(['--download_path', str(market_copy)], bad, 'corrupt')
+    assert not (market_copy / 'pytorch').exists()
+    assert not [p for p in market_copy.iterdir() if p.name.startswith('.pytorch')]
+
+
+def test_refuses_to_replace_a_folder_it_did_not_write(tiny_market, tmp_path):
+    mine = tmp_path / 'precious'
+    mine.mkdir()
+    (mine / 'notes.txt').write_text('keep me')
+    expect_exit(['--download_path', str(tiny_market), '--save_path', str(mine)], mine, '--save_path')
+    assert (mine / 'notes.txt').read_text() == 'keep me'
+    expect_exit(['--download_path', str(tiny_market), '--save_path', str(tiny_market)], tiny_market)
+    link = tmp_path / 'link'
+    link.symlink_to(mine)
+    expect_exit(['--download_path', str(tiny_market), '--save_path', str(link)], link, 'symbolic link')
+
+
+def test_make_demo_refuses_a_foreign_folder_and_flag_mixes(tmp_path, capsys):
+    mine = tmp_path / 'photos'
+    mine.mkdir()
+    (mine / 'cat.jpg').write_bytes(b'meow')
+    expect_exit(['--make-demo', str(mine), '--size', 'tiny'], mine)
+    assert (mine / 'cat.jpg').read_bytes() == b'meow'
+    with pytest.raises(SystemExit):
+        prepare.main(['--make-demo', str(tmp_path / 'd'), '--download_path', str(tmp_path)])
+    assert '--make-demo' in capsys.readouterr().err
+
+
+def test_command_line_two_step_use(tmp_path):
+    demo = tmp_path / 'demo'
+    run = [sys.executable, 'prepare.py']
+    made = subprocess.run(run + ['--make-demo', str(demo), '--size', 'tiny', '--cameras', '15'],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert made.returncode == 0, made.stderr
+    assert 'bounding_box_train' in made.stdout
+    done = subprocess.run(run + ['--download_path', str(demo)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert set(prepare.SPLITS) <= {p.name for p in (demo / 'pytorch').iterdir()}
+    cams = {int(p.name.split('_')[1][1:p.name.split('_')[1].index('s')]) for p in (demo / 'pytorch').rglob('*.jpg')}
+    assert max(cams) > 9
+    failed = subprocess.run(run + ['--download_path', str(tmp_path / 'missing')], cwd=REPO, capture_output=True,
+                            text=True, timeout=300)
+    assert failed.returncode != 0 and str(tmp_path / 'missing') in failed.stderr
+    assert 'Traceback' not in failed.stderr

@@ -1,0 +1,162 @@
+"""Tests of synthetic.py: determinism, Market-1501 naming and the split rules a re-ID evaluation relies on.
+
+The raw tiny set comes from the session fixture `tiny_market` (conftest.py); a few tests generate their own.
+"""
+import hashlib
+import json
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import synthetic
+from data import parse_market_name
+
+
+def checksums(root):
+    """{relative path: sha256} of every file under root."""
+    root = Path(root)
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob('*')) if p.is_file()}
+
+
+def labelled(root, folder):
+    return [(n, *parse_market_name(n)) for n in sorted(p.name for p in (Path(root) / folder).iterdir())]
+
+
+def test_same_seed_gives_identical_bytes_even_with_a_worker_pool(tiny_market, tmp_path):
+    again = tmp_path / 'again'
+    synthetic.make_dataset(again, size='tiny', seed=0, workers=2)
+    assert checksums(again) == checksums(tiny_market)
+
+
+def test_another_seed_gives_other_images(tiny_market, tmp_path):
+    other = tmp_path / 'other'
+    synthetic.make_dataset(other, size='tiny', seed=1)
+    a, b = checksums(tiny_market), checksums(other)
+    common = set(a) & set(b)
+    assert sum(a[k] != b[k] for k in common) == len(common)
+    assert set(a) != set(b)
+
+
+def test_counts_match_the_files_written(tiny_market):
+    counts = json.loads((tiny_market / synthetic.MARKER).read_text())['counts']
+    for folder in synthetic.FOLDERS:
+        files = list((tiny_market / folder).iterdir())
+        assert len(files) == counts[folder] > 0
+    gallery = labelled(tiny_market, 'bounding_box_test')
+    assert counts['distractors'] == sum(pid == 0 for _, pid, _ in gallery) > 0
+    assert counts['junk'] == sum(pid == -1 for _, pid, _ in gallery) > 0
+    assert counts['train_ids'] == len({pid for _, pid, _ in labelled(tiny_market, 'bounding_box_train')})
+    assert counts['test_ids'] == len({pid for _, pid, _ in labelled(tiny_market, 'query')})
+
+
+def test_images_are_market_sized_rgb_jpegs(tiny_market):
+    for path in sorted(tiny_market.rglob('*.jpg')):
+        with Image.open(path) as img:
+            assert (img.format, img.mode, img.size) == ('JPEG', 'RGB', (64, 128)), path
+
+
+def test_names_follow_market_pattern_and_split_rules(tiny_market):
+    import re
+    pattern = re.compile(r'^(-1|\d{4})_c\d+s\d_\d{6}_\d{2}\.jpg$')
+    for path in tiny_market.rglob('*.jpg'):
+        assert pattern.match(path.name), path.name
+    train = labelled(tiny_market, 'bounding_box_train')
+    query = labelled(tiny_market, 'query')
+    gallery = labelled(tiny_market, 'bounding_box_test')
+    gt = labelled(tiny_market, 'gt_bbox')
+    train_ids = {pid for _, pid, _ in train}
+    test_ids = {pid for _, pid, _ in query}
+    assert not train_ids & test_ids
+    assert min(train_ids | test_ids) >= 1            # 0 and -1 only appear as gallery distractors / junk
+    gallery_ids = {pid for _, pid, _ in gallery}
+    assert gallery_ids == test_ids | {0, -1}
+    # about one query per (id, camera), and every query has a match in another camera
+    assert max(Counter((pid, cam) for _, pid, cam in query).values()) == 1
+    seen = defaultdict(set)
+    for _, pid, cam in gallery:
+        seen[pid].add(cam)
+    for name, pid, cam in query:
+        assert seen[pid] - {cam}, name
+        assert cam in seen[pid], name
+    # gt_bbox has several extra views for every (query id, camera), for multi-query
+    gt_pairs = Counter((pid, cam) for _, pid, cam in gt)
+    assert all(gt_pairs[pid, cam] >= 1 for _, pid, cam in query)
+    # every training id is seen by at least two cameras, with at least two images
+    train_cams = defaultdict(set)
+    for _, pid, cam in train:
+        train_cams[pid].add(cam)
+    assert min(len(c) for c in train_cams.values()) >= 2
+
+
+def test_fifteen_cameras_give_multi_digit_camera_names(tmp_path):
+    root = tmp_path / 'msmt_like'
+    counts = synthetic.make_dataset(root, size='tiny', seed=3, n_cameras=15)
+    cams = {parse_market_name(p.name)[1] for p in root.rglob('*.jpg')}
+    assert max(cams) > 9 and cams <= set(range(1, 16))
+    assert counts['cameras'] == len(cams)
+    assert any(p.name.split('_')[1].startswith(f'c{c}s') for c in cams if c > 9 for p in root.rglob('*.jpg'))
+
+
+def test_market_preset_has_market_1501_counts():
+    specs = synthetic.plan_dataset('market', seed=0)
+    counts = synthetic.dataset_counts(specs)
+    assert (counts['train_ids'], counts['bounding_box_train']) == (751, 12936)
+    assert (counts['test_ids'], counts['query'], counts['bounding_box_test']) == (750, 3368, 19732)
+    assert (counts['distractors'], counts['junk']) == (2793, 3819)
+    assert len({s.name for s in specs}) == len(specs)   # names are unique across all folders
+
+
+def test_single_cues_are_shared_but_combinations_are_not():
+    # the task must not be solvable by one colour: each single cue is shared by many of the 200 demo ids
+    specs = synthetic.plan_dataset('demo', seed=0)
+    ids = sorted({s.look_key[1] for s in specs if s.mode == 'person'})
+    looks = [synthetic.identity_look(0, 1, pid) for pid in ids]
+    for cue in ('upper', 'lower', 'pattern', 'hair', 'skin', 'accessory', 'shoes'):
+        values = Counter(getattr(look, cue) for look in looks)
+        assert max(values.values()) / len(ids) < 0.5, cue
+        assert len(values) > 1
+    discrete = Counter((lk.upper, lk.upper2 if lk.pattern else None, lk.pattern, lk.sleeves, lk.lower, lk.lower_kind,
+                        lk.hair, lk.long_hair, lk.skin, lk.accessory) for lk in looks)
+    assert len(discrete) >= 0.95 * len(ids)
+
+
+def test_identity_is_stable_and_pixels_vary_per_image():
+    look_a = synthetic.identity_look(0, 1, 7)
+    assert synthetic.identity_look(0, 1, 7) == look_a
+    specs = [s for s in synthetic.plan_dataset('tiny', seed=0) if s.mode == 'person']
+    first = specs[0]
+    same_id = [s for s in specs if s.look_key == first.look_key][:3]
+    pixels = [np.asarray(synthetic.render_image(0, s), dtype=np.float32) for s in same_id]
+    assert len(pixels) == 3
+    assert all(np.abs(pixels[0] - p).mean() > 1 for p in pixels[1:])
+    assert np.array_equal(np.asarray(synthetic.render_image(0, first)), np.asarray(synthetic.render_image(0, first)))
+
+
+def test_refuses_a_foreign_folder_and_replaces_its_own(tmp_path):
+    foreign = tmp_path / 'mine'
+    foreign.mkdir()
+    (foreign / 'thesis.txt').write_text('precious')
+    with pytest.raises(ValueError, match='mine.*not empty'):
+        synthetic.make_dataset(foreign, size='tiny')
+    assert (foreign / 'thesis.txt').read_text() == 'precious'
+
+    ours = tmp_path / 'ours'
+    synthetic.make_dataset(ours, size='tiny', seed=0)
+    (ours / 'query' / 'stale_0001_c1s1_000001_00.jpg').write_bytes(b'x')
+    (ours / 'pytorch').mkdir()
+    (ours / 'pytorch' / 'keep.txt').write_text('prepared')
+    synthetic.make_dataset(ours, size='tiny', seed=0)
+    assert not (ours / 'query' / 'stale_0001_c1s1_000001_00.jpg').exists()
+    assert (ours / 'pytorch' / 'keep.txt').read_text() == 'prepared'
+    assert synthetic.read_marker(ours)['complete'] is True
+
+
+@pytest.mark.parametrize('kwargs, message', [(dict(size='huge'), 'size'), (dict(n_cameras=1), 'n_cameras')])
+def test_bad_arguments_name_the_argument(tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        synthetic.make_dataset(tmp_path / 'x', **kwargs)
+    assert not (tmp_path / 'x').exists()
