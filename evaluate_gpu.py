@@ -1,0 +1,137 @@
+"""Evaluate the features test.py saved: pytorch_result.mat -> Rank@1/5/10, mAP (Market and standard), mINP.
+
+    python evaluate_gpu.py                              # reads ./pytorch_result.mat
+    python evaluate_gpu.py --result other.mat --multi   # also multi-query, from ./multi_query.mat
+    python evaluate_gpu.py --rerank --k1 20 --k2 6 --lambda 0.3   # also k-reciprocal re-ranking
+
+Runs on CUDA when present, else on the CPU. The first printed line keeps the original's format.
+"""
+import argparse
+from collections import namedtuple
+from pathlib import Path
+
+import numpy as np
+import scipy.io
+
+import metrics
+import rerank
+
+class _ByKey:
+    """Lets a namedtuple also be read with the .mat key names: result['query_label']."""
+    __slots__ = ()
+
+    def __getitem__(self, key):
+        return getattr(self, key) if isinstance(key, str) else super().__getitem__(key)
+
+
+class ReIDResult(_ByKey, namedtuple('ReIDResult', 'query_f query_label query_cam gallery_f gallery_label gallery_cam')):
+    """The arrays of pytorch_result.mat, in metrics.compute_cmc_map's argument order."""
+    __slots__ = ()
+
+
+class MultiQuery(_ByKey, namedtuple('MultiQuery', 'mquery_f mquery_label mquery_cam')):
+    """The arrays of multi_query.mat, in metrics.pool_multi_query's argument order."""
+    __slots__ = ()
+
+
+def _load_mat_fields(path, prefixes):
+    """Return [(features, labels, cams)] from a .mat file for each key prefix; SystemExit naming what is wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise SystemExit(f'{path}: file not found (run test.py first, or pass the right path)')
+    try:
+        mat = scipy.io.loadmat(str(path))
+    except Exception as e:  # scipy raises several types for a damaged or foreign file
+        raise SystemExit(f'{path}: not a readable .mat file ({e})')
+    groups = []
+    for prefix in prefixes:
+        names = [prefix + '_f', prefix + '_label', prefix + '_cam']
+        missing = [name for name in names if name not in mat]
+        if missing:
+            raise SystemExit(f'{path}: missing key(s) {", ".join(missing)}')
+        labels = np.asarray(mat[names[1]]).reshape(-1).astype(np.int64)
+        cams = np.asarray(mat[names[2]]).reshape(-1).astype(np.int64)
+        features = np.asarray(mat[names[0]], dtype=np.float32)
+        if features.ndim != 2 or not len(features) == len(labels) == len(cams):
+            raise SystemExit(f'{path}: {names[0]} has shape {features.shape} but {names[1]} has {len(labels)} '
+                             f'and {names[2]} {len(cams)} entries')
+        groups.append((features, labels, cams))
+    return groups
+
+
+def load_result(path):
+    """Return ReIDResult(query_f, query_label, query_cam, gallery_f, gallery_label, gallery_cam) from a .mat.
+
+    Features are float32 (N, D); labels and cameras 1-D int64 (savemat stores them as 1 x N rows).
+    Unpacks in metrics.compute_cmc_map's argument order; fields also read as result.query_f or
+    result['query_f']. SystemExit naming the file when it or a key is missing.
+    """
+    (qf, ql, qc), (gf, gl, gc) = _load_mat_fields(path, ['query', 'gallery'])
+    return ReIDResult(qf, ql, qc, gf, gl, gc)
+
+
+def load_multi_query(path):
+    """Return MultiQuery(mquery_f, mquery_label, mquery_cam) from multi_query.mat (same rules as load_result)."""
+    return MultiQuery(*_load_mat_fields(path, ['mquery'])[0])
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--result', default='pytorch_result.mat', help='features saved by test.py')
+    parser.add_argument('--multi', action='store_true', help='also evaluate multi-query (needs --multi_result)')
+    parser.add_argument('--multi_result', default='multi_query.mat', help='multi-query features saved by test.py')
+    parser.add_argument('--rerank', action='store_true', help='also evaluate with k-reciprocal re-ranking')
+    parser.add_argument('--k1', default=20, type=int, help='re-ranking: size of the k-reciprocal sets')
+    parser.add_argument('--k2', default=6, type=int, help='re-ranking: neighbours of the local query expansion')
+    parser.add_argument('--lambda', dest='lambda_value', default=0.3, type=float,
+                        help='re-ranking: weight of the original distance in the final distance')
+    args = parser.parse_args(argv)
+    if args.k1 < 1 or args.k2 < 1:
+        parser.error(f'--k1 {args.k1} --k2 {args.k2}: both must be at least 1')
+    if not 0 <= args.lambda_value <= 1:
+        parser.error(f'--lambda {args.lambda_value}: must lie in [0, 1]')
+    return args
+
+
+def evaluate_all(result, multi=None, rerank_params=None):
+    """Return [(title or None, metrics dict, note or None)] for single-query, multi-query and re-ranked runs.
+
+    `multi`: a MultiQuery or None; `rerank_params`: dict(k1=, k2=, lambda_value=) or None.
+    """
+    qf, ql, qc, gf, gl, gc = result
+    runs = [(None, qf, None)]
+    if multi is not None:
+        pooled, n_fallback = metrics.pool_multi_query(qf, ql, qc, *multi)
+        note = f'{n_fallback} of {len(ql)} queries had no multi-query image of their id and camera: single query used'
+        runs.append(('multi-query (mean of the images of the same id and camera):', pooled, note))
+    reports = []
+    for title, query_features, note in runs:
+        reports.append((title, metrics.compute_cmc_map(query_features, ql, qc, gf, gl, gc), note))
+        if rerank_params is not None:
+            dist = rerank.k_reciprocal_rerank(query_features, gf, **rerank_params)
+            label = 'k1=%(k1)d k2=%(k2)d lambda=%(lambda_value)g' % rerank_params
+            reports.append(((title or 'single query:').rstrip(':') + f', re-ranked ({label}):',
+                            metrics.compute_cmc_map_from_dist(dist, ql, qc, gl, gc), None))
+    return reports
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    result = load_result(args.result)
+    multi = load_multi_query(args.multi_result) if args.multi else None
+    params = dict(k1=args.k1, k2=args.k2, lambda_value=args.lambda_value) if args.rerank else None
+    try:
+        reports = evaluate_all(result, multi, params)
+    except ValueError as e:
+        raise SystemExit(f'{args.result}: {e}')
+    for title, res, note in reports:
+        if title:
+            print(title)
+        print(metrics.format_result(res))
+        if note:
+            print(note)
+    return reports
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,134 @@
+"""Tests of the evaluate_gpu.py front-end: .mat loading, flags, printed lines and clear errors."""
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.io
+
+import evaluate_gpu
+import metrics
+
+ROOT = Path(__file__).resolve().parents[1]
+FIRST_LINE = re.compile(r'^Rank@1:(\S+) Rank@5:(\S+) Rank@10:(\S+) mAP:(\S+)$')
+
+
+def unit_rows(rng, n, dim=16):
+    f = rng.standard_normal((n, dim)).astype(np.float32)
+    return f / np.linalg.norm(f, axis=1, keepdims=True)
+
+
+def write_result(path, rng, n_query=20, n_gallery=80, n_ids=6):
+    """A pytorch_result.mat as test.py writes it (labels and cameras saved as 1 x N int rows)."""
+    gl = rng.integers(0, n_ids + 1, n_gallery)
+    gl[:n_gallery // 16] = -1
+    gc = rng.integers(1, 16, n_gallery)    # multi-digit cameras
+    ql, qc = rng.integers(1, n_ids + 1, n_query), rng.integers(1, 16, n_query)
+    data = {'gallery_f': unit_rows(rng, n_gallery), 'gallery_label': gl, 'gallery_cam': gc,
+            'query_f': unit_rows(rng, n_query), 'query_label': ql, 'query_cam': qc}
+    scipy.io.savemat(str(path), data)
+    return data
+
+
+def first_line_values(line):
+    match = FIRST_LINE.match(line)
+    assert match, line
+    return [float(v) for v in match.groups()]
+
+
+def test_load_result_returns_flat_arrays(tmp_path):
+    data = write_result(tmp_path / 'r.mat', np.random.default_rng(0))
+    res = evaluate_gpu.load_result(tmp_path / 'r.mat')
+    qf, ql, qc, gf, gl, gc = res
+    assert ql.ndim == qc.ndim == gl.ndim == gc.ndim == 1
+    np.testing.assert_array_equal(gc, data['gallery_cam'])
+    np.testing.assert_array_equal(res.query_label, data['query_label'])
+    np.testing.assert_array_equal(res['gallery_label'], data['gallery_label'])
+    assert res[0] is qf
+    assert qf.dtype == np.float32 and gf.shape == data['gallery_f'].shape
+
+
+def test_main_prints_the_metrics_of_the_file(tmp_path, capsys):
+    data = write_result(tmp_path / 'r.mat', np.random.default_rng(1))
+    evaluate_gpu.main(['--result', str(tmp_path / 'r.mat')])
+    lines = capsys.readouterr().out.strip().split('\n')
+    want = metrics.compute_cmc_map(data['query_f'], data['query_label'], data['query_cam'], data['gallery_f'],
+                                   data['gallery_label'], data['gallery_cam'], device='cpu')
+    assert lines == metrics.format_result(want).split('\n')
+    assert first_line_values(lines[0]) == pytest.approx(
+        [want['cmc'][0], want['cmc'][4], want['cmc'][9], want['mAP']], abs=1e-6)
+
+
+def test_small_gallery_does_not_crash(tmp_path, capsys):
+    rng = np.random.default_rng(2)
+    scipy.io.savemat(str(tmp_path / 'r.mat'), {
+        'query_f': unit_rows(rng, 3), 'query_label': [1, 2, 1], 'query_cam': [1, 1, 2],
+        'gallery_f': unit_rows(rng, 4), 'gallery_label': [2, 1, 0, 1], 'gallery_cam': [2, 3, 1, 12]})
+    evaluate_gpu.main(['--result', str(tmp_path / 'r.mat')])
+    rank1, rank5, rank10, _ = first_line_values(capsys.readouterr().out.split('\n')[0])
+    assert rank1 <= rank5 == rank10 == 1.0  # Rank@5 and Rank@10 are Rank@4 on a 4-image gallery
+
+
+def test_missing_file_and_missing_key_name_the_problem(tmp_path):
+    with pytest.raises(SystemExit, match='nope.mat'):
+        evaluate_gpu.main(['--result', str(tmp_path / 'nope.mat')])
+    scipy.io.savemat(str(tmp_path / 'partial.mat'), {'query_f': np.ones((2, 3)), 'query_label': [1, 2],
+                                                     'query_cam': [1, 1]})
+    with pytest.raises(SystemExit, match=r'partial\.mat.*gallery_f'):
+        evaluate_gpu.load_result(tmp_path / 'partial.mat')
+
+
+def test_inconsistent_lengths_are_reported(tmp_path):
+    rng = np.random.default_rng(3)
+    scipy.io.savemat(str(tmp_path / 'bad.mat'), {
+        'query_f': unit_rows(rng, 3), 'query_label': [1, 2], 'query_cam': [1, 1, 1],
+        'gallery_f': unit_rows(rng, 4), 'gallery_label': [1, 2, 3, 4], 'gallery_cam': [1, 1, 1, 1]})
+    with pytest.raises(SystemExit, match='query_f'):
+        evaluate_gpu.load_result(tmp_path / 'bad.mat')
+
+
+def test_multi_query_pools_and_counts_fallbacks(tmp_path, capsys):
+    rng = np.random.default_rng(4)
+    data = write_result(tmp_path / 'r.mat', rng)
+    keep = [0, 1, 2, 3, 4, 5]   # multi-query images only for the first six queries' id and camera
+    mq_label = np.repeat(data['query_label'][keep], 2)
+    mq_cam = np.repeat(data['query_cam'][keep], 2)
+    scipy.io.savemat(str(tmp_path / 'm.mat'), {'mquery_f': unit_rows(rng, 12), 'mquery_label': mq_label,
+                                              'mquery_cam': mq_cam})
+    evaluate_gpu.main(['--result', str(tmp_path / 'r.mat'), '--multi', '--multi_result', str(tmp_path / 'm.mat')])
+    out = capsys.readouterr().out
+    expected_fallback = sum(1 for q, c in zip(data['query_label'], data['query_cam'])
+                            if not np.any((mq_label == q) & (mq_cam == c)))
+    assert f'{expected_fallback} of 20 queries had no multi-query image' in out
+    assert 'multi-query' in out
+    assert sum(1 for line in out.split('\n') if FIRST_LINE.match(line)) == 2
+
+
+def test_rerank_flags_and_lambda_one(tmp_path, capsys):
+    """--lambda 1 keeps only the original distance (scaled per query): the ranking, hence the metrics, stay."""
+    write_result(tmp_path / 'r.mat', np.random.default_rng(5))
+    args = evaluate_gpu.parse_args(['--rerank', '--k1', '7', '--k2', '3', '--lambda', '1'])
+    assert (args.k1, args.k2, args.lambda_value) == (7, 3, 1.0)
+    evaluate_gpu.main(['--result', str(tmp_path / 'r.mat'), '--rerank', '--k1', '7', '--k2', '3',
+                       '--lambda', '1'])
+    lines = capsys.readouterr().out.strip().split('\n')
+    assert lines[2].startswith('single query, re-ranked (k1=7 k2=3 lambda=1)')
+    assert first_line_values(lines[3]) == pytest.approx(first_line_values(lines[0]), abs=1e-6)
+
+
+def test_bad_flag_values_exit(capsys):
+    with pytest.raises(SystemExit):
+        evaluate_gpu.parse_args(['--lambda', '1.5'])
+    with pytest.raises(SystemExit):
+        evaluate_gpu.parse_args(['--k1', '0'])
+    assert '--lambda' in capsys.readouterr().err
+
+
+def test_script_runs_as_a_program(tmp_path):
+    write_result(tmp_path / 'r.mat', np.random.default_rng(6))
+    done = subprocess.run([sys.executable, str(ROOT / 'evaluate_gpu.py'), '--result', str(tmp_path / 'r.mat')],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert FIRST_LINE.match(done.stdout.split('\n')[0])

@@ -1,0 +1,125 @@
+"""Tests of rerank.k_reciprocal_rerank against a dense, loop-by-loop reference written from Zhong et al. 2017.
+
+The reference builds every (N+M)^2 matrix in float64 and follows the paper step by step; it is only fit for
+small inputs, which is all the tests need.
+"""
+import numpy as np
+import pytest
+
+import metrics
+import rerank
+
+
+def k_reciprocal_set(rank, i, k):
+    """R(i, k): the j among the k+1 nearest of i that also have i among their own k+1 nearest."""
+    return [j for j in rank[i, :k + 1] if i in rank[j, :k + 1]]
+
+
+def dense_rerank_reference(qf, gf, k1, k2, lambda_value):
+    """Zhong et al. 2017 with dense matrices: returns the (Q, G) final distance (float64)."""
+    x = np.concatenate([qf, gf]).astype(np.float64)
+    n, n_query = len(x), len(qf)
+    squared = np.maximum(2 - 2 * x @ x.T, 0)           # unit vectors: 2 - 2cos is the squared distance
+    squared = (squared + squared.T) / 2                 # exactly symmetric, so column max = row max
+    original = (squared / squared.max(axis=0, keepdims=True)).T
+    rank = np.argsort(original, axis=1, kind='stable')
+
+    v = np.zeros((n, n))
+    for i in range(n):
+        own = k_reciprocal_set(rank, i, k1)
+        expanded = set(own)
+        for c in own:
+            half = k_reciprocal_set(rank, c, int(np.around(k1 / 2)))
+            if len(set(half) & set(own)) > 2 / 3 * len(half):
+                expanded |= set(half)
+        members = sorted(expanded)
+        weight = np.exp(-original[i, members])
+        v[i, members] = weight / weight.sum()
+    if k2 != 1:
+        v = np.stack([v[rank[i, :k2]].mean(axis=0) for i in range(n)])
+
+    final = np.zeros((n_query, n - n_query))
+    for q in range(n_query):
+        for g in range(n - n_query):
+            a, b = v[q], v[n_query + g]
+            jaccard = 1 - np.minimum(a, b).sum() / np.maximum(a, b).sum()
+            final[q, g] = (1 - lambda_value) * jaccard + lambda_value * original[q, n_query + g]
+    return final
+
+
+def clustered_features(rng, n_query, n_gallery, n_ids, dim, noise):
+    """Unit features around a few identity centres, so neighbour sets and expansions are non-trivial."""
+    centres = rng.standard_normal((n_ids, dim))
+    ids = rng.integers(0, n_ids, n_query + n_gallery)
+    f = centres[ids] + noise * rng.standard_normal((len(ids), dim))
+    f /= np.linalg.norm(f, axis=1, keepdims=True)
+    return f[:n_query].astype(np.float32), f[n_query:].astype(np.float32)
+
+
+@pytest.mark.parametrize('seed, n_query, n_gallery, k1, k2, lam', [
+    (0, 20, 120, 20, 6, 0.3),
+    (1, 15, 90, 7, 3, 0.5),
+    (2, 10, 60, 4, 1, 0.0),
+    (3, 12, 40, 20, 6, 1.0),
+    (4, 5, 12, 20, 6, 0.3),        # fewer images than k1 + 1: every set is the whole set
+])
+def test_rerank_matches_dense_reference(seed, n_query, n_gallery, k1, k2, lam):
+    rng = np.random.default_rng(seed)
+    qf, gf = clustered_features(rng, n_query, n_gallery, n_ids=8, dim=16, noise=0.6)
+    got = rerank.k_reciprocal_rerank(qf, gf, k1=k1, k2=k2, lambda_value=lam, device='cpu')
+    want = dense_rerank_reference(qf, gf, k1, k2, lam)
+    assert got.dtype == np.float32 and got.shape == (n_query, n_gallery)
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize('block_elements', [None, 350])
+def test_rerank_ties_follow_stable_order(block_elements, monkeypatch):
+    """Quantised features: dot products are exact and many distances tie, so only a stable order agrees.
+
+    With small blocks the neighbour lists are merged across many blocks and transposed parts.
+    """
+    if block_elements:
+        monkeypatch.setattr(rerank, '_BLOCK_ELEMENTS', block_elements)
+    rng = np.random.default_rng(5)
+    n, dim = 70, 8
+    f = np.zeros((n, dim), np.float32)
+    for row in f:  # four entries of +-1/2: unit norm, dot products are multiples of 1/4, exact in float32
+        row[rng.choice(dim, 4, replace=False)] = rng.choice([-0.5, 0.5], 4)
+    f[10] = f[3]  # exact duplicates on top of the ties
+    f[40] = f[3]
+    qf, gf = f[:15], f[15:]
+    got = rerank.k_reciprocal_rerank(qf, gf, k1=6, k2=3, lambda_value=0.3, device='cpu')
+    np.testing.assert_allclose(got, dense_rerank_reference(qf, gf, 6, 3, 0.3), atol=1e-5, rtol=0)
+
+
+def test_rerank_tiny_chunks_give_same_result(monkeypatch):
+    """The blocked and chunked paths must not change the result when blocks hold a few rows or pairs."""
+    rng = np.random.default_rng(6)
+    qf, gf = clustered_features(rng, 25, 100, n_ids=6, dim=12, noise=0.5)
+    whole = rerank.k_reciprocal_rerank(qf, gf, device='cpu')
+    monkeypatch.setattr(rerank, '_BLOCK_ELEMENTS', 300)
+    monkeypatch.setattr(rerank, '_PAIR_CHUNK', 50)
+    chunked = rerank.k_reciprocal_rerank(qf, gf, device='cpu')
+    np.testing.assert_allclose(chunked, whole, atol=1e-6, rtol=0)
+    np.testing.assert_allclose(chunked, dense_rerank_reference(qf, gf, 20, 6, 0.3), atol=1e-5, rtol=0)
+
+
+def test_lambda_one_keeps_the_original_ranking():
+    """lambda = 1 leaves only the original distance over a per-query constant: same metrics as cosine."""
+    rng = np.random.default_rng(7)
+    qf, gf = clustered_features(rng, 30, 150, n_ids=10, dim=16, noise=0.8)
+    ql, gl = rng.integers(1, 10, 30), rng.integers(1, 10, 150)
+    qc, gc = rng.integers(1, 4, 30), rng.integers(1, 4, 150)
+    dist = rerank.k_reciprocal_rerank(qf, gf, lambda_value=1.0, device='cpu')
+    by_dist = metrics.compute_cmc_map_from_dist(dist, ql, qc, gl, gc, device='cpu')
+    by_score = metrics.compute_cmc_map(qf, ql, qc, gf, gl, gc, device='cpu')
+    np.testing.assert_allclose(by_dist['cmc'], by_score['cmc'])
+    assert by_dist['mAP'] == pytest.approx(by_score['mAP'])
+
+
+def test_rerank_rejects_bad_input():
+    f = np.eye(4, dtype=np.float32)
+    with pytest.raises(ValueError, match='features'):
+        rerank.k_reciprocal_rerank(f, np.eye(3, dtype=np.float32), device='cpu')
+    with pytest.raises(ValueError, match='k1'):
+        rerank.k_reciprocal_rerank(f, f, k1=0, device='cpu')
