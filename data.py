@@ -2,6 +2,7 @@
 
 Market-1501, DukeMTMC-reID, MSMT17 and VeRi-776 all name an image `<id>_c<camera>...`; parse it here only.
 """
+import os
 import re
 from pathlib import Path
 
@@ -27,3 +28,90 @@ def parse_market_name(name):
 def is_image_file(name):
     """True for the image extensions the toolkit reads (case-insensitive)."""
     return str(name).lower().endswith(IMG_EXTENSIONS)
+
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class ReIDImageFolder:
+    """One prepared split (a folder per id) in torchvision ImageFolder order; items are (image, label).
+
+    Labels are the index of the sorted folder names. With `class_to_idx` from another split (val against
+    train) the labels follow that split's indices. Raises ValueError naming the folder when it is missing,
+    holds no images, or (with `class_to_idx`) has an id the other split lacks.
+    """
+
+    def __init__(self, root, transform=None, class_to_idx=None):
+        root = Path(root)
+        if not root.is_dir():
+            raise ValueError(f'{root}: folder not found (run prepare.py first, or check --data_dir/--test_dir)')
+        self.root, self.transform = root, transform
+        self.classes = sorted(e.name for e in os.scandir(root) if e.is_dir())
+        if class_to_idx is None:
+            class_to_idx = {c: i for i, c in enumerate(self.classes)}
+        unknown = [c for c in self.classes if c not in class_to_idx]
+        if unknown:
+            raise ValueError(f'{root}: ids {unknown[:5]} are not in the training split')
+        self.class_to_idx = {c: class_to_idx[c] for c in self.classes}
+        # Same walk as torchvision's ImageFolder, so indices match anything built on it.
+        self.samples = [(os.path.join(dirpath, f), self.class_to_idx[c])
+                        for c in self.classes
+                        for dirpath, _, files in sorted(os.walk(root / c, followlinks=True))
+                        for f in sorted(files) if is_image_file(f)]
+        if not self.samples:
+            raise ValueError(f'{root}: no images found (expected one sub-folder of images per id)')
+        self.targets = [t for _, t in self.samples]
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, index):
+        from PIL import Image
+
+        path, target = self.samples[index]
+        with Image.open(path) as img:
+            img = img.convert('RGB')
+        return (self.transform(img) if self.transform else img), target
+
+
+def list_reid_images(folder):
+    """Return [(path, person_id, camera)] of a prepared split in ImageFolder order.
+
+    Ids and cameras come from the file names (data.parse_market_name), not from the folder index, so the
+    distractor (0000) and junk (-1) folders keep their meaning.
+    """
+    return [(path, *parse_market_name(path)) for path, _ in ReIDImageFolder(folder).samples]
+
+
+def train_transform(h=256, w=128, pad=10, erasing_p=0.0, color_jitter=False):
+    """Return the training augmentation of the baseline: bicubic resize, pad + random crop, flip, normalise.
+
+    `color_jitter` adds a mild brightness/contrast/saturation jitter; `erasing_p` > 0 adds Random Erasing.
+    """
+    # torchvision is imported here, not at the top: it takes seconds, and prepare.py only parses names.
+    from torchvision import transforms
+
+    from random_erasing import random_erasing
+
+    steps = [transforms.Resize((h, w), interpolation=transforms.InterpolationMode.BICUBIC)]
+    if pad > 0:
+        steps += [transforms.Pad(pad), transforms.RandomCrop((h, w))]
+    steps.append(transforms.RandomHorizontalFlip())
+    if color_jitter:
+        steps.append(transforms.ColorJitter(brightness=0.1, contrast=0.1, saturation=0.1, hue=0))
+    steps += [transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    if erasing_p > 0:
+        steps.append(random_erasing(erasing_p))
+    return transforms.Compose(steps)
+
+
+def eval_transform(h=256, w=128):
+    """Return the evaluation transform: bicubic resize to (h, w), tensor, ImageNet normalisation."""
+    from torchvision import transforms
+
+    return transforms.Compose([
+        transforms.Resize((h, w), interpolation=transforms.InterpolationMode.BICUBIC),
+        transforms.ToTensor(),
+        transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+    ])

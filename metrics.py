@@ -247,6 +247,15 @@ def compute_cmc_map_from_dist(dist, ql, qc, gl, gc, device=None, block=None):
     return _evaluate_blocks(block_keys, dist.shape[0], ql, qc, gl, gc, _rows_per_block(block, dist.shape[1]))
 
 
+def junk_mask(ql, qc, gl, gc):
+    """Return the boolean mask of gallery items that are junk for one query (numpy in, numpy out).
+
+    Junk: the query's id seen by the query's camera, and every item with id -1 (the rule of the module docstring).
+    """
+    gl, gc = np.asarray(gl), np.asarray(gc)
+    return (gl == JUNK_ID) | ((gl == ql) & (gc == qc))
+
+
 def rank_at(res, k):
     """Return Rank@k of a metrics dict; for k beyond the gallery size the CMC has saturated at Rank@G."""
     cmc = res['cmc']

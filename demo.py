@@ -1,0 +1,97 @@
+"""Show one query and its top-10 gallery images: green frame = same id, red = different; saves show.png.
+
+Reads pytorch_result.mat (written by test.py) and the prepared test split to find the images.
+    python demo.py --query_index 777 --test_dir ../Market/pytorch
+"""
+import argparse
+import os
+
+import numpy as np
+
+from data import list_reid_images
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description='Draw the top-10 ranking of one query (show.png).')
+    p.add_argument('--query_index', default=777, type=int, help='index of the query in query order (0-based)')
+    p.add_argument('--test_dir', default='../Market/pytorch', type=str, help='prepared folder with query/ gallery/')
+    p.add_argument('--result', default='pytorch_result.mat', type=str, help='features written by test.py')
+    p.add_argument('--output', default='show.png', type=str, help='where to save the picture')
+    p.add_argument('--rerank', action='store_true', help='rank by k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3)')
+    p.add_argument('--top', default=10, type=int, help='number of gallery images to show')
+    return p.parse_args(argv)
+
+
+def ranked_gallery(keys, ql, qc, gl, gc):
+    """Return gallery indices ranked by ascending key (stable), junk removed (same id+camera, or id -1)."""
+    from metrics import junk_mask
+
+    order = np.argsort(keys, kind='stable')
+    return order[~junk_mask(ql, qc, gl[order], gc[order])]
+
+
+def query_keys(result, index, rerank):
+    """Return the (G,) ranking keys of one query (smaller = better): -cosine, or the re-ranked distance."""
+    if rerank:
+        from rerank import k_reciprocal_rerank
+
+        return k_reciprocal_rerank(result['query_f'], result['gallery_f'])[index]
+    return -(result['gallery_f'] @ result['query_f'][index])
+
+
+def draw_ranking(query, shown, path):
+    """Save a 1 x (1 + len(shown)) figure: the query, then (image, is_match, caption) with green/red frames."""
+    import matplotlib
+    matplotlib.use('Agg')  # headless: never needs a display
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    fig, axes = plt.subplots(1, 1 + len(shown), figsize=(1.6 * (1 + len(shown)), 3.6), squeeze=False)
+    panels = [(query[0], None, query[1])] + list(shown)
+    for ax, (img_path, match, caption) in zip(axes[0], panels):
+        with Image.open(img_path) as img:
+            ax.imshow(img.convert('RGB'))
+        ax.set_xticks([])
+        ax.set_yticks([])
+        colour = 'black' if match is None else ('green' if match else 'red')
+        for spine in ax.spines.values():
+            spine.set_edgecolor(colour)
+            spine.set_linewidth(4 if match is not None else 1)
+        ax.set_title(caption, fontsize=8, color=colour)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from evaluate_gpu import load_result
+
+    result = load_result(args.result)
+    query_images = list_reid_images(os.path.join(args.test_dir, 'query'))
+    gallery_images = list_reid_images(os.path.join(args.test_dir, 'gallery'))
+    if len(query_images) != len(result['query_label']) or len(gallery_images) != len(result['gallery_label']):
+        raise SystemExit(f'{args.result}: {len(result["query_label"])} queries and {len(result["gallery_label"])} '
+                         f'gallery images, but --test_dir {args.test_dir} has {len(query_images)} and '
+                         f'{len(gallery_images)}: run test.py on the same --test_dir')
+    if not 0 <= args.query_index < len(query_images):
+        raise SystemExit(f'--query_index {args.query_index}: out of range, there are {len(query_images)} queries')
+
+    i = args.query_index
+    ql, qc = int(result['query_label'][i]), int(result['query_cam'][i])
+    keys = query_keys(result, i, args.rerank)
+    ranked = ranked_gallery(keys, ql, qc, result['gallery_label'], result['gallery_cam'])[:args.top]
+    print(f'query {i}: {query_images[i][0]} (id {ql}, camera {qc})')
+    shown = []
+    for rank, g in enumerate(ranked, 1):
+        path, gid, _ = gallery_images[g]
+        score = -keys[g] if not args.rerank else keys[g]
+        caption = f'{rank}: id {gid}\n{"score" if not args.rerank else "dist"} {score:.3f}'
+        shown.append((path, gid == ql, caption))
+        print(f'{rank:2d} {"match" if gid == ql else "wrong"} {path}')
+    draw_ranking((query_images[i][0], f'query\nid {ql}'), shown, args.output)
+    print(f'saved {args.output}')
+
+
+if __name__ == '__main__':
+    main()

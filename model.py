@@ -1,0 +1,324 @@
+"""Re-ID networks: a torchvision (or timm) backbone + the baseline's ClassBlock, PCB, and build_model(opts).
+
+Also the feature contract test.py relies on: flip-summed (multi-scale) features, then L2-normalised.
+"""
+import copy
+import math
+import os
+import socket
+from argparse import Namespace
+from collections import OrderedDict
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# Options that define the network; test.py rebuilds the same network from a run's opts.yaml with them.
+MODEL_DEFAULTS = {'backbone': 'resnet50', 'use_dense': False, 'PCB': False, 'stride': 2, 'linear_num': 512,
+                  'droprate': 0.5, 'scratch': False}
+PCB_PARTS = 6
+PCB_LINEAR_NUM = 256  # the original PCB bottleneck, independent of --linear_num
+DOWNLOAD_TIMEOUT_S = 30
+
+
+class PretrainedWeightsUnavailable(RuntimeError):
+    """ImageNet weights are neither in the torch hub cache nor downloadable; the message says what to do."""
+
+
+def _init_bottleneck(module):
+    # The original's init: Kaiming (fan_out) for the bottleneck Linear, N(1, 0.02) for its BatchNorm scale.
+    if isinstance(module, nn.Linear):
+        nn.init.kaiming_normal_(module.weight, a=0, mode='fan_out')
+        nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.BatchNorm1d):
+        nn.init.normal_(module.weight, 1.0, 0.02)
+        nn.init.zeros_(module.bias)
+
+
+class ClassBlock(nn.Module):
+    """Bottleneck (Linear in_dim->linear_num, BatchNorm1d, Dropout) then a Linear classifier.
+
+    `linear_num` <= 0 skips the Linear (the bottleneck is then BatchNorm1d + Dropout on the input).
+    forward(x) returns logits; forward(x, return_feature=True) returns the bottleneck feature.
+    """
+
+    def __init__(self, in_dim, num_classes, droprate=0.5, linear_num=512):
+        super().__init__()
+        layers, dim = [], in_dim
+        if linear_num > 0:
+            layers.append(nn.Linear(in_dim, linear_num))
+            dim = linear_num
+        layers.append(nn.BatchNorm1d(dim))
+        if droprate > 0:
+            layers.append(nn.Dropout(droprate))
+        self.add_block = nn.Sequential(*layers)
+        self.add_block.apply(_init_bottleneck)
+        self.classifier = nn.Linear(dim, num_classes)
+        nn.init.normal_(self.classifier.weight, std=0.001)
+        nn.init.zeros_(self.classifier.bias)
+        self.feature_dim = dim
+
+    def forward(self, x, return_feature=False):
+        f = self.add_block(x)
+        return f if return_feature else self.classifier(f)
+
+
+class ReIDNet(nn.Module):
+    """Backbone `body` -> global average pool -> ClassBlock.
+
+    forward(x) -> logits [B, num_classes] (training).
+    forward(x, return_feature=True) -> [B, linear_num]: the bottleneck feature after BatchNorm, before the
+    classifier (Dropout is inactive in eval mode). This is the retrieval feature test.py extracts.
+    """
+
+    def __init__(self, body, body_dim, num_classes, linear_num=512, droprate=0.5):
+        super().__init__()
+        self.body = body
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = ClassBlock(body_dim, num_classes, droprate, linear_num)
+
+    def forward(self, x, return_feature=False):
+        f = self.body(x)
+        if f.dim() == 4:
+            f = self.pool(f).flatten(1)
+        return self.classifier(f, return_feature)
+
+
+class PCB(nn.Module):
+    """Part-based Convolutional Baseline (Sun et al., ECCV 2018): the feature map is pooled into `parts`
+    horizontal stripes, each with its own ClassBlock (bottleneck 256).
+
+    forward(x) -> logits [B, parts, num_classes] (the loss sums the parts).
+    forward(x, return_feature=True) -> [B, parts, body_dim]: the pooled stripe features, as the original tests
+    PCB; l2_normalize_features normalises each part, then concatenates.
+    """
+
+    def __init__(self, body, body_dim, num_classes, parts=PCB_PARTS, droprate=0.5):
+        super().__init__()
+        self.body = body
+        self.pool = nn.AdaptiveAvgPool2d((parts, 1))
+        self.dropout = nn.Dropout(p=0.5)
+        self.classifiers = nn.ModuleList(
+            ClassBlock(body_dim, num_classes, droprate, PCB_LINEAR_NUM) for _ in range(parts))
+
+    def forward(self, x, return_feature=False):
+        stripes = self.pool(self.body(x)).squeeze(3)  # [B, C, parts]
+        if return_feature:
+            return stripes.transpose(1, 2)
+        stripes = self.dropout(stripes)
+        return torch.stack([clf(stripes[:, :, i]) for i, clf in enumerate(self.classifiers)], dim=1)
+
+
+def cross_entropy_loss(logits, labels):
+    """Softmax cross-entropy; for PCB logits [B, parts, K] the sum of the per-part losses (as the original)."""
+    if logits.dim() == 3:
+        return sum(F.cross_entropy(logits[:, i], labels) for i in range(logits.shape[1]))
+    return F.cross_entropy(logits, labels)
+
+
+def predicted_classes(logits):
+    """Arg-max class per sample; for PCB the arg-max of the summed part probabilities (as the original)."""
+    if logits.dim() == 3:
+        return logits.softmax(dim=2).sum(dim=1).argmax(dim=1)
+    return logits.argmax(dim=1)
+
+
+def imagenet_weight_file(name):
+    """Return (url, cache path) of the ImageNet weights torchvision uses for model `name`.
+
+    IMAGENET1K_V1 where it exists: the weights `pretrained=True` gave, which the original recipe was tuned on.
+    """
+    import torchvision
+
+    try:
+        weights_enum = torchvision.models.get_model_weights(name)
+    except ValueError:
+        raise ValueError(f'--backbone {name}: torchvision has no ImageNet weights for it; use --scratch') from None
+    weights = getattr(weights_enum, 'IMAGENET1K_V1', None) or weights_enum.DEFAULT
+    cache = os.path.join(torch.hub.get_dir(), 'checkpoints', os.path.basename(weights.url))
+    return weights.url, cache
+
+
+def imagenet_state_dict(name):
+    """Return the ImageNet state_dict of torchvision model `name`: the torch hub cache first, else a download.
+
+    Raises PretrainedWeightsUnavailable (one message: where to put the file, or --scratch) when the file is
+    not cached and cannot be downloaded. Never falls back to random weights.
+    """
+    url, cache = imagenet_weight_file(name)
+    if not os.path.isfile(cache):
+        previous = socket.getdefaulttimeout()
+        # A firewalled machine must fail within seconds, not hang on a silent socket.
+        socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+        try:
+            os.makedirs(os.path.dirname(cache), exist_ok=True)
+            match = torch.hub.HASH_REGEX.search(os.path.basename(cache))  # torchvision names files name-<sha256>
+            torch.hub.download_url_to_file(url, cache, hash_prefix=match and match.group(1), progress=True)
+        except (OSError, RuntimeError) as e:
+            raise PretrainedWeightsUnavailable(
+                f'ImageNet weights for {name} are not in the torch hub cache ({cache}) and the download failed '
+                f'({e}). Download {url} and save it as {cache} (set TORCH_HOME to move the cache), '
+                f'or pass --scratch to train from random initialisation.') from None
+        finally:
+            socket.setdefaulttimeout(previous)
+    return torch.load(cache, map_location='cpu', weights_only=True)
+
+
+def _torchvision_classifier(name, pretrained):
+    import torchvision
+
+    if name not in torchvision.models.list_models(module=torchvision.models):
+        raise ValueError(f'--backbone {name}: not a torchvision classification model '
+                         f'(e.g. resnet18, resnet50, densenet121, mobilenet_v3_small; or timm:<name>)')
+    net = torchvision.models.get_model(name, weights=None)
+    if pretrained:
+        net.load_state_dict(imagenet_state_dict(name))
+    return net
+
+
+def _timm_body(name, pretrained):
+    try:
+        import timm
+    except ImportError:
+        raise ValueError(f'--backbone timm:{name}: timm is not installed (pip install timm)') from None
+    net = timm.create_model(name, pretrained=pretrained, num_classes=0)  # num_classes=0: pooled features
+    return net, net.num_features, False
+
+
+def _set_last_stage_stride_1(body, name):
+    if hasattr(body, 'layer4'):  # ResNet family: the first block of layer4 downsamples
+        block = body.layer4[0]
+        for conv in [m for m in block.modules() if isinstance(m, nn.Conv2d)]:
+            conv.stride = (1, 1)
+    elif hasattr(body, 'features') and hasattr(body.features, 'transition3'):  # DenseNet: last transition pools
+        body.features.transition3.pool.stride = 1
+    else:
+        raise ValueError(f'--stride 1 is supported for ResNet and DenseNet backbones, not {name}')
+
+
+def _torchvision_body(net, name):
+    if hasattr(net, 'layer4') and hasattr(net, 'fc'):  # ResNet, ResNeXt, Wide-ResNet
+        stages = ('conv1', 'bn1', 'relu', 'maxpool', 'layer1', 'layer2', 'layer3', 'layer4')
+        return nn.Sequential(OrderedDict((s, getattr(net, s)) for s in stages)), net.fc.in_features, True
+    if name.startswith('densenet'):
+        # torchvision's DenseNet applies ReLU after `features` in its forward; keep it.
+        return (nn.Sequential(OrderedDict(features=net.features, relu=nn.ReLU(inplace=True))),
+                net.classifier.in_features, True)
+    linears = [(path, m) for path, m in net.named_modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError(f'--backbone {name}: no Linear classifier to replace')
+    path, classifier = linears[-1]
+    parent, _, attr = path.rpartition('.')
+    setattr(net.get_submodule(parent), attr, nn.Identity())
+    return net, classifier.in_features, False
+
+
+def backbone_body(name, pretrained=True, stride=2):
+    """Return (body, feature_dim, gives_feature_map) for backbone `name`.
+
+    ResNet/ResNeXt/Wide-ResNet and DenseNet give a feature map (so --stride 1 and --PCB work); any other
+    torchvision classification model (or `timm:<name>`) gives the pooled vector its classifier would read.
+    """
+    if name.startswith('timm:'):
+        body, dim, is_map = _timm_body(name[len('timm:'):], pretrained)
+    else:
+        body, dim, is_map = _torchvision_body(_torchvision_classifier(name, pretrained), name)
+    if stride == 1:
+        if not is_map:
+            raise ValueError(f'--stride 1 is supported for ResNet and DenseNet backbones, not {name}')
+        _set_last_stage_stride_1(body, name)
+    elif stride != 2:
+        raise ValueError(f'--stride {stride}: must be 1 or 2')
+    return body, dim, is_map
+
+
+def backbone_name(opts):
+    """Return the backbone a run's options ask for (`--use_dense` is the original's name for densenet121)."""
+    if opts.get('use_dense'):
+        if opts.get('backbone', 'resnet50') not in ('resnet50', 'densenet121'):
+            raise ValueError(f"--use_dense conflicts with --backbone {opts['backbone']}")
+        return 'densenet121'
+    return opts.get('backbone') or 'resnet50'
+
+
+def build_model(opts, num_classes, pretrained=None):
+    """Return the network described by `opts` (argparse Namespace or dict, e.g. a loaded opts.yaml).
+
+    Keys used: backbone, use_dense, PCB, stride, linear_num, droprate, scratch (missing keys take the
+    original defaults). `pretrained` None means "ImageNet weights unless opts.scratch"; test.py passes False
+    since the checkpoint replaces them anyway.
+    """
+    o = {**MODEL_DEFAULTS, **(vars(opts) if isinstance(opts, Namespace) else dict(opts))}
+    if num_classes < 1:
+        raise ValueError(f'num_classes {num_classes}: need at least one class')
+    if pretrained is None:
+        pretrained = not o['scratch']
+    name = backbone_name(o)
+    if o['PCB']:
+        body, dim, is_map = backbone_body(name, pretrained, stride=1)  # PCB always uses stride 1 (the paper)
+        if not is_map:
+            raise ValueError(f'--PCB needs a ResNet or DenseNet backbone, not {name}')
+        return PCB(body, dim, num_classes, droprate=o['droprate'])
+    body, dim, _ = backbone_body(name, pretrained, stride=int(o['stride']))
+    return ReIDNet(body, dim, num_classes, int(o['linear_num']), float(o['droprate']))
+
+
+def parameter_groups(model, lr, backbone_lr_mult=0.1):
+    """Return SGD parameter groups: the backbone at lr * backbone_lr_mult, the new layers at lr."""
+    body = list(model.body.parameters())
+    body_ids = {id(p) for p in body}
+    head = [p for p in model.parameters() if id(p) not in body_ids]
+    return [{'params': body, 'lr': lr * backbone_lr_mult}, {'params': head, 'lr': lr}]
+
+
+def _conv_bn_pairs(module):
+    from torchvision.models.resnet import BasicBlock, Bottleneck
+
+    names = [n for n, _ in module.named_children()]
+    if isinstance(module, nn.Sequential):
+        candidates = zip(names, names[1:])
+    elif isinstance(module, (BasicBlock, Bottleneck)):
+        candidates = [(f'conv{i}', f'bn{i}') for i in (1, 2, 3) if hasattr(module, f'conv{i}')]
+    else:
+        return []
+    return [(c, b) for c, b in candidates
+            if isinstance(getattr(module, c), nn.Conv2d) and isinstance(getattr(module, b), nn.BatchNorm2d)]
+
+
+def fuse_conv_bn(model):
+    """Return an eval-mode copy of `model` with each BatchNorm2d folded into the Conv2d that feeds it.
+
+    Folds only pairs whose data flow is known: neighbours in an nn.Sequential and convK/bnK inside
+    torchvision ResNet blocks. Outputs match the unfused model in eval mode up to float rounding.
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    fused = copy.deepcopy(model).eval()
+    for module in list(fused.modules()):
+        for conv_name, bn_name in _conv_bn_pairs(module):
+            setattr(module, conv_name, fuse_conv_bn_eval(getattr(module, conv_name), getattr(module, bn_name)))
+            setattr(module, bn_name, nn.Identity())
+    return fused
+
+
+def flip_sum_features(model, images, scales=(1.0,)):
+    """Return the sum of model features over `images` and their horizontal flips, at each scale.
+
+    Each scale resizes the ORIGINAL batch (bicubic), never the previous scale's result. `model` must accept
+    `return_feature=True`; the sum is float32.
+    """
+    total = 0
+    for scale in scales:
+        x = images if scale == 1 else F.interpolate(images, scale_factor=scale, mode='bicubic',
+                                                    align_corners=False)
+        for view in (x, torch.flip(x, dims=[3])):
+            total = total + model(view, return_feature=True).float()
+    return total
+
+
+def l2_normalize_features(features):
+    """Return unit-L2 features: [N, D] row-normalised; PCB [N, parts, D] -> each part normalised, then
+    concatenated and divided by sqrt(parts), so the whole vector has unit norm."""
+    if features.dim() == 3:
+        return (F.normalize(features, dim=2) / math.sqrt(features.shape[1])).flatten(1)
+    return F.normalize(features, dim=1)

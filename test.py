@@ -1,0 +1,137 @@
+"""Extract query/gallery features with a trained run, save pytorch_result.mat and print Rank@k / mAP.
+
+    python test.py --name ft_ResNet50 --test_dir ../Market/pytorch                  # net_last.pth
+    python test.py --name ft_ResNet50 --test_dir ../Market/pytorch --which_epoch 59 --ms 1,1.1 --multi
+    python test.py --name demo --test_dir data/demo/pytorch --which_epoch init      # the untrained network
+
+The network is rebuilt from model/<name>/opts.yaml. Feature = sum over the image and its horizontal flip (and
+each --ms scale), L2-normalised. Ids and cameras come from the file names. The result lines are printed and
+appended to model/<name>/result.txt.
+"""
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import scipy.io
+import torch
+from torch.utils.data import DataLoader
+
+from data import ReIDImageFolder, eval_transform, list_reid_images
+from engine import extract_features
+from metrics import compute_cmc_map, format_result, pool_multi_query
+from model import build_model, fuse_conv_bn
+from utils import load_checkpoint, load_opts, loader_workers, select_device
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description='Extract features and evaluate a trained re-ID run.')
+    p.add_argument('--gpu_ids', default='0', type=str, help='GPU id, e.g. 0 (ignored on a CPU-only machine)')
+    p.add_argument('--which_epoch', default='last', type=str,
+                   help="'last', a 0-based epoch number of a net_XXX.pth, or 'init' (the untrained network)")
+    p.add_argument('--test_dir', default='../Market/pytorch', type=str, help='prepare.py output folder')
+    p.add_argument('--name', default='ft_ResNet50', type=str, help='run name under --model_dir')
+    p.add_argument('--model_dir', default='model', type=str, help='folder that holds the runs')
+    p.add_argument('--batchsize', default=256, type=int)
+    p.add_argument('--multi', action='store_true', help='also extract multi-query features (multi_query.mat)')
+    p.add_argument('--ms', default='1', type=str,
+                   help="scales as area ratios, e.g. '1,1.1' (each image is resized by sqrt(s), as the original)")
+    p.add_argument('--fp16', action='store_true', help='float16 inference (CUDA)')
+    p.add_argument('--bf16', action='store_true', help='bfloat16 inference (CUDA or CPU)')
+    p.add_argument('--result', default='pytorch_result.mat', type=str,
+                   help='where to write the features (multi_query.mat goes beside it)')
+    p.add_argument('--num_workers', default=None, type=int,
+                   help='data loading processes (default 2 with CUDA, 0 = in the main process on the CPU)')
+    return p
+
+
+def checkpoint_path(run_dir, which_epoch):
+    """Return the checkpoint file `--which_epoch` names: net_last.pth, net_init.pth or net_XXX.pth."""
+    if which_epoch in ('last', 'init'):
+        return Path(run_dir) / f'net_{which_epoch}.pth'
+    if not which_epoch.isdigit():
+        raise ValueError(f"--which_epoch {which_epoch}: expected 'last', 'init' or an epoch number")
+    return Path(run_dir) / f'net_{int(which_epoch):03d}.pth'
+
+
+def parse_scales(ms):
+    """Return the linear resize factors of `--ms` (area ratios, so sqrt of each value)."""
+    try:
+        values = [float(s) for s in ms.split(',') if s.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) <= 0:
+        raise ValueError(f"--ms {ms}: expected positive numbers separated by commas, e.g. '1,1.1'")
+    return [math.sqrt(v) for v in values]
+
+
+def split_features(model, folder, opts, device, size, scales, amp_dtype):
+    """Return (features float32 [N, D], ids [N], cameras [N]) of one prepared split, in ImageFolder order."""
+    images = list_reid_images(folder)
+    loader = DataLoader(ReIDImageFolder(folder, eval_transform(*size)), batch_size=opts.batchsize,
+                        shuffle=False, num_workers=loader_workers(opts.num_workers, device),
+                        pin_memory=device.type == 'cuda')
+    features = extract_features(model, loader, device, scales, amp_dtype, desc=Path(folder).name)
+    return features, np.array([p for _, p, _ in images]), np.array([c for _, _, c in images])
+
+
+def run_test(opts, log=print):
+    """Extract features as `opts` says, write the .mat file(s), evaluate; return the metrics dict(s)."""
+    run_dir = Path(opts.model_dir) / opts.name
+    train_opts = load_opts(run_dir / 'opts.yaml')
+    if opts.fp16 and opts.bf16:
+        raise ValueError('--fp16 and --bf16: pick one')
+    device, note = select_device(opts.gpu_ids)
+    if note:
+        log(note)
+    if opts.fp16 and device.type != 'cuda':
+        raise ValueError('--fp16 needs CUDA; use --bf16 on the CPU')
+    amp_dtype = torch.float16 if opts.fp16 else torch.bfloat16 if opts.bf16 else None
+    scales = parse_scales(opts.ms)
+    if 'nclasses' not in train_opts:
+        raise ValueError(f'{run_dir / "opts.yaml"}: no nclasses entry (was it written by train.py?)')
+
+    model = build_model(train_opts, int(train_opts['nclasses']), pretrained=False)
+    model.load_state_dict(load_checkpoint(checkpoint_path(run_dir, opts.which_epoch)))
+    model = fuse_conv_bn(model).to(device)
+    pcb = bool(train_opts.get('PCB'))
+    size = (int(train_opts.get('h') or (384 if pcb else 256)), int(train_opts.get('w') or (192 if pcb else 128)))
+
+    test_dir = Path(opts.test_dir)
+    gf, gl, gc = split_features(model, test_dir / 'gallery', opts, device, size, scales, amp_dtype)
+    qf, ql, qc = split_features(model, test_dir / 'query', opts, device, size, scales, amp_dtype)
+    result_path = Path(opts.result)
+    result_path.parent.mkdir(parents=True, exist_ok=True)
+    scipy.io.savemat(result_path, {'gallery_f': gf.numpy(), 'gallery_label': gl, 'gallery_cam': gc,
+                                   'query_f': qf.numpy(), 'query_label': ql, 'query_cam': qc})
+    # multi_query.mat is written before anything evaluates, so evaluate_gpu.py can read it too.
+    if opts.multi:
+        mf, ml, mc = split_features(model, test_dir / 'multi-query', opts, device, size, scales, amp_dtype)
+        scipy.io.savemat(result_path.with_name('multi_query.mat'),
+                         {'mquery_f': mf.numpy(), 'mquery_label': ml, 'mquery_cam': mc})
+
+    results = {'single': compute_cmc_map(qf, ql, qc, gf, gl, gc)}
+    lines = [f'{opts.name} ({checkpoint_path(run_dir, opts.which_epoch).name}, scales {opts.ms})',
+             format_result(results['single'])]
+    if opts.multi:
+        pooled, _ = pool_multi_query(qf, ql, qc, mf, ml, mc)
+        results['multi'] = compute_cmc_map(pooled, ql, qc, gf, gl, gc)
+        lines.append('multi:' + format_result(results['multi']).splitlines()[0])
+    text = '\n'.join(lines)
+    log(text)
+    with open(run_dir / 'result.txt', 'a') as f:
+        f.write(text + '\n')
+    return results
+
+
+def main(argv=None):
+    opts = build_parser().parse_args(argv)
+    try:
+        run_test(opts)
+    except ValueError as e:
+        raise SystemExit(f'test.py: {e}') from None
+
+
+if __name__ == '__main__':
+    main(sys.argv[1:])

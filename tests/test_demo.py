@@ -1,0 +1,74 @@
+"""demo.py: the ranking it draws (junk removed, stable by score) and the picture it writes, headless."""
+import numpy as np
+import pytest
+import scipy.io
+from PIL import Image
+
+import demo
+from data import list_reid_images
+
+
+def _write_result(path, prepared, seed=0):
+    """Random unit features for the real query/gallery listing of a prepared set; returns the arrays."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for split, key in (('query', 'query'), ('gallery', 'gallery')):
+        images = list_reid_images(prepared / split)
+        f = rng.standard_normal((len(images), 16)).astype(np.float32)
+        out[key + '_f'] = f / np.linalg.norm(f, axis=1, keepdims=True)
+        out[key + '_label'] = np.array([[pid for _, pid, _ in images]])
+        out[key + '_cam'] = np.array([[cam for _, _, cam in images]])
+    scipy.io.savemat(path, out)
+    return out
+
+
+def _brute_force_top(qf, ql, qc, gf, gl, gc, top):
+    """Reference: sort (−score, index) pairs with plain Python, skipping junk."""
+    scored = sorted((-float(np.dot(qf, g)), j) for j, g in enumerate(gf))
+    keep = [j for _, j in scored if not (gl[j] == -1 or (gl[j] == ql and gc[j] == qc))]
+    return keep[:top]
+
+
+def test_ranked_gallery_matches_brute_force_and_drops_junk(tiny_prepared, tmp_path):
+    r = _write_result(tmp_path / 'r.mat', tiny_prepared)
+    gl, gc = r['gallery_label'][0], r['gallery_cam'][0]
+    for i in range(len(r['query_f'])):
+        ql, qc = r['query_label'][0, i], r['query_cam'][0, i]
+        got = demo.ranked_gallery(-(r['gallery_f'] @ r['query_f'][i]), ql, qc, gl, gc)[:10]
+        assert list(got) == _brute_force_top(r['query_f'][i], ql, qc, r['gallery_f'], gl, gc, 10)
+        assert not any(gl[j] == -1 or (gl[j] == ql and gc[j] == qc) for j in got)
+
+
+def test_ties_keep_gallery_order():
+    keys = np.zeros(6)
+    got = demo.ranked_gallery(keys, 5, 1, np.array([1, 5, 2, -1, 3, 4]), np.array([2, 1, 2, 2, 2, 2]))
+    assert list(got) == [0, 2, 4, 5]
+
+
+@pytest.mark.parametrize('rerank', [False, True])
+def test_main_writes_show_png(tiny_prepared, tmp_path, capsys, rerank):
+    _write_result(tmp_path / 'r.mat', tiny_prepared)
+    out = tmp_path / 'show.png'
+    argv = ['--query_index', '3', '--test_dir', str(tiny_prepared), '--result', str(tmp_path / 'r.mat'),
+            '--output', str(out)] + (['--rerank'] if rerank else [])
+    demo.main(argv)
+    with Image.open(out) as img:
+        assert img.format == 'PNG' and img.width > 3 * img.height
+    printed = capsys.readouterr().out
+    assert printed.count('match') + printed.count('wrong') == 10
+
+
+def test_bad_index_and_mismatched_result_are_named(tiny_prepared, tmp_path):
+    _write_result(tmp_path / 'r.mat', tiny_prepared)
+    with pytest.raises(SystemExit, match='--query_index 9999'):
+        demo.main(['--query_index', '9999', '--test_dir', str(tiny_prepared), '--result', str(tmp_path / 'r.mat')])
+    other = tmp_path / 'other'
+    (other / 'query').mkdir(parents=True)
+    (other / 'gallery').mkdir()
+    for split in ('query', 'gallery'):
+        first = list_reid_images(tiny_prepared / split)[0][0]
+        pid_dir = other / split / first.split('/')[-2]
+        pid_dir.mkdir()
+        Image.open(first).save(pid_dir / first.split('/')[-1])
+    with pytest.raises(SystemExit, match='run test.py on the same --test_dir'):
+        demo.main(['--test_dir', str(other), '--result', str(tmp_path / 'r.mat')])

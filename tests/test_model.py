@@ -1,0 +1,207 @@
+"""Tests of model.py: shapes, the feature contract (flip-sum, multi-scale, L2), PCB, fusion, weights loading.
+
+Small scratch backbones (resnet18) on tiny inputs keep them fast on a CPU.
+"""
+import math
+import os
+import urllib.error
+from argparse import Namespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import model as M
+
+SMALL = {'backbone': 'resnet18', 'scratch': True}
+
+
+def randomise_batchnorm(net, seed=0):
+    """Give every BatchNorm non-trivial statistics and affine parameters, so fusion has something to fold."""
+    g = torch.Generator().manual_seed(seed)
+    for m in net.modules():
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            n = m.num_features
+            m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(n, generator=g) * 0.1)
+    return net
+
+
+def test_logits_and_feature_shapes_and_the_shared_forward():
+    torch.manual_seed(0)
+    net = randomise_batchnorm(M.build_model(SMALL, num_classes=7)).eval()
+    x = torch.randn(3, 3, 64, 32)
+    with torch.no_grad():
+        logits = net(x)
+        feature = net(x, return_feature=True)
+        # independent path: body -> mean over H, W -> Linear -> BatchNorm (eval) -> classifier
+        pooled = net.body(x).mean(dim=(2, 3))
+        lin, bn = net.classifier.add_block[0], net.classifier.add_block[1]
+        z = pooled @ lin.weight.T + lin.bias
+        expected = (z - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps) * bn.weight + bn.bias
+    assert logits.shape == (3, 7)
+    assert feature.shape == (3, 512)
+    torch.testing.assert_close(feature, expected, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(logits, net.classifier.classifier(feature))
+
+
+def test_linear_num_and_droprate_shape_the_class_block():
+    net = M.build_model({**SMALL, 'linear_num': 64, 'droprate': 0.0}, num_classes=5)
+    kinds = [type(m) for m in net.classifier.add_block]
+    assert kinds == [nn.Linear, nn.BatchNorm1d]
+    assert net.classifier.classifier.in_features == 64
+    assert net(torch.randn(2, 3, 64, 32), return_feature=True).shape == (2, 64)
+
+
+def test_stride_1_doubles_the_last_feature_map():
+    x = torch.randn(1, 3, 64, 32)
+    s2 = M.build_model({**SMALL, 'stride': 2}, 3).eval().body(x)
+    s1 = M.build_model({**SMALL, 'stride': 1}, 3).eval().body(x)
+    assert s1.shape[2:] == (2 * s2.shape[2], 2 * s2.shape[3])
+
+
+def test_densenet_and_a_generic_torchvision_backbone_build():
+    x = torch.randn(2, 3, 64, 32)
+    dense = M.build_model({'use_dense': True, 'scratch': True, 'stride': 1}, 4).eval()
+    assert dense.classifier.add_block[0].in_features == 1024
+    mobile = M.build_model({'backbone': 'mobilenet_v3_small', 'scratch': True}, 4).eval()
+    with torch.no_grad():
+        assert dense(x).shape == (2, 4)
+        assert mobile(x, return_feature=True).shape == (2, 512)
+    with pytest.raises(ValueError, match='stride 1'):
+        M.build_model({'backbone': 'mobilenet_v3_small', 'scratch': True, 'stride': 1}, 4)
+
+
+def test_bad_backbone_names_give_clear_errors():
+    with pytest.raises(ValueError, match='not a torchvision classification model'):
+        M.build_model({'backbone': 'resnet_nonexistent', 'scratch': True}, 4)
+    with pytest.raises(ValueError, match='use_dense'):
+        M.build_model({'backbone': 'resnet18', 'use_dense': True, 'scratch': True}, 4)
+    try:
+        import timm  # noqa: F401
+    except ImportError:
+        with pytest.raises(ValueError, match='timm is not installed'):
+            M.build_model({'backbone': 'timm:resnet18', 'scratch': True}, 4)
+
+
+def test_namespace_and_dict_options_build_the_same_network():
+    a = M.build_model(Namespace(**SMALL, stride=1, linear_num=128), 6)
+    b = M.build_model({**SMALL, 'stride': 1, 'linear_num': 128}, 6)
+    assert {k: v.shape for k, v in a.state_dict().items()} == {k: v.shape for k, v in b.state_dict().items()}
+
+
+def test_pcb_gives_six_parts_and_sums_their_losses():
+    torch.manual_seed(0)
+    net = M.build_model({**SMALL, 'PCB': True}, 5).eval()
+    x = torch.randn(2, 3, 96, 48)
+    with torch.no_grad():
+        logits = net(x)
+        parts = net(x, return_feature=True)
+        body = net.body(x)
+    assert logits.shape == (2, 6, 5)
+    assert parts.shape == (2, 6, 512)
+    # stripe i is the mean over its rows of the feature map (6 rows at this size: one row per part)
+    torch.testing.assert_close(parts, body.mean(dim=3).transpose(1, 2), rtol=1e-5, atol=1e-5)
+    labels = torch.tensor([1, 3])
+    expected = sum(F.cross_entropy(logits[:, i], labels) for i in range(6))
+    torch.testing.assert_close(M.cross_entropy_loss(logits, labels), expected)
+    summed_probs = logits.softmax(2).sum(1)
+    assert torch.equal(M.predicted_classes(logits), summed_probs.argmax(1))
+
+
+class PositionNet(nn.Module):
+    """A feature that depends on where things are (so flips matter) and works at any input size."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(1)
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.pool = nn.AdaptiveAvgPool2d((2, 2))
+
+    def forward(self, x, return_feature=False):
+        return self.pool(self.conv(x)).flatten(1)
+
+
+def test_flip_sum_uses_each_scale_of_the_original_image():
+    net = PositionNet().eval()
+    x = torch.randn(2, 3, 16, 8)
+    scales = (1.0, 1.25, 1.5)  # two scales other than 1: a compounding implementation would differ
+    with torch.no_grad():
+        got = M.flip_sum_features(net, x, scales)
+        expected = 0
+        for s in scales:
+            scaled = F.interpolate(x, scale_factor=s, mode='bicubic', align_corners=False) if s != 1 else x
+            expected = expected + net(scaled) + net(scaled.flip(3))
+        assert not torch.allclose(net(x), net(x.flip(3)))  # else a missing flip would go unseen
+    torch.testing.assert_close(got, expected)
+    assert got.dtype == torch.float32
+
+
+def test_l2_normalisation_of_plain_and_part_features():
+    f = torch.randn(5, 8) * 3
+    n = M.l2_normalize_features(f)
+    torch.testing.assert_close(n.norm(dim=1), torch.ones(5))
+    torch.testing.assert_close(n * f.norm(dim=1, keepdim=True), f)
+    parts = torch.randn(4, 6, 3) * 2
+    p = M.l2_normalize_features(parts)
+    assert p.shape == (4, 18)
+    torch.testing.assert_close(p.norm(dim=1), torch.ones(4))
+    torch.testing.assert_close(p.view(4, 6, 3).norm(dim=2), torch.full((4, 6), 1 / math.sqrt(6)))
+
+
+def test_fused_network_matches_the_original_in_eval_mode():
+    torch.manual_seed(0)
+    net = randomise_batchnorm(M.build_model(SMALL, 9)).eval()
+    fused = M.fuse_conv_bn(net)
+    x = torch.randn(2, 3, 64, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x, return_feature=True), net(x, return_feature=True),
+                                   rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(fused(x), net(x), rtol=1e-4, atol=1e-4)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in net.modules())  # the original is left alone
+
+
+def test_parameter_groups_split_backbone_and_new_layers():
+    net = M.build_model(SMALL, 4)
+    body, head = M.parameter_groups(net, lr=0.05, backbone_lr_mult=0.1)
+    assert body['lr'] == pytest.approx(0.005) and head['lr'] == 0.05
+    assert len(body['params']) + len(head['params']) == len(list(net.parameters()))
+    assert {id(p) for p in head['params']} == {id(p) for p in net.classifier.parameters()}
+
+
+def test_missing_imagenet_weights_offline_give_one_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path))
+    attempts = []
+
+    def offline(url, dst, *args, **kwargs):
+        assert os.path.isdir(os.path.dirname(dst))  # torch's downloader needs the folder to exist
+        attempts.append(url)
+        raise urllib.error.URLError('network is unreachable')
+
+    monkeypatch.setattr(torch.hub, 'download_url_to_file', offline)
+    with pytest.raises(M.PretrainedWeightsUnavailable) as err:
+        M.build_model({'backbone': 'resnet18'}, 4)
+    message = str(err.value)
+    url, cache = M.imagenet_weight_file('resnet18')
+    assert cache.startswith(str(tmp_path)) and cache.endswith('.pth')
+    assert cache in message and url in message and '--scratch' in message
+    assert attempts == [url]
+
+
+def test_cached_imagenet_weights_are_loaded_from_the_hub_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path))
+    monkeypatch.setattr(torch.hub, 'download_url_to_file',
+                        lambda *a, **k: pytest.fail('must not download when the file is cached'))
+    import torchvision
+    torch.manual_seed(3)
+    reference = torchvision.models.resnet18()
+    _, cache = M.imagenet_weight_file('resnet18')
+    (tmp_path / 'hub' / 'checkpoints').mkdir(parents=True)
+    torch.save(reference.state_dict(), cache)
+    net = M.build_model({'backbone': 'resnet18'}, 4)
+    assert torch.equal(net.body.conv1.weight, reference.conv1.weight)
+    assert torch.equal(net.body.layer4[1].bn2.running_var, reference.layer4[1].bn2.running_var)

@@ -1,0 +1,154 @@
+"""Tests of test.py: checkpoint choice, --ms, the .mat contract (keys, dtypes, shapes, ids from names), features
+recomputed independently, --multi, and one end-to-end run of prepare.py -> train.py -> test.py as a user types it.
+"""
+import importlib.util
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.io
+import torch
+import torch.nn.functional as F
+
+import train
+from data import eval_transform, parse_market_name
+from model import build_model
+from utils import load_checkpoint, load_opts
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_test_cli():
+    # `import test` could find Python's own `test` package; load ours by path.
+    spec = importlib.util.spec_from_file_location('reid_test_cli', ROOT / 'test.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+T = load_test_cli()
+
+
+@pytest.fixture(scope='module')
+def trained_run(tiny_prepared, tmp_path_factory):
+    """A 1-epoch resnet18 run on the tiny set: (model_dir, name)."""
+    model_dir = tmp_path_factory.mktemp('runs')
+    opts = train.build_parser().parse_args(
+        ['--name', 'tiny', '--data_dir', str(tiny_prepared), '--model_dir', str(model_dir), '--backbone',
+         'resnet18', '--scratch', '--h', '32', '--w', '16', '--batchsize', '16', '--num_workers', '0',
+         '--total_epoch', '1', '--lr', '0.01'])
+    train.run_training(opts, log=lambda line: None)
+    return model_dir, 'tiny'
+
+
+def run_test(trained_run, tiny_prepared, tmp_path, *extra):
+    model_dir, name = trained_run
+    opts = T.build_parser().parse_args(
+        ['--name', name, '--model_dir', str(model_dir), '--test_dir', str(tiny_prepared), '--num_workers', '0',
+         '--batchsize', '32', '--result', str(tmp_path / 'pytorch_result.mat'), *extra])
+    lines = []
+    results = T.run_test(opts, log=lines.append)
+    return results, '\n'.join(lines)
+
+
+def names_in_folder_order(folder):
+    """File names of a prepared split: sub-folders sorted by name, files sorted within each."""
+    return [os.path.join(folder, d, f) for d in sorted(os.listdir(folder)) for f in sorted(os.listdir(folder / d))]
+
+
+def test_which_epoch_names_the_checkpoint_file():
+    assert T.checkpoint_path('m/r', 'last') == Path('m/r/net_last.pth')
+    assert T.checkpoint_path('m/r', 'init') == Path('m/r/net_init.pth')
+    assert T.checkpoint_path('m/r', '9') == Path('m/r/net_009.pth')
+    with pytest.raises(ValueError, match='--which_epoch best'):
+        T.checkpoint_path('m/r', 'best')
+
+
+def test_ms_values_are_area_ratios():
+    assert T.parse_scales('1,1.1') == [1.0, pytest.approx(math.sqrt(1.1))]
+    for bad in ('', 'a,b', '1,-2'):
+        with pytest.raises(ValueError, match='--ms'):
+            T.parse_scales(bad)
+
+
+def test_result_mat_keys_dtypes_shapes_and_ids_from_file_names(trained_run, tiny_prepared, tmp_path):
+    results, printed = run_test(trained_run, tiny_prepared, tmp_path)
+    mat = scipy.io.loadmat(tmp_path / 'pytorch_result.mat')
+    gallery = names_in_folder_order(tiny_prepared / 'gallery')
+    query = names_in_folder_order(tiny_prepared / 'query')
+    assert mat['gallery_f'].dtype == np.float32 and mat['query_f'].dtype == np.float32
+    assert mat['gallery_f'].shape == (len(gallery), 512) and mat['query_f'].shape == (len(query), 512)
+    for key, names, part in (('gallery_label', gallery, 0), ('gallery_cam', gallery, 1),
+                             ('query_label', query, 0), ('query_cam', query, 1)):
+        assert mat[key].shape == (1, len(names))
+        assert mat[key][0].tolist() == [parse_market_name(n)[part] for n in names], key
+    assert {-1, 0} <= set(mat['gallery_label'][0].tolist())  # junk and distractors keep their ids
+    np.testing.assert_allclose(np.linalg.norm(mat['gallery_f'], axis=1), 1.0, rtol=1e-5)
+    assert 'Rank@1:' in printed and 'mAP:' in printed
+    assert results['single']['n_valid'] + results['single']['n_skipped'] == len(query)
+    assert 'Rank@1:' in (trained_run[0] / trained_run[1] / 'result.txt').read_text()
+
+
+def test_features_match_an_independent_computation(trained_run, tiny_prepared, tmp_path):
+    """Rebuild the unfused network by hand and recompute a few rows: flip-sum over the original image at each
+    scale (--ms area ratios -> sqrt), then L2."""
+    from PIL import Image
+    run_test(trained_run, tiny_prepared, tmp_path, '--ms', '1,1.44', '--which_epoch', 'last')
+    mat = scipy.io.loadmat(tmp_path / 'pytorch_result.mat')
+    model_dir, name = trained_run
+    opts = load_opts(model_dir / name / 'opts.yaml')
+    net = build_model(opts, opts['nclasses'], pretrained=False)
+    net.load_state_dict(load_checkpoint(model_dir / name / 'net_last.pth'))
+    net.eval()
+    query = names_in_folder_order(tiny_prepared / 'query')
+    for i in (0, len(query) - 1):
+        with Image.open(query[i]) as img:
+            x = eval_transform(opts['h'], opts['w'])(img.convert('RGB'))[None]
+        with torch.no_grad():
+            big = F.interpolate(x, scale_factor=1.2, mode='bicubic', align_corners=False)
+            f = sum(net(v, return_feature=True) for v in (x, x.flip(3), big, big.flip(3)))
+        np.testing.assert_allclose(mat['query_f'][i], F.normalize(f, dim=1)[0].numpy(), atol=2e-4)
+
+
+def test_multi_query_mat_and_untrained_network(trained_run, tiny_prepared, tmp_path):
+    results, printed = run_test(trained_run, tiny_prepared, tmp_path, '--multi', '--which_epoch', 'init')
+    multi = scipy.io.loadmat(tmp_path / 'multi_query.mat')
+    names = names_in_folder_order(tiny_prepared / 'multi-query')
+    assert multi['mquery_f'].shape == (len(names), 512) and multi['mquery_f'].dtype == np.float32
+    assert multi['mquery_label'][0].tolist() == [parse_market_name(n)[0] for n in names]
+    assert multi['mquery_cam'][0].tolist() == [parse_market_name(n)[1] for n in names]
+    assert 'multi:Rank@1:' in printed and 'net_init.pth' in printed
+    assert set(results) == {'single', 'multi'}
+
+
+def test_missing_run_or_checkpoint_is_a_clear_error(trained_run, tiny_prepared, tmp_path):
+    model_dir, name = trained_run
+    with pytest.raises(SystemExit, match='opts.yaml not found'):
+        T.main(['--name', 'nothing', '--model_dir', str(model_dir), '--test_dir', str(tiny_prepared)])
+    with pytest.raises(SystemExit, match='net_049.pth: checkpoint not found'):
+        T.main(['--name', name, '--model_dir', str(model_dir), '--test_dir', str(tiny_prepared),
+                '--which_epoch', '49'])
+
+
+def test_end_to_end_as_a_user_types_it(tmp_path):
+    """prepare.py (make + split) -> train.py -> test.py as subprocesses in a fresh folder; training lowers the
+    loss and test.py writes pytorch_result.mat in the working directory and prints the result."""
+    def run(*args):
+        done = subprocess.run([sys.executable, str(ROOT / args[0]), *args[1:]], cwd=tmp_path, text=True,
+                              capture_output=True, timeout=300)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        return done.stdout
+
+    run('prepare.py', '--make-demo', 'raw', '--size', 'tiny')
+    run('prepare.py', '--download_path', 'raw')
+    run('train.py', '--name', 'e2e', '--data_dir', 'raw/pytorch', '--backbone', 'resnet18', '--scratch',
+        '--h', '64', '--w', '32', '--pad', '4', '--batchsize', '8', '--lr', '0.01', '--total_epoch', '4',
+        '--num_workers', '0')
+    history = load_checkpoint(tmp_path / 'model' / 'e2e' / 'resume.pth')['history']
+    assert history['train_loss'][-1] < history['train_loss'][0]
+    printed = run('test.py', '--name', 'e2e', '--test_dir', 'raw/pytorch', '--num_workers', '0')
+    assert 'Rank@1:' in printed and (tmp_path / 'pytorch_result.mat').is_file()

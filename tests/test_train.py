@@ -1,0 +1,113 @@
+"""Tests of train.py and engine.py: the learning-rate schedule, outputs of a 1-epoch run, exact resume.
+
+Training runs use resnet18 from scratch on 32x16 inputs of the tiny synthetic set, in-process, num_workers 0.
+"""
+import math
+
+import pytest
+import torch
+import yaml
+
+import train
+from data import ReIDImageFolder
+from engine import lr_factor
+from utils import load_checkpoint
+
+
+def tiny_opts(data_dir, model_dir, *extra):
+    return train.build_parser().parse_args(
+        ['--data_dir', str(data_dir), '--model_dir', str(model_dir), '--backbone', 'resnet18', '--scratch',
+         '--h', '32', '--w', '16', '--batchsize', '16', '--num_workers', '0', '--lr', '0.01', *extra])
+
+
+def test_step_decay_at_two_thirds_and_none_for_one_epoch():
+    factors = [lr_factor(e * 5, 5, 60) for e in range(60)]
+    assert factors[:40] == [1.0] * 40 and factors[40:] == [0.1] * 20
+    assert [lr_factor(s, 5, 1) for s in range(5)] == [1.0] * 5
+    assert [lr_factor(e, 1, 3) for e in range(3)] == [1.0, 1.0, 0.1]
+
+
+def test_warm_up_is_linear_from_a_tenth_and_cosine_ends_at_a_hundredth():
+    warm = [lr_factor(s, 4, 10, warm_epoch=2) for s in range(10)]
+    assert warm[0] == pytest.approx(0.1)
+    assert warm[4] == pytest.approx(0.1 + 0.9 * 4 / 8)
+    assert warm[8:] == [1.0, 1.0]
+    assert all(b > a for a, b in zip(warm[:8], warm[1:9]))
+    assert lr_factor(0, 1, 10, cosine=True) == pytest.approx(1.0)
+    assert lr_factor(5, 1, 10, cosine=True) == pytest.approx(0.01 + 0.99 * (1 + math.cos(math.pi / 2)) / 2)
+    assert lr_factor(10, 1, 10, cosine=True) == pytest.approx(0.01)
+
+
+def test_val_labels_follow_the_training_folder_indices(tiny_prepared):
+    train_set = ReIDImageFolder(tiny_prepared / 'train')
+    val_set = ReIDImageFolder(tiny_prepared / 'val', class_to_idx=train_set.class_to_idx)
+    for path, label in val_set.samples:
+        assert train_set.classes[label] == path.split('/')[-2]
+
+
+def test_dataset_order_and_labels_match_torchvision_imagefolder(tiny_prepared):
+    from torchvision.datasets import ImageFolder
+    for split in ('train', 'gallery'):
+        ours = ReIDImageFolder(tiny_prepared / split)
+        theirs = ImageFolder(str(tiny_prepared / split))
+        assert ours.samples == theirs.samples and ours.classes == theirs.classes
+    image, label = ReIDImageFolder(tiny_prepared / 'train')[0]
+    assert image.mode == 'RGB' and label == 0
+
+
+def test_bad_flags_fail_with_one_line(tiny_prepared, tmp_path):
+    base = ['--data_dir', str(tiny_prepared), '--model_dir', str(tmp_path), '--scratch', '--backbone', 'resnet18']
+    with pytest.raises(SystemExit, match='pick one'):
+        train.main([*base, '--fp16', '--bf16'])
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit, match='--fp16 needs CUDA'):
+            train.main([*base, '--fp16'])
+    with pytest.raises(SystemExit, match='--total_epoch 0'):
+        train.main(['--data_dir', str(tiny_prepared), '--total_epoch', '0'])
+    with pytest.raises(SystemExit, match='folder not found'):
+        train.main(['--data_dir', str(tmp_path / 'nowhere'), '--model_dir', str(tmp_path), '--scratch'])
+
+
+def test_one_epoch_run_writes_every_output(tiny_prepared, tmp_path):
+    opts = tiny_opts(tiny_prepared, tmp_path, '--name', 'one', '--total_epoch', '1', '--bf16', '--erasing_p',
+                     '0.5', '--color_jitter')
+    history = train.run_training(opts, log=lambda line: None)
+    run = tmp_path / 'one'
+    assert len(history['train_loss']) == len(history['val_loss']) == 1
+    for name in ('opts.yaml', 'net_init.pth', 'net_last.pth', 'resume.pth', 'train.jpg', 'train.py',
+                 'model.py', 'data.py'):
+        assert (run / name).is_file(), name
+    assert not list(run.glob('net_0*.pth'))  # snapshots come every 10 epochs only
+    saved = yaml.safe_load((run / 'opts.yaml').read_text())
+    assert set(vars(opts)) <= set(saved)
+    assert saved['nclasses'] == len(ReIDImageFolder(tiny_prepared / 'train').classes)
+    assert (saved['h'], saved['w'], saved['bf16'], saved['erasing_p']) == (32, 16, True, 0.5)
+    weights = load_checkpoint(run / 'net_last.pth')
+    assert weights['classifier.classifier.weight'].shape[0] == saved['nclasses']
+    initial = load_checkpoint(run / 'net_init.pth')
+    assert not torch.equal(weights['body.conv1.weight'], initial['body.conv1.weight'])
+
+
+def test_resume_continues_exactly_like_an_uninterrupted_run(tiny_prepared, tmp_path):
+    whole = tiny_opts(tiny_prepared, tmp_path, '--name', 'whole', '--total_epoch', '2', '--erasing_p', '0.5')
+    full = train.run_training(whole, log=lambda line: None)
+
+    split = tiny_opts(tiny_prepared, tmp_path, '--name', 'split', '--total_epoch', '2', '--erasing_p', '0.5')
+    first = train.run_training(split, stop_after=1, log=lambda line: None)
+    assert len(first['train_loss']) == 1
+    torch.manual_seed(999)  # whatever happens in between, resume restores the generators
+    resumed = train.run_training(tiny_opts(tiny_prepared, tmp_path, '--name', 'split', '--resume'),
+                                 log=lambda line: None)
+
+    assert resumed == full
+    a, b = load_checkpoint(tmp_path / 'whole' / 'net_last.pth'), load_checkpoint(tmp_path / 'split' / 'net_last.pth')
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    state = load_checkpoint(tmp_path / 'split' / 'resume.pth')
+    steps_per_epoch = len(ReIDImageFolder(tiny_prepared / 'train')) // 16
+    assert state['epoch'] == 2 and state['scheduler']['last_epoch'] == 2 * steps_per_epoch
+
+
+def test_resume_without_a_run_is_a_clear_error(tiny_prepared, tmp_path):
+    with pytest.raises(SystemExit, match='opts.yaml not found'):
+        train.main(['--data_dir', str(tiny_prepared), '--model_dir', str(tmp_path), '--name', 'none',
+                    '--resume'])

@@ -1,0 +1,69 @@
+"""Tests of utils.py: opts.yaml round trip, atomic checkpoints, RNG state capture, curves, device choice."""
+import random
+from argparse import Namespace
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+import utils
+
+
+def test_opts_yaml_round_trip_keeps_every_value(tmp_path):
+    opts = Namespace(name='run', lr=0.05, PCB=False, stride=1, h=None, gpu_ids='0,1', erasing_p=0.5)
+    utils.save_opts(opts, tmp_path / 'run' / 'opts.yaml')
+    loaded = utils.load_opts(tmp_path / 'run' / 'opts.yaml')
+    assert loaded == vars(opts)
+    with open(tmp_path / 'run' / 'opts.yaml') as f:  # plain YAML any reader understands
+        assert yaml.safe_load(f)['gpu_ids'] == '0,1'
+
+
+def test_load_opts_names_a_missing_or_bad_file(tmp_path):
+    with pytest.raises(ValueError, match='opts.yaml'):
+        utils.load_opts(tmp_path / 'opts.yaml')
+    (tmp_path / 'opts.yaml').write_text('- just\n- a list\n')
+    with pytest.raises(ValueError, match='mapping'):
+        utils.load_opts(tmp_path / 'opts.yaml')
+
+
+def test_atomic_save_round_trips_and_leaves_no_temporary_file(tmp_path):
+    state = {'w': torch.arange(6.0).view(2, 3), 'epoch': 3, 'history': {'loss': [1.0, 0.5]}}
+    utils.save_atomic(state, tmp_path / 'ck' / 'resume.pth')
+    utils.save_atomic(state, tmp_path / 'ck' / 'resume.pth')  # replacing an existing file works too
+    assert [p.name for p in (tmp_path / 'ck').iterdir()] == ['resume.pth']
+    loaded = utils.load_checkpoint(tmp_path / 'ck' / 'resume.pth')
+    assert torch.equal(loaded['w'], state['w']) and loaded['history'] == state['history']
+    with pytest.raises(ValueError, match='not found'):
+        utils.load_checkpoint(tmp_path / 'missing.pth')
+
+
+def test_rng_states_survive_a_weights_only_checkpoint(tmp_path):
+    utils.seed_everything(5)
+    utils.save_atomic({'rng': utils.rng_states()}, tmp_path / 'rng.pth')
+    first = (random.random(), np.random.rand(), torch.rand(3))
+    utils.seed_everything(123)  # move every generator somewhere else
+    utils.restore_rng_states(utils.load_checkpoint(tmp_path / 'rng.pth')['rng'])
+    again = (random.random(), np.random.rand(), torch.rand(3))
+    assert first[0] == again[0] and first[1] == again[1] and torch.equal(first[2], again[2])
+
+
+def test_draw_curves_writes_an_image(tmp_path):
+    from PIL import Image
+    utils.draw_curves({'train_loss': [3.0, 2.0, 1.5], 'train_err': [0.9, 0.7, 0.5],
+                       'val_loss': [], 'val_err': []}, tmp_path / 'train.jpg')
+    with Image.open(tmp_path / 'train.jpg') as img:
+        assert img.format == 'JPEG' and img.width > 100
+
+
+def test_cpu_only_machine_ignores_gpu_ids_with_a_note(monkeypatch):
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    device, note = utils.select_device('0')
+    assert device == torch.device('cpu') and '--gpu_ids 0' in note
+    assert utils.select_device('') == (torch.device('cpu'), None)
+
+
+def test_loader_workers_default_depends_on_the_device():
+    assert utils.loader_workers(None, torch.device('cpu')) == 0
+    assert utils.loader_workers(None, torch.device('cuda', 0)) == 2
+    assert utils.loader_workers(3, torch.device('cpu')) == 3
