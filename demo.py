@@ -57,7 +57,7 @@ def draw_ranking(query, shown, path):
         for spine in ax.spines.values():
             spine.set_edgecolor(colour)
             spine.set_linewidth(4 if match is not None else 1)
-        ax.set_title(caption, fontsize=8, color=colour)
+        ax.set_xlabel(caption, fontsize=8, color=colour)  # id and score under each image
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

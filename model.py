@@ -181,7 +181,14 @@ def _timm_body(name, pretrained):
         import timm
     except ImportError:
         raise ValueError(f'--backbone timm:{name}: timm is not installed (pip install timm)') from None
-    net = timm.create_model(name, pretrained=pretrained, num_classes=0)  # num_classes=0: pooled features
+    try:
+        net = timm.create_model(name, pretrained=pretrained, num_classes=0)  # num_classes=0: pooled features
+    except (OSError, RuntimeError) as e:  # hub/network errors differ by timm version; one message for all
+        if not pretrained:
+            raise
+        raise PretrainedWeightsUnavailable(
+            f'--backbone timm:{name}: ImageNet weights unavailable ({type(e).__name__}); put them in the '
+            f'Hugging Face / timm cache while online, or train from random weights with --scratch') from None
     return net, net.num_features, False
 
 

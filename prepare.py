@@ -77,6 +77,8 @@ def plan_market_split(download_path):
     if (root / 'gt_bbox').is_dir():
         query_ids = {pid for _, pid in splits['query']}
         splits['multi-query'] = [(p, pid) for p, pid in labelled_images(root / 'gt_bbox') if pid in query_ids]
+        if not splits['multi-query']:
+            raise ValueError(f'{root / "gt_bbox"}: no image of a query id, so multi-query would be empty')
     return {split: splits[split] for split in SPLITS if split in splits}
 
 

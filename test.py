@@ -43,7 +43,25 @@ def build_parser():
                    help='where to write the features (multi_query.mat goes beside it)')
     p.add_argument('--num_workers', default=None, type=int,
                    help='data loading processes (default 2 with CUDA, 0 = in the main process on the CPU)')
+    # The model is rebuilt from opts.yaml; the original's model flags are accepted so its commands work, and
+    # checked against opts.yaml so a typo cannot silently test another network.
+    p.add_argument('--PCB', action='store_const', const=True, default=None, help='(from opts.yaml; checked)')
+    p.add_argument('--use_dense', action='store_const', const=True, default=None, help='(from opts.yaml; checked)')
+    p.add_argument('--linear_num', default=None, type=int, help='(from opts.yaml; checked)')
+    p.add_argument('--stride', default=None, type=int, help='(from opts.yaml; checked)')
     return p
+
+
+MODEL_FLAGS = ('PCB', 'use_dense', 'linear_num', 'stride')
+
+
+def check_model_flags(opts, train_opts, path):
+    """Raise ValueError naming the flag when a model flag given to test.py disagrees with the run's opts.yaml."""
+    for flag in MODEL_FLAGS:
+        given = getattr(opts, flag)
+        if given is not None and given != train_opts.get(flag):
+            raise ValueError(f'--{flag} {given}: the run was trained with {flag}={train_opts.get(flag)} '
+                             f'({path}); drop the flag, test.py rebuilds the model from opts.yaml')
 
 
 def checkpoint_path(run_dir, which_epoch):
@@ -80,6 +98,7 @@ def run_test(opts, log=print):
     """Extract features as `opts` says, write the .mat file(s), evaluate; return the metrics dict(s)."""
     run_dir = Path(opts.model_dir) / opts.name
     train_opts = load_opts(run_dir / 'opts.yaml')
+    check_model_flags(opts, train_opts, run_dir / 'opts.yaml')
     if opts.fp16 and opts.bf16:
         raise ValueError('--fp16 and --bf16: pick one')
     device, note = select_device(opts.gpu_ids)

@@ -58,13 +58,15 @@ def build_parser():
     p.add_argument('--h', default=None, type=int, help='input height (default 256, 384 with --PCB)')
     p.add_argument('--w', default=None, type=int, help='input width (default 128, 192 with --PCB)')
     p.add_argument('--pad', default=None, type=int,
-                   help='padding before the random crop (default 10 at width 128, scaled with --w; 0: no crop)')
+                   help='padding before the random crop (default 10 at width 128, scaled with --w; 0 with --PCB; 0: no crop)')
     p.add_argument('--fp16', action='store_true', help='float16 mixed precision (CUDA)')
     p.add_argument('--bf16', action='store_true', help='bfloat16 mixed precision (CUDA or CPU)')
     p.add_argument('--seed', default=0, type=int)
     p.add_argument('--num_workers', default=None, type=int,
                    help='data loading processes (default 2 with CUDA, 0 = in the main process on the CPU)')
     p.add_argument('--resume', action='store_true', help='continue <model_dir>/<name> from resume.pth')
+    p.add_argument('--overwrite', action='store_true',
+                   help='replace an existing run of the same --name (its net_*.pth are deleted)')
     return p
 
 
@@ -73,8 +75,8 @@ def resolved_opts(opts):
     o = Namespace(**vars(opts))
     o.h = o.h or (384 if o.PCB else 256)
     o.w = o.w or (192 if o.PCB else 128)
-    if o.pad is None:
-        o.pad = round(10 * o.w / 128)
+    if o.pad is None:  # the original PCB recipe has no pad + crop
+        o.pad = 0 if o.PCB else round(10 * o.w / 128)
     if o.backbone_lr_mult is None:
         o.backbone_lr_mult = 1.0 if o.scratch else 0.1
     if o.total_epoch < 1:
@@ -132,7 +134,8 @@ def optimizer_and_scheduler(model, opts, steps_per_epoch):
 
 def restored_progress(path, model, optimizer, scheduler, scaler, device):
     """Load resume.pth into the training objects and the RNGs; return (history, completed epochs)."""
-    state = load_checkpoint(path, map_location=device)
+    # CPU first: RNG states must stay CPU tensors; load_state_dict moves the rest to the model's device.
+    state = load_checkpoint(path, map_location='cpu')
     model.load_state_dict(state['model'])
     optimizer.load_state_dict(state['optimizer'])
     scheduler.load_state_dict(state['scheduler'])
@@ -150,6 +153,11 @@ def run_training(opts, stop_after=None, log=print):
     run_dir = Path(opts.model_dir) / opts.name
     if opts.resume:
         saved = load_opts(run_dir / 'opts.yaml')
+        defaults = vars(build_parser().parse_args([]))
+        ignored = [k for k, v in vars(opts).items()
+                   if k in saved and k not in MACHINE_OPTIONS + ('resume', 'overwrite') and v != defaults[k] and v != saved[k]]
+        if ignored:
+            log(f'--resume keeps the options of {run_dir / "opts.yaml"}; ignoring --' + ', --'.join(ignored))
         opts = Namespace(**{**vars(build_parser().parse_args([])), **saved,
                             **{k: getattr(opts, k) for k in MACHINE_OPTIONS}, 'resume': True})
     opts = resolved_opts(opts)
@@ -180,6 +188,11 @@ def run_training(opts, stop_after=None, log=print):
         log(f'resuming {run_dir} after epoch {first_epoch} of {opts.total_epoch}'
             + (' (already complete)' if first_epoch >= opts.total_epoch else ''))
     else:
+        if (run_dir / 'opts.yaml').exists() and not opts.overwrite:
+            raise ValueError(f'{run_dir}: a run of this --name exists; continue it with --resume, pick another '
+                             f'--name, or replace it with --overwrite')
+        for stale in run_dir.glob('net_*.pth'):  # snapshots of the run being replaced must not mix with ours
+            stale.unlink()
         save_opts(opts, run_dir / 'opts.yaml')
         copy_code(Path(__file__).resolve().parent, run_dir)
         save_atomic(model.state_dict(), run_dir / 'net_init.pth')

@@ -19,7 +19,10 @@ def select_device(gpu_ids=''):
 
     `note` is None or a sentence the CLI prints (ignored ids on CPU, extra ids unused).
     """
-    ids = [int(s) for s in str(gpu_ids or '').replace(' ', '').split(',') if s.strip() not in ('', '-1')]
+    try:
+        ids = [int(s) for s in str(gpu_ids or '').replace(' ', '').split(',') if s.strip() not in ('', '-1')]
+    except ValueError:
+        raise ValueError(f"--gpu_ids {gpu_ids}: expected GPU numbers such as '0' or '0,1'") from None
     if not torch.cuda.is_available():
         note = f'CUDA is not available: --gpu_ids {gpu_ids} ignored, running on the CPU' if ids else None
         return torch.device('cpu'), note

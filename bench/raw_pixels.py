@@ -20,8 +20,11 @@ def load_pixel_features(folder, size):
     """(features (N, D) float32, labels, cameras) of the images of `folder`, resized to size=(H, W) and flattened."""
     from PIL import Image
     names = sorted(n for n in os.listdir(folder) if is_image_file(n))
-    pixels = np.stack([np.asarray(Image.open(Path(folder) / n).convert('RGB').resize(size[::-1], Image.BILINEAR),
-                                  dtype=np.float32).reshape(-1) for n in names])
+    def pixel_row(name):
+        with Image.open(Path(folder) / name) as img:
+            return np.asarray(img.convert('RGB').resize(size[::-1], Image.BILINEAR), dtype=np.float32).reshape(-1)
+
+    pixels = np.stack([pixel_row(n) for n in names])
     labels, cams = zip(*(parse_market_name(n) for n in names))
     return pixels, np.array(labels), np.array(cams)
 

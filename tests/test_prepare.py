@@ -178,6 +178,14 @@ def test_empty_training_folder(market_copy):
     expect_exit(['--download_path', str(market_copy)], market_copy / 'bounding_box_train', 'no images')
 
 
+def test_gt_bbox_without_query_ids_is_an_empty_multi_query_error(market_copy):
+    for p in (market_copy / 'gt_bbox').iterdir():
+        p.unlink()
+    train_image = sorted((market_copy / 'bounding_box_train').iterdir())[0]  # train ids are never query ids
+    shutil.copy(train_image, market_copy / 'gt_bbox' / train_image.name)
+    expect_exit(['--download_path', str(market_copy)], market_copy / 'gt_bbox', 'multi-query would be empty')
+
+
 def test_corrupt_image(market_copy):
     bad = sorted((market_copy / 'bounding_box_test').iterdir())[3]
     bad.write_bytes(b'this is not a jpeg at all')

@@ -134,6 +134,15 @@ def test_missing_run_or_checkpoint_is_a_clear_error(trained_run, tiny_prepared, 
                 '--which_epoch', '49'])
 
 
+def test_original_model_flags_are_accepted_and_checked(trained_run, tiny_prepared, tmp_path):
+    results, _ = run_test(trained_run, tiny_prepared, tmp_path, '--linear_num', '512', '--stride', '2', '--bf16')
+    assert results['single']['n_valid'] > 0
+    with pytest.raises(ValueError, match='--PCB True: the run was trained with PCB=False'):
+        run_test(trained_run, tiny_prepared, tmp_path, '--PCB')
+    with pytest.raises(ValueError, match='--linear_num 256'):
+        run_test(trained_run, tiny_prepared, tmp_path, '--linear_num', '256')
+
+
 def test_end_to_end_as_a_user_types_it(tmp_path):
     """prepare.py (make + split) -> train.py -> test.py as subprocesses in a fresh folder; training lowers the
     loss and test.py writes pytorch_result.mat in the working directory and prints the result."""

@@ -111,3 +111,23 @@ def test_resume_without_a_run_is_a_clear_error(tiny_prepared, tmp_path):
     with pytest.raises(SystemExit, match='opts.yaml not found'):
         train.main(['--data_dir', str(tiny_prepared), '--model_dir', str(tmp_path), '--name', 'none',
                     '--resume'])
+
+
+def test_an_existing_run_is_kept_unless_overwrite_and_resume_names_ignored_flags(tiny_prepared, tmp_path):
+    args = ('--name', 'kept', '--total_epoch', '1')
+    train.run_training(tiny_opts(tiny_prepared, tmp_path, *args), log=lambda line: None)
+    before = (tmp_path / 'kept' / 'net_last.pth').read_bytes()
+    stale = tmp_path / 'kept' / 'net_059.pth'
+    stale.write_bytes(b'from a longer run')
+    with pytest.raises(SystemExit, match='--resume, pick another --name, or replace it with --overwrite'):
+        train.main(['--data_dir', str(tiny_prepared), '--model_dir', str(tmp_path), '--backbone', 'resnet18',
+                    '--scratch', '--name', 'kept'])
+    assert (tmp_path / 'kept' / 'net_last.pth').read_bytes() == before and stale.exists()
+
+    lines = []
+    train.run_training(tiny_opts(tiny_prepared, tmp_path, '--name', 'kept', '--resume', '--total_epoch', '5'),
+                       log=lines.append)
+    assert any('ignoring --total_epoch' in line for line in lines)
+
+    train.run_training(tiny_opts(tiny_prepared, tmp_path, *args, '--overwrite', '--seed', '1'), log=lambda l: None)
+    assert not stale.exists() and (tmp_path / 'kept' / 'net_last.pth').read_bytes() != before

@@ -61,6 +61,8 @@ def test_cpu_only_machine_ignores_gpu_ids_with_a_note(monkeypatch):
     device, note = utils.select_device('0')
     assert device == torch.device('cpu') and '--gpu_ids 0' in note
     assert utils.select_device('') == (torch.device('cpu'), None)
+    with pytest.raises(ValueError, match="--gpu_ids a: expected GPU numbers"):
+        utils.select_device('a')
 
 
 def test_loader_workers_default_depends_on_the_device():
