@@ -35,8 +35,8 @@ def query_keys(result, index, rerank):
     if rerank:
         from rerank import k_reciprocal_rerank
 
-        return k_reciprocal_rerank(result['query_f'], result['gallery_f'])[index]
-    return -(result['gallery_f'] @ result['query_f'][index])
+        return k_reciprocal_rerank(result.query_f, result.gallery_f)[index]
+    return -(result.gallery_f @ result.query_f[index])
 
 
 def draw_ranking(query, shown, path):
@@ -70,17 +70,17 @@ def main(argv=None):
     result = load_result(args.result)
     query_images = list_reid_images(os.path.join(args.test_dir, 'query'))
     gallery_images = list_reid_images(os.path.join(args.test_dir, 'gallery'))
-    if len(query_images) != len(result['query_label']) or len(gallery_images) != len(result['gallery_label']):
-        raise SystemExit(f'{args.result}: {len(result["query_label"])} queries and {len(result["gallery_label"])} '
+    if len(query_images) != len(result.query_label) or len(gallery_images) != len(result.gallery_label):
+        raise SystemExit(f'{args.result}: {len(result.query_label)} queries and {len(result.gallery_label)} '
                          f'gallery images, but --test_dir {args.test_dir} has {len(query_images)} and '
                          f'{len(gallery_images)}: run test.py on the same --test_dir')
     if not 0 <= args.query_index < len(query_images):
         raise SystemExit(f'--query_index {args.query_index}: out of range, there are {len(query_images)} queries')
 
     i = args.query_index
-    ql, qc = int(result['query_label'][i]), int(result['query_cam'][i])
+    ql, qc = int(result.query_label[i]), int(result.query_cam[i])
     keys = query_keys(result, i, args.rerank)
-    ranked = ranked_gallery(keys, ql, qc, result['gallery_label'], result['gallery_cam'])[:args.top]
+    ranked = ranked_gallery(keys, ql, qc, result.gallery_label, result.gallery_cam)[:args.top]
     print(f'query {i}: {query_images[i][0]} (id {ql}, camera {qc})')
     shown = []
     for rank, g in enumerate(ranked, 1):

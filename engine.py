@@ -16,8 +16,8 @@ def lr_factor(step, steps_per_epoch, total_epoch, warm_epoch=0, cosine=False):
     """Return the multiplier of the base learning rates at optimizer step `step` (0-based).
 
     Step decay (default): x0.1 from epoch 2/3 * total_epoch on (none when that is epoch 0, i.e. 1-epoch runs).
-    `cosine`: cosine annealing per epoch down to 0.01. `warm_epoch` > 0: linear warm-up from 0.1 to 1 over
-    the first warm_epoch epochs, step by step.
+    `cosine`: cosine annealing per epoch from 1 towards 0.01 (reached at epoch total_epoch, after the last one).
+    `warm_epoch` > 0: linear warm-up from 0.1 to 1 over the first warm_epoch epochs, step by step.
     """
     epoch = step // steps_per_epoch
     if cosine:

@@ -16,22 +16,10 @@ import scipy.io
 import metrics
 import rerank
 
-class _ByKey:
-    """Lets a namedtuple also be read with the .mat key names: result['query_label']."""
-    __slots__ = ()
-
-    def __getitem__(self, key):
-        return getattr(self, key) if isinstance(key, str) else super().__getitem__(key)
-
-
-class ReIDResult(_ByKey, namedtuple('ReIDResult', 'query_f query_label query_cam gallery_f gallery_label gallery_cam')):
-    """The arrays of pytorch_result.mat, in metrics.compute_cmc_map's argument order."""
-    __slots__ = ()
-
-
-class MultiQuery(_ByKey, namedtuple('MultiQuery', 'mquery_f mquery_label mquery_cam')):
-    """The arrays of multi_query.mat, in metrics.pool_multi_query's argument order."""
-    __slots__ = ()
+# The arrays of pytorch_result.mat / multi_query.mat, named by their .mat keys, in the argument order of
+# metrics.compute_cmc_map / metrics.pool_multi_query.
+ReIDResult = namedtuple('ReIDResult', 'query_f query_label query_cam gallery_f gallery_label gallery_cam')
+MultiQuery = namedtuple('MultiQuery', 'mquery_f mquery_label mquery_cam')
 
 
 def _load_mat_fields(path, prefixes):
@@ -63,8 +51,8 @@ def load_result(path):
     """Return ReIDResult(query_f, query_label, query_cam, gallery_f, gallery_label, gallery_cam) from a .mat.
 
     Features are float32 (N, D); labels and cameras 1-D int64 (savemat stores them as 1 x N rows).
-    Unpacks in metrics.compute_cmc_map's argument order; fields also read as result.query_f or
-    result['query_f']. SystemExit naming the file when it or a key is missing.
+    Unpacks in metrics.compute_cmc_map's argument order; fields also read as result.query_f.
+    SystemExit naming the file when it or a key is missing.
     """
     (qf, ql, qc), (gf, gl, gc) = _load_mat_fields(path, ['query', 'gallery'])
     return ReIDResult(qf, ql, qc, gf, gl, gc)
@@ -78,7 +66,7 @@ def load_multi_query(path):
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--result', default='pytorch_result.mat', help='features saved by test.py')
-    parser.add_argument('--multi', action='store_true', help='also evaluate multi-query (needs --multi_result)')
+    parser.add_argument('--multi', action='store_true', help='also evaluate multi-query (features from --multi_result)')
     parser.add_argument('--multi_result', default='multi_query.mat', help='multi-query features saved by test.py')
     parser.add_argument('--rerank', action='store_true', help='also evaluate with k-reciprocal re-ranking')
     parser.add_argument('--k1', default=20, type=int, help='re-ranking: size of the k-reciprocal sets')

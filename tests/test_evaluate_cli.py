@@ -45,7 +45,7 @@ def test_load_result_returns_flat_arrays(tmp_path):
     assert ql.ndim == qc.ndim == gl.ndim == gc.ndim == 1
     np.testing.assert_array_equal(gc, data['gallery_cam'])
     np.testing.assert_array_equal(res.query_label, data['query_label'])
-    np.testing.assert_array_equal(res['gallery_label'], data['gallery_label'])
+    np.testing.assert_array_equal(res.gallery_label, data['gallery_label'])
     assert res[0] is qf
     assert qf.dtype == np.float32 and gf.shape == data['gallery_f'].shape
 
