@@ -16,7 +16,8 @@ _BLOCK_ELEMENTS = 1 << 22
 JUNK_ID = -1
 
 
-def _pick_device(device):
+def pick_device(device=None):
+    """Return `device` as a torch.device, or by default CUDA when present, else the CPU."""
     if device is not None:
         return torch.device(device)
     return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
@@ -202,7 +203,7 @@ def compute_cmc_map(qf, ql, qc, gf, gl, gc, device=None, block=None):
     'n_valid' and 'n_skipped' (queries without a match). With no valid query the metrics are NaN.
     Ties in score keep gallery order (see the module docstring for the junk and match rules).
     """
-    device = _pick_device(device)
+    device = pick_device(device)
     qf = _as_tensor(qf, device, torch.float32)
     gf = _as_tensor(gf, device, torch.float32)
     if qf.dim() != 2 or gf.dim() != 2 or qf.shape[1] != gf.shape[1]:
@@ -228,7 +229,7 @@ def compute_cmc_map_from_dist(dist, ql, qc, gl, gc, device=None, block=None):
     `dist` is a torch tensor or numpy array; it is moved to `device` one block of rows at a time.
     Equal distances keep gallery order.
     """
-    device = _pick_device(device)
+    device = pick_device(device)
     if not isinstance(dist, torch.Tensor):
         dist = torch.as_tensor(np.asarray(dist))
     if dist.dim() != 2:

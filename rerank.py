@@ -7,7 +7,7 @@ import warnings
 
 import torch
 
-from metrics import expand_segments, stable_smallest_k
+from metrics import expand_segments, pick_device, stable_smallest_k
 
 # Distances of (rows x all images) computed at once: 2**24 floats = 64 MB per temporary.
 _BLOCK_ELEMENTS = 1 << 24
@@ -218,8 +218,7 @@ def k_reciprocal_rerank(qf, gf, k1=20, k2=6, lambda_value=0.3, device=None):
     1 - sum(min)/sum(max); final = (1 - lambda) * Jaccard + lambda * original, restricted to query x gallery.
     Runs on `device` (default CUDA when present, else CPU); results on CPU are deterministic.
     """
-    device = torch.device(device) if device is not None else torch.device(
-        'cuda' if torch.cuda.is_available() else 'cpu')
+    device = pick_device(device)
     qf = torch.as_tensor(qf).to(device=device, dtype=torch.float32)
     gf = torch.as_tensor(gf).to(device=device, dtype=torch.float32)
     if qf.dim() != 2 or gf.dim() != 2 or qf.shape[1] != gf.shape[1]:
