@@ -4,6 +4,7 @@ Market-1501, DukeMTMC-reID, MSMT17 and VeRi-776 all name an image `<id>_c<camera
 """
 import os
 import re
+import sys
 from pathlib import Path
 
 IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp')
@@ -61,18 +62,85 @@ class ReIDImageFolder:
                         for f in sorted(files) if is_image_file(f)]
         if not self.samples:
             raise ValueError(f'{root}: no images found (expected one sub-folder of images per id)')
+        empty = sorted(set(self.classes) - {Path(p).relative_to(root).parts[0] for p, _ in self.samples})
+        if empty:  # it would become a class without a single image
+            raise ValueError(f'{root / empty[0]}: id folder without images ({len(empty)} such); '
+                             'remove it or re-run prepare.py')
         self.targets = [t for _, t in self.samples]
+        self.skipped = {}  # path -> reason, for files that could not be read during this run (this process)
 
     def __len__(self):
         return len(self.samples)
 
     def __getitem__(self, index):
+        # A file that goes bad during a run is skipped: the next readable sample takes its place (the batch keeps
+        # its size), and the file is named once and recorded in self.skipped.
+        for offset in range(len(self.samples)):
+            path, target = self.samples[(index + offset) % len(self.samples)]
+            try:
+                img = load_rgb(path)
+            except Exception as err:  # PIL raises OSError, SyntaxError, ValueError... for a damaged file
+                if path not in self.skipped:
+                    self.skipped[path] = describe_error(err)
+                    from tqdm import tqdm
+                    tqdm.write(f'warning: skipped unreadable image {path} ({self.skipped[path]})', file=sys.stderr)
+                continue
+            return (self.transform(img) if self.transform else img), target
+        raise ValueError(f'{self.root}: no image of this split can be read any more')
+
+
+def load_rgb(path):
+    """Return the image at `path` fully decoded as RGB (a truncated file raises here, not later)."""
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return img.convert('RGB')
+
+
+def describe_error(err):
+    """Return the first line of an exception as 'Type: message'."""
+    text = str(err).strip().splitlines()
+    return f'{type(err).__name__}: {text[0]}' if text else type(err).__name__
+
+
+def image_problem(path):
+    """Return None when `path` decodes fully as an image, else a short reason (empty, truncated, not an image)."""
+    try:
+        if os.path.getsize(path) == 0:
+            return 'empty file (0 bytes)'
         from PIL import Image
 
-        path, target = self.samples[index]
         with Image.open(path) as img:
-            img = img.convert('RGB')
-        return (self.transform(img) if self.transform else img), target
+            img.load()
+    except Exception as err:
+        return describe_error(err)
+    return None
+
+
+def unreadable_images(paths, desc='checking images', progress=True):
+    """Return [(path, reason)] of the files in `paths` that do not decode, in the order given.
+
+    A full decode, not PIL's verify(): a JPEG cut in half passes verify(). Threads run in parallel because
+    decoding releases the GIL (about 0.25 ms per 64x128 image on one core).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm import tqdm
+
+    paths = list(paths)
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        reasons = list(tqdm(pool.map(image_problem, paths, chunksize=64), total=len(paths), desc=desc,
+                            unit='img', leave=False, disable=not progress or len(paths) < 1000))
+    return [(p, r) for p, r in zip(paths, reasons) if r is not None]
+
+
+def require_readable_images(paths, desc='checking images', progress=True):
+    """Raise ValueError listing the files of `paths` that do not decode (one line; the first five named)."""
+    bad = unreadable_images(paths, desc, progress)
+    if bad:
+        named = '; '.join(f'{p} ({r})' for p, r in bad[:5]) + (f'; and {len(bad) - 5} more' if len(bad) > 5 else '')
+        raise ValueError(f'{len(bad)} unreadable or corrupt image(s): {named}. Replace or remove them '
+                         '(or re-run prepare.py from an intact download)')
 
 
 def list_reid_images(folder):

@@ -9,6 +9,7 @@ import os
 import numpy as np
 
 from data import list_reid_images
+from utils import os_error_line
 
 
 def parse_args(argv=None):
@@ -49,8 +50,11 @@ def draw_ranking(query, shown, path):
     fig, axes = plt.subplots(1, 1 + len(shown), figsize=(1.6 * (1 + len(shown)), 3.6), squeeze=False)
     panels = [(query[0], None, query[1])] + list(shown)
     for ax, (img_path, match, caption) in zip(axes[0], panels):
-        with Image.open(img_path) as img:
-            ax.imshow(img.convert('RGB'))
+        try:
+            with Image.open(img_path) as img:
+                ax.imshow(img.convert('RGB'))
+        except Exception as err:  # a damaged image gets an empty panel, named, instead of no picture at all
+            print(f'warning: {img_path}: unreadable image ({type(err).__name__}), left blank')
         ax.set_xticks([])
         ax.set_yticks([])
         colour = 'black' if match is None else ('green' if match else 'red')
@@ -65,7 +69,18 @@ def draw_ranking(query, shown, path):
 
 def main(argv=None):
     args = parse_args(argv)
+    try:
+        show_ranking(args)
+    except ValueError as e:  # a missing or malformed --test_dir, an unwritable --output
+        raise SystemExit(f'demo.py: {e}') from None
+    except OSError as e:
+        raise SystemExit(f'demo.py: {os_error_line(e)}') from None
+
+
+def show_ranking(args):
+    """Print the top --top gallery images of one query and save the picture (the work of main)."""
     from evaluate_gpu import load_result
+    from utils import ensure_writable_folder
 
     result = load_result(args.result)
     query_images = list_reid_images(os.path.join(args.test_dir, 'query'))
@@ -75,7 +90,11 @@ def main(argv=None):
                          f'gallery images, but --test_dir {args.test_dir} has {len(query_images)} and '
                          f'{len(gallery_images)}: run test.py on the same --test_dir')
     if not 0 <= args.query_index < len(query_images):
-        raise SystemExit(f'--query_index {args.query_index}: out of range, there are {len(query_images)} queries')
+        raise SystemExit(f'--query_index {args.query_index}: out of range, there are {len(query_images)} queries '
+                         f'(0 to {len(query_images) - 1})')
+    if args.top < 1:
+        raise SystemExit(f'--top {args.top}: must be at least 1')
+    ensure_writable_folder(os.path.dirname(os.path.abspath(args.output)), '--output')
 
     i = args.query_index
     ql, qc = int(result.query_label[i]), int(result.query_cam[i])

@@ -25,26 +25,51 @@ MultiQuery = namedtuple('MultiQuery', 'mquery_f mquery_label mquery_cam')
 def _load_mat_fields(path, prefixes):
     """Return [(features, labels, cams)] from a .mat file for each key prefix; SystemExit naming what is wrong."""
     path = Path(path)
+    if path.is_dir():
+        raise SystemExit(f'{path}: is a folder, not a .mat file (pass the file test.py wrote)')
     if not path.is_file():
         raise SystemExit(f'{path}: file not found (run test.py first, or pass the right path)')
     try:
         mat = scipy.io.loadmat(str(path))
     except Exception as e:  # scipy raises several types for a damaged or foreign file
-        raise SystemExit(f'{path}: not a readable .mat file ({e})')
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SystemExit(f'{path}: not a readable .mat file ({reason}); run test.py again to rewrite it')
     groups = []
     for prefix in prefixes:
         names = [prefix + '_f', prefix + '_label', prefix + '_cam']
         missing = [name for name in names if name not in mat]
         if missing:
             raise SystemExit(f'{path}: missing key(s) {", ".join(missing)}')
-        labels = np.asarray(mat[names[1]]).reshape(-1).astype(np.int64)
-        cams = np.asarray(mat[names[2]]).reshape(-1).astype(np.int64)
-        features = np.asarray(mat[names[0]], dtype=np.float32)
+        labels, cams = (_integer_row(mat[name], path, name) for name in names[1:])
+        try:
+            features = np.asarray(mat[names[0]], dtype=np.float32)
+        except (TypeError, ValueError):
+            raise SystemExit(f'{path}: {names[0]} is not a numeric array') from None
         if features.ndim != 2 or not len(features) == len(labels) == len(cams):
             raise SystemExit(f'{path}: {names[0]} has shape {features.shape} but {names[1]} has {len(labels)} '
                              f'and {names[2]} {len(cams)} entries')
+        if len(features) == 0:
+            raise SystemExit(f'{path}: {names[0]} is empty (no {prefix} image); run test.py on a prepared set')
+        if not np.isfinite(features).all():
+            bad = int((~np.isfinite(features).all(axis=1)).sum())
+            raise SystemExit(f'{path}: {names[0]} has NaN or infinite values in {bad} row(s); the network that '
+                             'wrote it diverged: test another --which_epoch')
         groups.append((features, labels, cams))
+    if len(groups) == 2 and groups[0][0].shape[1] != groups[1][0].shape[1]:
+        raise SystemExit(f'{path}: {prefixes[0]}_f has {groups[0][0].shape[1]} columns but {prefixes[1]}_f has '
+                         f'{groups[1][0].shape[1]}; both must come from the same network')
     return groups
+
+
+def _integer_row(values, path, name):
+    """Return a .mat field as a 1-D int64 array; SystemExit naming the key when it holds anything but integers."""
+    values = np.asarray(values)
+    if values.dtype.kind in 'iub':
+        return values.reshape(-1).astype(np.int64)
+    if values.dtype.kind == 'f' and np.isfinite(values).all() and (values == np.round(values)).all():
+        return values.reshape(-1).astype(np.int64)  # MATLAB's default double
+    raise SystemExit(f'{path}: {name} must hold integer ids, found {values.dtype} values'
+                     + (f' such as {values.reshape(-1)[0]!r}' if values.size else ''))
 
 
 def load_result(path):
@@ -112,6 +137,9 @@ def main(argv=None):
         reports = evaluate_all(result, multi, params)
     except ValueError as e:
         raise SystemExit(f'{args.result}: {e}')
+    if reports[0][1]['n_valid'] == 0:
+        raise SystemExit(f'{args.result}: none of the {len(result.query_label)} queries has a match in the gallery '
+                         '(same id, another camera); check that query and gallery come from the same test set')
     for title, res, note in reports:
         if title:
             print(title)

@@ -83,15 +83,12 @@ def plan_market_split(download_path):
 
 
 def verify_images(paths, progress=True):
-    """Raise ValueError naming the first file PIL cannot identify or finds broken (header-level check, cheap)."""
-    from PIL import Image
-    from tqdm import tqdm
-    for path in tqdm(paths, desc='checking images', unit='img', disable=not progress, leave=False):
-        try:
-            with Image.open(path) as img:
-                img.verify()
-        except Exception as err:   # PIL raises many types for a bad file; all mean the same to the user
-            raise ValueError(f'{path}: unreadable or corrupt image ({type(err).__name__}: {err})') from None
+    """Raise ValueError listing the files that do not decode (corrupt, truncated, empty, not an image).
+
+    A full decode (data.unreadable_images): PIL's header-level verify() passes a JPEG cut in half.
+    """
+    from data import require_readable_images
+    require_readable_images(paths, progress=progress)
 
 
 def _place(src, dst, link):
@@ -130,7 +127,12 @@ def write_split(splits, save_path, link=False, progress=True):
         raise ValueError(f'{save_path}: exists and is not a folder')
     if save_path.is_dir():
         _check_ours(save_path)   # refuse before doing any work
-    save_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        save_path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError:   # say why in one line (utils imports torch, which prepare.py otherwise never needs)
+        from utils import ensure_writable_folder
+        ensure_writable_folder(save_path.parent, '--save_path')
+        raise
     building = save_path.parent / f'.{save_path.name}.partial'
     if building.exists():
         _remove_ours(building)   # left by an interrupted run
@@ -206,6 +208,11 @@ def main(argv=None):
             _prepare(args)
     except ValueError as err:
         raise SystemExit(f'prepare.py: {err}') from None
+    except OSError as err:
+        name = f'{err.filename}: ' if err.filename is not None else ''
+        raise SystemExit(f'prepare.py: {name}{err.strerror or err}') from None
+    except KeyboardInterrupt:   # write_split has removed its partial folder; the download was only read
+        raise SystemExit('prepare.py: interrupted; nothing was changed (run the same command again)') from None
 
 
 if __name__ == '__main__':

@@ -18,11 +18,12 @@ import scipy.io
 import torch
 from torch.utils.data import DataLoader
 
-from data import ReIDImageFolder, eval_transform, list_reid_images
+from data import ReIDImageFolder, eval_transform, list_reid_images, require_readable_images
 from engine import extract_features
 from metrics import compute_cmc_map, format_result, pool_multi_query
 from model import build_model, fuse_conv_bn
-from utils import load_checkpoint, load_opts, loader_workers, select_device
+from utils import (ensure_writable_folder, load_checkpoint, load_opts, load_weights, loader_workers, os_error_line,
+                   select_device)
 
 
 def build_parser():
@@ -73,6 +74,21 @@ def checkpoint_path(run_dir, which_epoch):
     return Path(run_dir) / f'net_{int(which_epoch):03d}.pth'
 
 
+def saved_epochs(run_dir):
+    """Return the --which_epoch values that have a checkpoint in `run_dir`: 'last', 'init', then epoch numbers."""
+    names = {p.name[4:-4] for p in Path(run_dir).glob('net_*.pth')}
+    return [n for n in ('last', 'init') if n in names] + sorted(str(int(n)) for n in names if n.isdigit())
+
+
+def existing_checkpoint(run_dir, which_epoch):
+    """Return checkpoint_path(run_dir, which_epoch); ValueError listing the epochs saved when it is missing."""
+    path = checkpoint_path(run_dir, which_epoch)
+    if not path.is_file():
+        raise ValueError(f'{path}: checkpoint not found; --which_epoch can be '
+                         + (', '.join(saved_epochs(run_dir)) or 'nothing yet (no net_*.pth in this run)'))
+    return path
+
+
 def parse_scales(ms):
     """Return the linear resize factors of `--ms` (area ratios, so sqrt of each value)."""
     try:
@@ -87,10 +103,15 @@ def parse_scales(ms):
 def split_features(model, folder, opts, device, size, scales, amp_dtype):
     """Return (features float32 [N, D], ids [N], cameras [N]) of one prepared split, in ImageFolder order."""
     images = list_reid_images(folder)
-    loader = DataLoader(ReIDImageFolder(folder, eval_transform(*size)), batch_size=opts.batchsize,
+    dataset = ReIDImageFolder(folder, eval_transform(*size))
+    loader = DataLoader(dataset, batch_size=opts.batchsize,
                         shuffle=False, num_workers=loader_workers(opts.num_workers, device),
                         pin_memory=device.type == 'cuda')
     features = extract_features(model, loader, device, scales, amp_dtype, desc=Path(folder).name)
+    if dataset.skipped:  # a substitute's feature would sit under the wrong id: do not save the result
+        raise ValueError(f'{len(dataset.skipped)} image(s) became unreadable during the run: '
+                         + '; '.join(f'{p} ({r})' for p, r in list(dataset.skipped.items())[:5])
+                         + '. Nothing was saved; replace them and run test.py again')
     return features, np.array([p for _, p, _ in images]), np.array([c for _, _, c in images])
 
 
@@ -111,17 +132,22 @@ def run_test(opts, log=print):
     if 'nclasses' not in train_opts:
         raise ValueError(f'{run_dir / "opts.yaml"}: no nclasses entry (was it written by train.py?)')
 
+    weights_path = existing_checkpoint(run_dir, opts.which_epoch)
+    test_dir, result_path = Path(opts.test_dir), Path(opts.result)
+    splits = ['gallery', 'query'] + (['multi-query'] if opts.multi else [])
+    # Everything that can be wrong with the input or the output path is found before any feature is computed.
+    require_readable_images([p for split in splits for p, _, _ in list_reid_images(test_dir / split)])
+    ensure_writable_folder(result_path.parent, '--result')
+    if result_path.is_dir():
+        raise ValueError(f'--result {result_path}: is a folder; give a file name such as pytorch_result.mat')
     model = build_model(train_opts, int(train_opts['nclasses']), pretrained=False)
-    model.load_state_dict(load_checkpoint(checkpoint_path(run_dir, opts.which_epoch)))
+    load_weights(model, load_checkpoint(weights_path), weights_path)
     model = fuse_conv_bn(model).to(device)
     pcb = bool(train_opts.get('PCB'))
     size = (int(train_opts.get('h') or (384 if pcb else 256)), int(train_opts.get('w') or (192 if pcb else 128)))
 
-    test_dir = Path(opts.test_dir)
     gf, gl, gc = split_features(model, test_dir / 'gallery', opts, device, size, scales, amp_dtype)
     qf, ql, qc = split_features(model, test_dir / 'query', opts, device, size, scales, amp_dtype)
-    result_path = Path(opts.result)
-    result_path.parent.mkdir(parents=True, exist_ok=True)
     scipy.io.savemat(result_path, {'gallery_f': gf.numpy(), 'gallery_label': gl, 'gallery_cam': gc,
                                    'query_f': qf.numpy(), 'query_label': ql, 'query_cam': qc})
     # multi_query.mat is written before anything evaluates, so evaluate_gpu.py can read it too.
@@ -137,6 +163,9 @@ def run_test(opts, log=print):
         pooled, _ = pool_multi_query(qf, ql, qc, mf, ml, mc)
         results['multi'] = compute_cmc_map(pooled, ql, qc, gf, gl, gc)
         lines.append('multi:' + format_result(results['multi']).splitlines()[0])
+    if results['single']['n_valid'] == 0:
+        lines.append(f'no query has a match in the gallery of {test_dir} (same id, another camera): the metrics '
+                     'are undefined; check that query/ and gallery/ come from the same test set')
     text = '\n'.join(lines)
     log(text)
     with open(run_dir / 'result.txt', 'a') as f:
@@ -150,6 +179,10 @@ def main(argv=None):
         run_test(opts)
     except ValueError as e:
         raise SystemExit(f'test.py: {e}') from None
+    except OSError as e:
+        raise SystemExit(f'test.py: {os_error_line(e)}') from None
+    except KeyboardInterrupt:
+        raise SystemExit(f'test.py: interrupted; {opts.result} was not written (run the same command again)') from None
 
 
 if __name__ == '__main__':

@@ -11,6 +11,7 @@ scaler, RNG states, curves), train.jpg (loss / top-1 error curves) and a copy of
 --resume takes every option from the run's opts.yaml except --gpu_ids, --num_workers, --data_dir, --model_dir.
 """
 import argparse
+import math
 import sys
 import time
 from argparse import Namespace
@@ -19,15 +20,18 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from data import ReIDImageFolder, eval_transform, train_transform
+from data import ReIDImageFolder, eval_transform, require_readable_images, train_transform
 from engine import evaluate_epoch, lr_factor, train_one_epoch
 from model import PretrainedWeightsUnavailable, build_model, parameter_groups
-from utils import (copy_code, draw_curves, load_checkpoint, load_opts, loader_workers, restore_rng_states,
-                   rng_states, save_atomic, save_opts, seed_everything, select_device)
+from utils import (FORMAT_VERSION, copy_code, draw_curves, ensure_writable_folder, load_checkpoint, load_opts,
+                   load_weights, loader_workers, os_error_line, restore_rng_states, rng_states, save_atomic,
+                   save_opts, seed_everything, select_device)
 
 # On --resume these come from the command line (they describe the machine); the rest from opts.yaml.
 MACHINE_OPTIONS = ('gpu_ids', 'num_workers', 'data_dir', 'model_dir')
 SNAPSHOT_EVERY = 10
+# Options that change the network: --resume refuses them when they differ from the run's opts.yaml.
+ARCHITECTURE_OPTIONS = ('backbone', 'use_dense', 'PCB', 'stride', 'linear_num', 'h', 'w')
 
 
 def build_parser():
@@ -99,11 +103,15 @@ def amp_settings(opts, device):
     return (torch.bfloat16 if opts.bf16 else None), None
 
 
-def training_state(epoch, model, optimizer, scheduler, scaler, history):
-    """Return what resume.pth holds: everything needed to continue after `epoch` completed epochs."""
-    return {'epoch': epoch, 'model': model.state_dict(), 'optimizer': optimizer.state_dict(),
-            'scheduler': scheduler.state_dict(), 'scaler': scaler.state_dict() if scaler else None,
-            'rng': rng_states(), 'history': history}
+def training_state(epoch, model, optimizer, scheduler, scaler, history, classes=None):
+    """Return what resume.pth holds: everything needed to continue after `epoch` completed epochs.
+
+    `classes` (the training id folders) lets --resume refuse a data folder with other ids.
+    """
+    return {'format': FORMAT_VERSION, 'epoch': epoch, 'model': model.state_dict(),
+            'optimizer': optimizer.state_dict(), 'scheduler': scheduler.state_dict(),
+            'scaler': scaler.state_dict() if scaler else None, 'rng': rng_states(), 'history': history,
+            'classes': list(classes) if classes is not None else None}
 
 
 def epoch_generator(seed, epoch):
@@ -120,6 +128,8 @@ def datasets(opts):
     val_set = None
     if (data_dir / 'val').is_dir():
         val_set = ReIDImageFolder(data_dir / 'val', eval_transform(opts.h, opts.w), train_set.class_to_idx)
+    # Every image once, now: a damaged file stops the run here with its name, not hours later in a loader.
+    require_readable_images([p for s in (train_set, val_set) if s is not None for p, _ in s.samples])
     return train_set, val_set
 
 
@@ -132,11 +142,26 @@ def optimizer_and_scheduler(model, opts, steps_per_epoch):
     return optimizer, scheduler
 
 
-def restored_progress(path, model, optimizer, scheduler, scaler, device):
-    """Load resume.pth into the training objects and the RNGs; return (history, completed epochs)."""
+def restored_progress(path, model, optimizer, scheduler, scaler, device, classes=None):
+    """Load resume.pth into the training objects and the RNGs; return (history, completed epochs).
+
+    ValueError naming the file when it was written by a newer toolkit, for other ids than `classes`, or for
+    another network.
+    """
     # CPU first: RNG states must stay CPU tensors; load_state_dict moves the rest to the model's device.
     state = load_checkpoint(path, map_location='cpu')
-    model.load_state_dict(state['model'])
+    if not isinstance(state, dict) or 'model' not in state or 'epoch' not in state:
+        raise ValueError(f'{path}: not a resume.pth written by train.py')
+    if int(state.get('format', 0) or 0) > FORMAT_VERSION:
+        raise ValueError(f'{path}: written by a newer version of this toolkit (format {state["format"]}); '
+                         'update the code')
+    saved = state.get('classes')
+    if saved is not None and classes is not None and list(saved) != list(classes):
+        extra, lost = sorted(set(classes) - set(saved)), sorted(set(saved) - set(classes))
+        raise ValueError(f'{path}: the run was trained on {len(saved)} ids, --data_dir now has {len(classes)} '
+                         f'(new: {extra[:5]}, missing: {lost[:5]}); resume with the original --data_dir '
+                         f'or start a new --name')
+    load_weights(model, state['model'], path)
     optimizer.load_state_dict(state['optimizer'])
     scheduler.load_state_dict(state['scheduler'])
     if scaler is not None and state['scaler'] is not None:
@@ -156,6 +181,11 @@ def run_training(opts, stop_after=None, log=print):
         defaults = vars(build_parser().parse_args([]))
         ignored = [k for k, v in vars(opts).items()
                    if k in saved and k not in MACHINE_OPTIONS + ('resume', 'overwrite') and v != defaults[k] and v != saved[k]]
+        other_network = [k for k in ignored if k in ARCHITECTURE_OPTIONS]
+        if other_network:  # silently training the saved network instead would surprise; say so and stop
+            k = other_network[0]
+            raise ValueError(f'--resume with --{k} {getattr(opts, k)}: the run in {run_dir} is a {k}={saved[k]} '
+                             f'network; drop --{k} to continue it, or train the new network under another --name')
         if ignored:
             log(f'--resume keeps the options of {run_dir / "opts.yaml"}; ignoring --' + ', --'.join(ignored))
         opts = Namespace(**{**vars(build_parser().parse_args([])), **saved,
@@ -184,18 +214,23 @@ def run_training(opts, stop_after=None, log=print):
     first_epoch = 0
     if opts.resume:
         history, first_epoch = restored_progress(run_dir / 'resume.pth', model, optimizer, scheduler, scaler,
-                                                 device)
+                                                 device, train_set.classes)
         log(f'resuming {run_dir} after epoch {first_epoch} of {opts.total_epoch}'
             + (' (already complete)' if first_epoch >= opts.total_epoch else ''))
     else:
         if (run_dir / 'opts.yaml').exists() and not opts.overwrite:
             raise ValueError(f'{run_dir}: a run of this --name exists; continue it with --resume, pick another '
                              f'--name, or replace it with --overwrite')
+        ensure_writable_folder(run_dir, '--model_dir/--name')
         for stale in run_dir.glob('net_*.pth'):  # snapshots of the run being replaced must not mix with ours
             stale.unlink()
+        opts.format_version = FORMAT_VERSION
         save_opts(opts, run_dir / 'opts.yaml')
         copy_code(Path(__file__).resolve().parent, run_dir)
         save_atomic(model.state_dict(), run_dir / 'net_init.pth')
+        # resume.pth from the start: a run stopped in its first epoch can --resume too
+        save_atomic(training_state(0, model, optimizer, scheduler, scaler, history, train_set.classes),
+                    run_dir / 'resume.pth')
 
     pin = device.type == 'cuda'
     val_loader = None
@@ -210,6 +245,11 @@ def run_training(opts, stop_after=None, log=print):
                             generator=epoch_generator(opts.seed, epoch))
         loss, err = train_one_epoch(model, loader, optimizer, scheduler, device, amp_dtype, scaler,
                                     desc=f'epoch {epoch + 1}/{opts.total_epoch}')
+        if not math.isfinite(loss):  # the weights are now garbage: keep the last good checkpoint as it is
+            raise TrainingStopped(
+                f'epoch {epoch + 1}: the training loss is {loss} (not finite); stopped without saving it. '
+                f'{run_dir / "resume.pth"} keeps the {epoch} good epoch(s); lower --lr (or add --warm_epoch) '
+                'and start again, or --resume to retry')
         history['train_loss'].append(loss)
         history['train_err'].append(err)
         line = f'epoch {epoch + 1}/{opts.total_epoch} train loss {loss:.4f} err {err:.4f}'
@@ -224,10 +264,29 @@ def run_training(opts, stop_after=None, log=print):
         if epoch % SNAPSHOT_EVERY == SNAPSHOT_EVERY - 1:
             save_atomic(weights, run_dir / f'net_{epoch:03d}.pth')
         save_atomic(weights, run_dir / 'net_last.pth')
-        save_atomic(training_state(epoch + 1, model, optimizer, scheduler, scaler, history),
+        save_atomic(training_state(epoch + 1, model, optimizer, scheduler, scaler, history, train_set.classes),
                     run_dir / 'resume.pth')
         draw_curves(history, run_dir / 'train.jpg')
+        if train_set.skipped:
+            log(f'{len(train_set.skipped)} unreadable image(s) skipped so far (others took their place): '
+                + ', '.join(list(train_set.skipped)[:5]))
     return history
+
+
+class TrainingStopped(ValueError):
+    """The run stopped early (a non-finite loss); the message says what is kept and how to go on."""
+
+
+def interrupted_message(opts):
+    """Return the line train.py prints on Ctrl-C: what resume.pth holds and the command that continues."""
+    run_dir = Path(opts.model_dir) / opts.name
+    try:
+        done = int(load_checkpoint(run_dir / 'resume.pth')['epoch'])
+    except (ValueError, KeyError, TypeError):
+        return 'interrupted before the run saved anything; start it again'
+    return (f'interrupted; {run_dir / "resume.pth"} holds {done} completed epoch(s). Continue from epoch '
+            f'{done + 1} with: python train.py --name {opts.name} --model_dir {opts.model_dir} '
+            f'--data_dir {opts.data_dir} --resume')
 
 
 def main(argv=None):
@@ -236,6 +295,10 @@ def main(argv=None):
         run_training(opts)
     except (ValueError, PretrainedWeightsUnavailable) as e:
         raise SystemExit(f'train.py: {e}') from None
+    except KeyboardInterrupt:  # Ctrl-C: checkpoints are atomic, so resume.pth is whole
+        raise SystemExit(f'train.py: {interrupted_message(opts)}') from None
+    except OSError as e:
+        raise SystemExit(f'train.py: {os_error_line(e)}') from None
 
 
 if __name__ == '__main__':

@@ -6,6 +6,7 @@ from PIL import Image
 
 import demo
 from data import list_reid_images
+from test_rerank import dense_rerank_reference
 
 
 def _write_result(path, prepared, seed=0):
@@ -47,15 +48,24 @@ def test_ties_keep_gallery_order():
 
 @pytest.mark.parametrize('rerank', [False, True])
 def test_main_writes_show_png(tiny_prepared, tmp_path, capsys, rerank):
-    _write_result(tmp_path / 'r.mat', tiny_prepared)
     out = tmp_path / 'show.png'
     argv = ['--query_index', '3', '--test_dir', str(tiny_prepared), '--result', str(tmp_path / 'r.mat'),
             '--output', str(out)] + (['--rerank'] if rerank else [])
+    r = _write_result(tmp_path / 'r.mat', tiny_prepared)
     demo.main(argv)
     with Image.open(out) as img:
         assert img.format == 'PNG' and img.width > 3 * img.height
-    printed = capsys.readouterr().out
-    assert printed.count('match') + printed.count('wrong') == 10
+    printed = capsys.readouterr().out.strip().split('\n')
+    gallery = list_reid_images(tiny_prepared / 'gallery')
+    gl, gc, ql, qc = r['gallery_label'][0], r['gallery_cam'][0], r['query_label'][0, 3], r['query_cam'][0, 3]
+    if rerank:  # independent ranking: the dense re-ranking of the paper, then (distance, index) in plain Python
+        dist = dense_rerank_reference(r['query_f'], r['gallery_f'], 20, 6, 0.3)[3]
+        order = [j for _, j in sorted((float(d), j) for j, d in enumerate(dist))
+                 if not (gl[j] == -1 or (gl[j] == ql and gc[j] == qc))][:10]
+    else:
+        order = _brute_force_top(r['query_f'][3], ql, qc, r['gallery_f'], gl, gc, 10)
+    expected = [f'{rank:2d} {"match" if gl[j] == ql else "wrong"} {gallery[j][0]}' for rank, j in enumerate(order, 1)]
+    assert printed[1:11] == expected
 
 
 def test_bad_index_and_mismatched_result_are_named(tiny_prepared, tmp_path):

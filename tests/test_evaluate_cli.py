@@ -9,10 +9,12 @@ import pytest
 import scipy.io
 
 import evaluate_gpu
-import metrics
+from test_metrics import reference_metrics
+from test_rerank import dense_rerank_reference
 
 ROOT = Path(__file__).resolve().parents[1]
 FIRST_LINE = re.compile(r'^Rank@1:(\S+) Rank@5:(\S+) Rank@10:(\S+) mAP:(\S+)$')
+SECOND_LINE = re.compile(r'^mAP\(standard\):(\S+) mINP:(\S+) \(queries: (\d+) evaluated, (\d+) skipped')
 
 
 def unit_rows(rng, n, dim=16):
@@ -50,15 +52,34 @@ def test_load_result_returns_flat_arrays(tmp_path):
     assert qf.dtype == np.float32 and gf.shape == data['gallery_f'].shape
 
 
+def printed_values(first, second):
+    """[Rank@1, Rank@5, Rank@10, mAP, mAP(standard), mINP, evaluated, skipped] from the two printed lines."""
+    match = SECOND_LINE.match(second)
+    assert match, second
+    return first_line_values(first) + [float(v) for v in match.groups()]
+
+
+def brute_force_values(qf, ql, qc, gf, gl, gc):
+    """The same eight numbers from the plain-Python reference of test_metrics (float64 cosine scores)."""
+    want = reference_metrics((np.asarray(qf, np.float64) @ np.asarray(gf, np.float64).T).tolist(), ql, qc, gl, gc)
+    return brute_force_from(want)
+
+
+def brute_force_from(want):
+    cmc = want['cmc']
+    return [cmc[min(k, len(cmc)) - 1] for k in (1, 5, 10)] + [want['mAP'], want['mAP_standard'], want['mINP'],
+                                                              want['n_valid'], want['n_skipped']]
+
+
 def test_main_prints_the_metrics_of_the_file(tmp_path, capsys):
     data = write_result(tmp_path / 'r.mat', np.random.default_rng(1))
     evaluate_gpu.main(['--result', str(tmp_path / 'r.mat')])
     lines = capsys.readouterr().out.strip().split('\n')
-    want = metrics.compute_cmc_map(data['query_f'], data['query_label'], data['query_cam'], data['gallery_f'],
-                                   data['gallery_label'], data['gallery_cam'], device='cpu')
-    assert lines == metrics.format_result(want).split('\n')
-    assert first_line_values(lines[0]) == pytest.approx(
-        [want['cmc'][0], want['cmc'][4], want['cmc'][9], want['mAP']], abs=1e-6)
+    assert len(lines) == 2
+    want = brute_force_values(data['query_f'], data['query_label'], data['query_cam'], data['gallery_f'],
+                              data['gallery_label'], data['gallery_cam'])
+    assert printed_values(*lines) == pytest.approx(want, abs=1e-6)
+    assert 0 < want[0] < 1  # the case is not trivial: some queries are missed at rank 1
 
 
 def test_small_gallery_does_not_crash(tmp_path, capsys):
@@ -95,27 +116,43 @@ def test_multi_query_pools_and_counts_fallbacks(tmp_path, capsys):
     keep = [0, 1, 2, 3, 4, 5]   # multi-query images only for the first six queries' id and camera
     mq_label = np.repeat(data['query_label'][keep], 2)
     mq_cam = np.repeat(data['query_cam'][keep], 2)
-    scipy.io.savemat(str(tmp_path / 'm.mat'), {'mquery_f': unit_rows(rng, 12), 'mquery_label': mq_label,
-                                              'mquery_cam': mq_cam})
+    mq_f = unit_rows(rng, 12)
+    scipy.io.savemat(str(tmp_path / 'm.mat'), {'mquery_f': mq_f, 'mquery_label': mq_label, 'mquery_cam': mq_cam})
     evaluate_gpu.main(['--result', str(tmp_path / 'r.mat'), '--multi', '--multi_result', str(tmp_path / 'm.mat')])
     out = capsys.readouterr().out
     expected_fallback = sum(1 for q, c in zip(data['query_label'], data['query_cam'])
                             if not np.any((mq_label == q) & (mq_cam == c)))
     assert f'{expected_fallback} of 20 queries had no multi-query image' in out
-    assert 'multi-query' in out
-    assert sum(1 for line in out.split('\n') if FIRST_LINE.match(line)) == 2
+    lines = out.strip().split('\n')
+    assert lines[2].startswith('multi-query')
+    # independent pooling: mean of the images with the query's id and camera (its own feature if none)
+    pooled = np.array([mq_f[(mq_label == q) & (mq_cam == c)].mean(axis=0) if np.any((mq_label == q) & (mq_cam == c))
+                       else f for f, q, c in zip(data['query_f'], data['query_label'], data['query_cam'])])
+    args = (data['query_label'], data['query_cam'], data['gallery_f'], data['gallery_label'], data['gallery_cam'])
+    multi = brute_force_values(pooled, *args)
+    single = brute_force_values(data['query_f'], *args)
+    assert printed_values(lines[0], lines[1]) == pytest.approx(single, abs=1e-6)
+    assert printed_values(lines[3], lines[4]) == pytest.approx(multi, abs=1e-6)
+    assert multi != pytest.approx(single, abs=1e-4)  # scoring the plain queries would fail this test
 
 
-def test_rerank_flags_and_lambda_one(tmp_path, capsys):
-    """--lambda 1 keeps only the original distance (scaled per query): the ranking, hence the metrics, stay."""
-    write_result(tmp_path / 'r.mat', np.random.default_rng(5))
-    args = evaluate_gpu.parse_args(['--rerank', '--k1', '7', '--k2', '3', '--lambda', '1'])
-    assert (args.k1, args.k2, args.lambda_value) == (7, 3, 1.0)
-    evaluate_gpu.main(['--result', str(tmp_path / 'r.mat'), '--rerank', '--k1', '7', '--k2', '3',
-                       '--lambda', '1'])
+@pytest.mark.parametrize('k1, k2, lam', [(7, 3, 0.3), (12, 1, 0.1), (20, 6, 0.3)])
+def test_rerank_flags_reach_the_re_ranking(tmp_path, capsys, k1, k2, lam):
+    """The printed re-ranked metrics equal a brute-force evaluation of the dense re-ranking of the paper with the
+    same --k1 --k2 --lambda; a lambda below 1 makes k1 and k2 matter (checked by the values differing)."""
+    data = write_result(tmp_path / 'r.mat', np.random.default_rng(5))
+    args = evaluate_gpu.parse_args(['--rerank', '--k1', str(k1), '--k2', str(k2), '--lambda', str(lam)])
+    assert (args.k1, args.k2, args.lambda_value) == (k1, k2, lam)
+    evaluate_gpu.main(['--result', str(tmp_path / 'r.mat'), '--rerank', '--k1', str(k1), '--k2', str(k2),
+                       '--lambda', str(lam)])
     lines = capsys.readouterr().out.strip().split('\n')
-    assert lines[2].startswith('single query, re-ranked (k1=7 k2=3 lambda=1)')
-    assert first_line_values(lines[3]) == pytest.approx(first_line_values(lines[0]), abs=1e-6)
+    assert lines[2].startswith(f'single query, re-ranked (k1={k1} k2={k2} lambda={lam:g})')
+    labels = (data['query_label'], data['query_cam'], data['gallery_label'], data['gallery_cam'])
+    dist = dense_rerank_reference(data['query_f'], data['gallery_f'], k1, k2, lam)
+    want = brute_force_from(reference_metrics((-dist).tolist(), *labels))
+    assert printed_values(lines[3], lines[4]) == pytest.approx(want, abs=1e-6)
+    other = dense_rerank_reference(data['query_f'], data['gallery_f'], 3, 2, lam)
+    assert brute_force_from(reference_metrics((-other).tolist(), *labels))[3] != pytest.approx(want[3], abs=1e-4)
 
 
 def test_bad_flag_values_exit(capsys):

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import metrics
+from data import parse_market_name
 
 
 def reference_metrics(score, ql, qc, gl, gc):
@@ -184,12 +185,41 @@ def test_distractors_count_as_wrong_and_junk_is_removed():
 
 
 def test_multi_digit_cameras():
-    """Camera 12 is neither camera 1 nor camera 2 (the original parsed one character)."""
-    gl, gc = np.array([5, 5, 5]), np.array([1, 12, 2])
+    """Cameras parsed from file names: c12 is neither camera 1 nor camera 2. Parsing one character (the original)
+    makes the c12 query's only true match (camera 1) junk, so that query would be skipped."""
+    gallery = ['0005_c1s1_000100_01.jpg', '0005_c12s1_000200_01.jpg', '0009_c3s1_000300_01.jpg']
+    query = ['0005_c12s3_000400_01.jpg', '0005_c2s2_000500_01.jpg']
+    gl, gc = (np.array(v) for v in zip(*map(parse_market_name, gallery)))
+    ql, qc = (np.array(v) for v in zip(*map(parse_market_name, query)))
+    assert gc.tolist() == [1, 12, 3] and qc.tolist() == [12, 2]
     dist = np.array([[0.0, 0.1, 0.2], [0.0, 0.1, 0.2]])
-    res = metrics.compute_cmc_map_from_dist(dist, [5, 5], [12, 1], gl, gc, device='cpu')
-    assert_same_metrics(res, reference_metrics((-dist).tolist(), [5, 5], [12, 1], gl, gc))
-    assert res['cmc'][0] == 1.0
+    res = metrics.compute_cmc_map_from_dist(dist, ql, qc, gl, gc, device='cpu')
+    assert_same_metrics(res, reference_metrics((-dist).tolist(), [5, 5], [12, 2], [5, 5, 9], [1, 12, 3]))
+    assert res['n_valid'] == 2 and res['cmc'][0] == 1.0 and res['mAP'] == pytest.approx(1.0)
+    one_char = [int(n.split('_')[1][1]) for n in gallery], [int(n.split('_')[1][1]) for n in query]
+    wrong = metrics.compute_cmc_map_from_dist(dist, ql, one_char[1], gl, one_char[0], device='cpu')
+    assert wrong['n_valid'] == 1
+
+
+@pytest.mark.parametrize('name, expected', [
+    ('0002_c1s1_000451_03.jpg', (2, 1)),          # Market-1501
+    ('0005_c2_f0046985.jpg', (5, 2)),             # DukeMTMC-reID
+    ('-1_c3s2_000001_00.jpg', (-1, 3)),           # Market junk
+    ('0000_c6s4_001234_05.jpg', (0, 6)),          # distractor
+    ('0002_c12s3_000451_03.jpg', (2, 12)),        # multi-digit camera
+    ('0001_c001_00016450_0.jpg', (1, 1)),         # VeRi-776
+    ('1001_c15s2_000100_00.jpg', (1001, 15)),
+    ('/data/pytorch/query/0002/0002_c12s3_000451_03.jpg', (2, 12)),
+])
+def test_parse_market_name(name, expected):
+    assert parse_market_name(name) == expected
+
+
+@pytest.mark.parametrize('name', ['IMG_0001.jpg', 'c1_0002.jpg', '0002c1s1.jpg', '0002_s1c1.jpg', '-2_c1s1.jpg',
+                                  'abcd_c1s1.jpg', '0002_c_000451.jpg'])
+def test_parse_market_name_rejects_other_names_naming_the_file(name):
+    with pytest.raises(ValueError, match=re.escape(name)):
+        parse_market_name(name)
 
 
 @pytest.mark.parametrize('n_gallery', [1, 2, 9, 10, 11])

@@ -87,10 +87,23 @@ def test_bad_backbone_names_give_clear_errors():
             M.build_model({'backbone': 'timm:resnet18', 'scratch': True}, 4)
 
 
-def test_namespace_and_dict_options_build_the_same_network():
-    a = M.build_model(Namespace(**SMALL, stride=1, linear_num=128), 6)
-    b = M.build_model({**SMALL, 'stride': 1, 'linear_num': 128}, 6)
-    assert {k: v.shape for k, v in a.state_dict().items()} == {k: v.shape for k, v in b.state_dict().items()}
+@pytest.mark.parametrize('stride', [1, 2])
+def test_namespace_and_dict_options_build_the_same_network(stride):
+    """Same options as a Namespace (train.py) or a dict (opts.yaml in test.py): the same weights, the same
+    feature map (--stride changes no weight shape, only the map: H/16 x W/16 with stride 1, H/32 x W/32 with 2)
+    and the same outputs."""
+    x = torch.randn(2, 3, 64, 32)
+    torch.manual_seed(0)
+    a = M.build_model(Namespace(**SMALL, stride=stride, linear_num=128), 6).eval()
+    torch.manual_seed(0)
+    b = M.build_model({**SMALL, 'stride': stride, 'linear_num': 128}, 6).eval()
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    with torch.no_grad():
+        maps = a.body(x), b.body(x)
+        assert maps[0].shape[2:] == maps[1].shape[2:] == (64 // (16 * stride), 32 // (16 * stride))
+        torch.testing.assert_close(a(x, return_feature=True), b(x, return_feature=True), rtol=0, atol=0)
+        assert a(x, return_feature=True).shape == (2, 128)
 
 
 def test_pcb_gives_six_parts_and_sums_their_losses():

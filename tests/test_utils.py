@@ -1,4 +1,6 @@
 """Tests of utils.py: opts.yaml round trip, atomic checkpoints, RNG state capture, curves, device choice."""
+import io
+import os
 import random
 from argparse import Namespace
 
@@ -36,6 +38,30 @@ def test_atomic_save_round_trips_and_leaves_no_temporary_file(tmp_path):
     assert torch.equal(loaded['w'], state['w']) and loaded['history'] == state['history']
     with pytest.raises(ValueError, match='not found'):
         utils.load_checkpoint(tmp_path / 'missing.pth')
+
+
+@pytest.mark.parametrize('failure', [KeyboardInterrupt, RuntimeError, OSError])
+def test_a_write_interrupted_midway_keeps_the_previous_file(tmp_path, monkeypatch, failure):
+    """torch.save writes part of the new file, then fails (Ctrl-C, an error, a full disk): the old file survives,
+    whole, and no temporary file is left. A plain torch.save(obj, path) fails this test."""
+    path = tmp_path / 'net_last.pth'
+    utils.save_atomic({'w': torch.ones(4)}, path)
+    before = path.read_bytes()
+    real_save = torch.save
+
+    def save_half_then_fail(obj, f, *args, **kwargs):
+        handle = open(f, 'wb') if isinstance(f, (str, bytes, os.PathLike)) else f
+        buf = io.BytesIO()
+        real_save(obj, buf)
+        handle.write(buf.getvalue()[:len(buf.getvalue()) // 2])
+        handle.flush()
+        raise failure('interrupted midway')
+    monkeypatch.setattr(torch, 'save', save_half_then_fail)
+    with pytest.raises((failure, ValueError)):
+        utils.save_atomic({'w': torch.zeros(4)}, path)
+    monkeypatch.setattr(torch, 'save', real_save)
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ['net_last.pth']
+    assert torch.equal(utils.load_checkpoint(path)['w'], torch.ones(4))
 
 
 def test_rng_states_survive_a_weights_only_checkpoint(tmp_path):
