@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from data import ReIDImageFolder, eval_transform, train_transform
+from data import ReIDImageFolder, eval_transform, input_size, train_transform
 from engine import evaluate_epoch, lr_factor, train_one_epoch
 from model import PretrainedWeightsUnavailable, build_model, parameter_groups
 from utils import (copy_code, draw_curves, load_checkpoint, load_opts, loader_workers, restore_rng_states,
@@ -55,8 +55,8 @@ def build_parser():
     p.add_argument('--weight_decay', default=5e-4, type=float)
     p.add_argument('--cosine', action='store_true', help='cosine learning-rate decay instead of the step')
     p.add_argument('--droprate', default=0.5, type=float)
-    p.add_argument('--h', default=None, type=int, help='input height (default 256, 384 with --PCB)')
-    p.add_argument('--w', default=None, type=int, help='input width (default 128, 192 with --PCB)')
+    p.add_argument('--h', default=None, type=int, help="input height (default: the prepared layout's, 256 for people; 384 with --PCB)")
+    p.add_argument('--w', default=None, type=int, help="input width (default: the prepared layout's, 128 for people; 192 with --PCB)")
     p.add_argument('--pad', default=None, type=int,
                    help='padding before the random crop (default 10 at width 128, scaled with --w; 0 with --PCB; 0: no crop)')
     p.add_argument('--fp16', action='store_true', help='float16 mixed precision (CUDA)')
@@ -73,8 +73,7 @@ def build_parser():
 def resolved_opts(opts):
     """Return a copy of parsed options with sizes filled in and combinations checked (ValueError otherwise)."""
     o = Namespace(**vars(opts))
-    o.h = o.h or (384 if o.PCB else 256)
-    o.w = o.w or (192 if o.PCB else 128)
+    o.h, o.w = input_size(o.data_dir, o.h, o.w, o.PCB)   # else PCB's, else the prepared layout's size
     if o.pad is None:  # the original PCB recipe has no pad + crop
         o.pad = 0 if o.PCB else round(10 * o.w / 128)
     if o.backbone_lr_mult is None:
