@@ -29,6 +29,7 @@ from data import IMAGE_TABLE, PREPARED_MARKER as OUTPUT_MARKER   # only a folder
 from datasets import split_train_val  # noqa: F401  (kept importable here: the val rule of prepare.py)
 
 SPLITS = ('train', 'val', 'train_all', 'query', 'gallery', 'multi-query')
+LAYOUT_OPTION = {'cuhk03': 'cuhk03', 'vehicleid': 'test_size', 'viper': 'split', 'custom': 'pattern'}   # recorded
 
 
 def plan_market_split(download_path):
@@ -182,14 +183,14 @@ def layout_and_source(args):
 
 def _prepare(args):
     name, source = layout_and_source(args)
-    options = dict(cuhk03=args.cuhk03, test_size=args.test_size, split=args.split, pattern=args.pattern)
+    options = dict(cuhk03=args.cuhk03 or 'detected', test_size=args.test_size, split=args.split, pattern=args.pattern)
     splits = datasets.plan_splits(name, source, options)
     verify_images(sorted({record.path for items in splits.values() for record in items}))
     source = Path(source)
     save_path = args.save_path or (source.parent if name == 'csv' else source) / 'pytorch'
     layout = datasets.LAYOUTS[name]
     info = dict(layout=name, input_size=list(layout.size), protocol=layout.protocol, trials=layout.trials,
-                options={k: v for k, v in options.items() if v is not None})
+                options={k: v for k, v in options.items() if k == LAYOUT_OPTION.get(name)})
     counts = write_split(splits, save_path, link=args.link, info=info)
     print(f'{"linked" if args.link else "copied"} {source} ({name}) -> {save_path}')
     for split, items in splits.items():
