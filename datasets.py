@@ -190,9 +190,9 @@ def _vehicleid_list(root, name):
 def read_cub(root, options):
     """CUB-200-2011: images/NNN.Name/*.jpg; classes 1-100 train, 101-200 test; query = gallery = test images."""
     root = _folder(root, 'images', what='a CUB-200-2011 download')
-    folders = sorted(e.path for e in os.scandir(root / 'images') if e.is_dir())
-    classes = _parse_all([Path(f) for f in folders], lambda p: int(_CUB_CLASS.match(p.name).group(1))
-                         if _CUB_CLASS.match(p.name) else _raise(p), 'CUB class folders NNN.Name (001.Black_footed_Albatross)')
+    folders = sorted(Path(e.path) for e in os.scandir(root / 'images') if e.is_dir())
+    classes = _parse_all(folders, lambda p: int(_group(_CUB_CLASS, p.name)),
+                         'CUB class folders NNN.Name (001.Black_footed_Albatross)')
     train, test = [], []
     for folder, number in zip(folders, classes):
         items = [Item(path, f'{number:03d}', None) for path in _image_files(folder)]
@@ -200,8 +200,12 @@ def read_cub(root, options):
     return {'train_all': train, 'query': test, 'gallery': list(test)}
 
 
-def _raise(path):
-    raise ValueError(path)
+def _group(regex, text):
+    """The first group of `regex` matched at the start of `text`; ValueError when it does not match."""
+    match = regex.match(text)
+    if match is None:
+        raise ValueError(text)
+    return match.group(1)
 
 
 def read_viper(root, options):
@@ -214,8 +218,8 @@ def read_viper(root, options):
     by_number = {}
     for cam, sub in ((1, 'cam_a'), (2, 'cam_b')):
         paths = _image_files(root / sub)
-        numbers = _parse_all(paths, lambda p: _LEADING_NUMBER.match(p.name).group(1) if _LEADING_NUMBER.match(
-            p.name) else _raise(p), 'VIPeR names <number>_<angle>.bmp (000_45.bmp)')
+        numbers = _parse_all(paths, lambda p: _group(_LEADING_NUMBER, p.name),
+                             'VIPeR names <number>_<angle>.bmp (000_45.bmp)')
         for path, number in zip(paths, numbers):
             if number in by_number.get(cam, {}):
                 raise ValueError(f'{path}: a second image of person {number} in {sub}')
@@ -414,6 +418,9 @@ def check_splits(splits, source, ids_reused=False):
     for split, items in splits.items():
         if not items:
             raise ValueError(f'{source}: split {split} is empty')
+        unsafe = [item for item in items if item.id in ('.', '..') or '/' in item.id or '\\' in item.id]
+        if unsafe:
+            raise ValueError(f'{unsafe[0].path}: id {unsafe[0].id!r} cannot name a folder (check --pattern)')
     if not ids_reused:
         train = {item.id: item.path for item in splits.get('train_all', [])}
         for split in TEST_SPLITS:
