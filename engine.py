@@ -9,6 +9,7 @@ import time
 import torch
 from tqdm import tqdm
 
+from losses import metric_loss, unweight_own_gradients
 from model import cross_entropy_loss, flip_sum_features, l2_normalize_features, predicted_classes
 
 
@@ -38,27 +39,53 @@ def autocast(device, amp_dtype):
     return torch.autocast(device_type=device.type, dtype=amp_dtype)
 
 
-def train_one_epoch(model, loader, optimizer, scheduler, device, amp_dtype=None, scaler=None, desc='train'):
-    """Run one epoch of softmax training; step `scheduler` after every optimizer step.
+def training_loss(model, images, labels, metric_losses=None, label_smoothing=0.0):
+    """Return (loss, logits) of one batch: softmax (ID) loss plus the weighted metric losses (losses.py)."""
+    if metric_losses:
+        logits, feature = model(images, return_metric_feature=True)
+        loss = cross_entropy_loss(logits.float(), labels, label_smoothing) + metric_loss(metric_losses, feature,
+                                                                                         labels)
+    else:
+        logits = model(images)
+        loss = cross_entropy_loss(logits.float(), labels, label_smoothing)
+    return loss, logits
 
-    Returns (mean loss, top-1 error) over the samples seen. `scaler` is a torch.amp.GradScaler for fp16.
+
+def train_one_epoch(model, loader, optimizer, scheduler, device, amp_dtype=None, scaler=None, desc='train',
+                    metric_losses=None, loss_optimizer=None, label_smoothing=0.0):
+    """Run one epoch of training; step `scheduler` after every optimizer step.
+
+    `metric_losses` (an nn.ModuleDict of losses.py losses) are added to the softmax loss; `loss_optimizer`
+    steps the losses that own their learning rate (center). Returns (mean loss, top-1 error) over the samples
+    seen. `scaler` is a torch.amp.GradScaler for fp16.
     """
     model.train()
+    if metric_losses:
+        metric_losses.train()
+    optimizers = [optimizer] + ([loss_optimizer] if loss_optimizer is not None else [])
     loss_sum, correct, seen, start = 0.0, 0, 0, time.perf_counter()
     bar = tqdm(loader, desc=desc, leave=False, dynamic_ncols=True)
     for images, labels in bar:
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         with autocast(device, amp_dtype):
-            logits = model(images)
-            loss = cross_entropy_loss(logits.float(), labels)
-        optimizer.zero_grad(set_to_none=True)
+            loss, logits = training_loss(model, images, labels, metric_losses, label_smoothing)
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            if loss_optimizer is not None:
+                scaler.unscale_(loss_optimizer)
         else:
             loss.backward()
-            optimizer.step()
+        if loss_optimizer is not None:
+            unweight_own_gradients(metric_losses)
+        for opt in optimizers:
+            if scaler is not None:
+                scaler.step(opt)
+            else:
+                opt.step()
+        if scaler is not None:
+            scaler.update()
         scheduler.step()
         n = labels.shape[0]
         loss_sum += loss.item() * n

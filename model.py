@@ -15,7 +15,7 @@ from torch import nn
 
 # Options that define the network; test.py rebuilds the same network from a run's opts.yaml with them.
 MODEL_DEFAULTS = {'backbone': 'resnet50', 'use_dense': False, 'PCB': False, 'stride': 2, 'linear_num': 512,
-                  'droprate': 0.5, 'scratch': False}
+                  'droprate': 0.5, 'scratch': False, 'bnneck': False}
 PCB_PARTS = 6
 PCB_LINEAR_NUM = 256  # the original PCB bottleneck, independent of --linear_num
 DOWNLOAD_TIMEOUT_S = 30
@@ -62,25 +62,58 @@ class ClassBlock(nn.Module):
         f = self.add_block(x)
         return f if return_feature else self.classifier(f)
 
+    def logits_and_feature(self, x):
+        """(logits, the bottleneck feature): the original's metric losses use the bottleneck feature."""
+        f = self.add_block(x)
+        return self.classifier(f), f
 
-class ReIDNet(nn.Module):
-    """Backbone `body` -> global average pool -> ClassBlock.
 
-    forward(x) -> logits [B, num_classes] (training).
-    forward(x, return_feature=True) -> [B, linear_num]: the bottleneck feature after BatchNorm, before the
-    classifier (Dropout is inactive in eval mode). This is the retrieval feature test.py extracts.
+class BNNeck(nn.Module):
+    """BoT's head (Luo et al., 2019): pooled feature -> BatchNorm1d (bias frozen at 0) -> bias-free classifier.
+
+    forward(x) returns logits; forward(x, return_feature=True) the feature after BN (retrieval);
+    logits_and_feature(x) gives (logits, the feature before BN) for the metric losses.
     """
 
-    def __init__(self, body, body_dim, num_classes, linear_num=512, droprate=0.5):
+    def __init__(self, in_dim, num_classes):
+        super().__init__()
+        self.bn = nn.BatchNorm1d(in_dim)
+        self.bn.bias.requires_grad_(False)  # BoT: a shift before a bias-free classifier is redundant
+        self.classifier = nn.Linear(in_dim, num_classes, bias=False)
+        nn.init.normal_(self.classifier.weight, std=0.001)
+        self.feature_dim = in_dim
+
+    def forward(self, x, return_feature=False):
+        f = self.bn(x)
+        return f if return_feature else self.classifier(f)
+
+    def logits_and_feature(self, x):
+        return self.classifier(self.bn(x)), x
+
+
+class ReIDNet(nn.Module):
+    """Backbone `body` -> global average pool -> ClassBlock (or BNNeck with bnneck=True).
+
+    forward(x) -> logits [B, num_classes] (training).
+    forward(x, return_feature=True) -> the retrieval feature test.py extracts: the ClassBlock's bottleneck
+    feature after BatchNorm (Dropout is inactive in eval mode), or BNNeck's feature after BN.
+    forward(x, return_metric_feature=True) -> (logits, the feature the metric losses read).
+    """
+
+    def __init__(self, body, body_dim, num_classes, linear_num=512, droprate=0.5, bnneck=False):
         super().__init__()
         self.body = body
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = ClassBlock(body_dim, num_classes, droprate, linear_num)
+        self.classifier = (BNNeck(body_dim, num_classes) if bnneck
+                           else ClassBlock(body_dim, num_classes, droprate, linear_num))
+        self.feature_dim = self.classifier.feature_dim
 
-    def forward(self, x, return_feature=False):
+    def forward(self, x, return_feature=False, return_metric_feature=False):
         f = self.body(x)
         if f.dim() == 4:
             f = self.pool(f).flatten(1)
+        if return_metric_feature:
+            return self.classifier.logits_and_feature(f)
         return self.classifier(f, return_feature)
 
 
@@ -109,11 +142,13 @@ class PCB(nn.Module):
         return torch.stack([clf(stripes[:, :, i]) for i, clf in enumerate(self.classifiers)], dim=1)
 
 
-def cross_entropy_loss(logits, labels):
-    """Softmax cross-entropy; for PCB logits [B, parts, K] the sum of the per-part losses (as the original)."""
+def cross_entropy_loss(logits, labels, label_smoothing=0.0):
+    """Softmax cross-entropy (label-smoothed by `label_smoothing`); for PCB logits [B, parts, K] the sum of the
+    per-part losses (as the original)."""
     if logits.dim() == 3:
-        return sum(F.cross_entropy(logits[:, i], labels) for i in range(logits.shape[1]))
-    return F.cross_entropy(logits, labels)
+        return sum(F.cross_entropy(logits[:, i], labels, label_smoothing=label_smoothing)
+                   for i in range(logits.shape[1]))
+    return F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
 
 
 def predicted_classes(logits):
@@ -251,7 +286,7 @@ def backbone_name(opts):
 def build_model(opts, num_classes, pretrained=None):
     """Return the network described by `opts` (argparse Namespace or dict, e.g. a loaded opts.yaml).
 
-    Keys used: backbone, use_dense, PCB, stride, linear_num, droprate, scratch (missing keys take the
+    Keys used: backbone, use_dense, PCB, stride, linear_num, droprate, scratch, bnneck (missing keys take the
     original defaults). `pretrained` None means "ImageNet weights unless opts.scratch"; test.py passes False
     since the checkpoint replaces them anyway.
     """
@@ -267,14 +302,15 @@ def build_model(opts, num_classes, pretrained=None):
             raise ValueError(f'--PCB needs a ResNet or DenseNet backbone, not {name}')
         return PCB(body, dim, num_classes, droprate=o['droprate'])
     body, dim, _ = backbone_body(name, pretrained, stride=int(o['stride']))
-    return ReIDNet(body, dim, num_classes, int(o['linear_num']), float(o['droprate']))
+    return ReIDNet(body, dim, num_classes, int(o['linear_num']), float(o['droprate']), bool(o['bnneck']))
 
 
-def parameter_groups(model, lr, backbone_lr_mult=0.1):
-    """Return SGD parameter groups: the backbone at lr * backbone_lr_mult, the new layers at lr."""
-    body = list(model.body.parameters())
-    body_ids = {id(p) for p in body}
-    head = [p for p in model.parameters() if id(p) not in body_ids]
+def parameter_groups(model, lr, backbone_lr_mult=0.1, extra=()):
+    """Return parameter groups: the backbone at lr * backbone_lr_mult, the new layers (and `extra`, e.g. the
+    losses' class weights) at lr. Frozen parameters (BNNeck's BN bias) are left out."""
+    body = [p for p in model.body.parameters() if p.requires_grad]
+    body_ids = {id(p) for p in model.body.parameters()}
+    head = [p for p in model.parameters() if id(p) not in body_ids and p.requires_grad] + list(extra)
     return [{'params': body, 'lr': lr * backbone_lr_mult}, {'params': head, 'lr': lr}]
 
 

@@ -21,7 +21,9 @@ from torch.utils.data import DataLoader
 
 from data import ReIDImageFolder, eval_transform, train_transform
 from engine import evaluate_epoch, lr_factor, train_one_epoch
+from losses import active_loss_names, build_losses, loss_optimizer, shared_loss_parameters
 from model import PretrainedWeightsUnavailable, build_model, parameter_groups
+from samplers import PKSampler, pk_epoch_length
 from utils import (copy_code, draw_curves, load_checkpoint, load_opts, loader_workers, restore_rng_states,
                    rng_states, save_atomic, save_opts, seed_everything, select_device)
 
@@ -64,6 +66,25 @@ def build_parser():
     p.add_argument('--seed', default=0, type=int)
     p.add_argument('--num_workers', default=None, type=int,
                    help='data loading processes (default 2 with CUDA, 0 = in the main process on the CPU)')
+    p.add_argument('--bnneck', action='store_true',
+                   help="BoT's head: pooled feature -> BN -> bias-free classifier (metric losses before BN)")
+    g = p.add_argument_group('losses', 'extra terms added to the softmax loss (losses.py)')
+    g.add_argument('--triplet', action='store_true', help='triplet loss, margin 0.3')
+    g.add_argument('--triplet_mining', default='pairs', choices=('pairs', 'batch_hard'),
+                   help="pairs: the original's hard-pair miner on normalised features; batch_hard: BoT's")
+    g.add_argument('--circle', action='store_true', help='circle loss (m 0.25, gamma 32)')
+    g.add_argument('--arcface', action='store_true', help='ArcFace loss (margin 28.6 degrees, scale 64)')
+    g.add_argument('--cosface', action='store_true', help='CosFace loss (margin 0.35, scale 64)')
+    g.add_argument('--sphere', action='store_true', help='SphereFace loss (margin 4)')
+    g.add_argument('--contrast', action='store_true', help='contrastive loss (margins 0 and 1)')
+    g.add_argument('--lifted', action='store_true', help='generalised lifted structure loss (margins 0 and 1)')
+    g.add_argument('--instance', action='store_true', help='instance loss (scale --ins_gamma)')
+    g.add_argument('--ins_gamma', default=32, type=float, help='scale of the instance loss')
+    g.add_argument('--center', action='store_true', help='center loss (weight 0.0005, centres SGD at lr 0.5)')
+    g.add_argument('--label_smoothing', default=0.0, type=float, help='label smoothing of the softmax loss')
+    p.add_argument('--sampler', default=None, choices=('random', 'pk'),
+                   help='random (shuffle) or pk (P ids x K images per batch; the default with a metric loss)')
+    p.add_argument('--num_instances', default=4, type=int, help='K: images per id in a P x K batch')
     p.add_argument('--resume', action='store_true', help='continue <model_dir>/<name> from resume.pth')
     p.add_argument('--overwrite', action='store_true',
                    help='replace an existing run of the same --name (its net_*.pth are deleted)')
@@ -87,6 +108,13 @@ def resolved_opts(opts):
         raise ValueError('--fp16 and --bf16: pick one')
     if not 0.0 <= o.erasing_p <= 1.0:
         raise ValueError(f'--erasing_p {o.erasing_p}: must be between 0 and 1')
+    if not 0.0 <= o.label_smoothing < 1.0:
+        raise ValueError(f'--label_smoothing {o.label_smoothing}: must be in [0, 1)')
+    metric = active_loss_names(vars(o))
+    if o.sampler is None:
+        o.sampler = 'pk' if metric else 'random'
+    if o.PCB and (metric or o.bnneck):
+        raise ValueError(f'--PCB does not combine with --{(metric or ["bnneck"])[0]}')
     return o
 
 
@@ -99,11 +127,13 @@ def amp_settings(opts, device):
     return (torch.bfloat16 if opts.bf16 else None), None
 
 
-def training_state(epoch, model, optimizer, scheduler, scaler, history):
-    """Return what resume.pth holds: everything needed to continue after `epoch` completed epochs."""
+def training_state(epoch, model, optimizer, scheduler, scaler, history, metric_losses, loss_opt):
+    """Return what resume.pth holds: everything needed to continue after `epoch` completed epochs (the
+    losses' own parameters, e.g. centres and ArcFace weights, and the centres' optimizer included)."""
     return {'epoch': epoch, 'model': model.state_dict(), 'optimizer': optimizer.state_dict(),
             'scheduler': scheduler.state_dict(), 'scaler': scaler.state_dict() if scaler else None,
-            'rng': rng_states(), 'history': history}
+            'rng': rng_states(), 'history': history, 'losses': metric_losses.state_dict(),
+            'loss_optimizer': loss_opt.state_dict() if loss_opt is not None else None}
 
 
 def epoch_generator(seed, epoch):
@@ -123,16 +153,40 @@ def datasets(opts):
     return train_set, val_set
 
 
-def optimizer_and_scheduler(model, opts, steps_per_epoch):
-    """Return the recipe's SGD (nesterov, backbone at lr x backbone_lr_mult) and its per-step LR schedule."""
-    optimizer = torch.optim.SGD(parameter_groups(model, opts.lr, opts.backbone_lr_mult), lr=opts.lr,
-                                weight_decay=opts.weight_decay, momentum=0.9, nesterov=True)
+def optimizer_and_scheduler(model, metric_losses, opts, steps_per_epoch):
+    """Return (optimizer, the losses' own optimizer or None, per-step LR schedule of the first).
+
+    The one place parameters meet optimizers: the backbone at lr x backbone_lr_mult, the head and the losses'
+    class weights (arcface/cosface/sphere) at lr; the centres of --center in their own SGD (losses.py).
+    """
+    groups = parameter_groups(model, opts.lr, opts.backbone_lr_mult, shared_loss_parameters(metric_losses))
+    optimizer = torch.optim.SGD(groups, lr=opts.lr, weight_decay=opts.weight_decay, momentum=0.9, nesterov=True)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, steps_per_epoch, opts.total_epoch, opts.warm_epoch, opts.cosine))
-    return optimizer, scheduler
+    return optimizer, loss_optimizer(metric_losses), scheduler
 
 
-def restored_progress(path, model, optimizer, scheduler, scaler, device):
+def train_loader(train_set, opts, epoch, steps_per_epoch, pin):
+    """Return epoch `epoch`'s DataLoader: shuffled, or P x K batches with --sampler pk; its order is a function
+    of (seed, epoch) only."""
+    generator = epoch_generator(opts.seed, epoch)
+    common = dict(num_workers=opts.num_workers, pin_memory=pin, generator=generator)
+    if opts.sampler == 'pk':
+        sampler = PKSampler(train_set.targets, opts.batchsize, opts.num_instances, generator, steps_per_epoch)
+        return DataLoader(train_set, batch_sampler=sampler, **common)
+    drop_last = len(train_set) > opts.batchsize
+    return DataLoader(train_set, batch_size=opts.batchsize, shuffle=True, drop_last=drop_last, **common)
+
+
+def epoch_steps(train_set, opts):
+    """Return the optimizer steps per epoch (fixed for the run)."""
+    if opts.sampler == 'pk':
+        return pk_epoch_length(train_set.targets, opts.batchsize, opts.num_instances, opts.seed)
+    # Drop a last partial batch (BatchNorm fails on one image) unless the whole split fits in one batch.
+    return len(train_set) // opts.batchsize if len(train_set) > opts.batchsize else 1
+
+
+def restored_progress(path, model, optimizer, scheduler, scaler, metric_losses, loss_opt):
     """Load resume.pth into the training objects and the RNGs; return (history, completed epochs)."""
     # CPU first: RNG states must stay CPU tensors; load_state_dict moves the rest to the model's device.
     state = load_checkpoint(path, map_location='cpu')
@@ -141,6 +195,9 @@ def restored_progress(path, model, optimizer, scheduler, scaler, device):
     scheduler.load_state_dict(state['scheduler'])
     if scaler is not None and state['scaler'] is not None:
         scaler.load_state_dict(state['scaler'])
+    metric_losses.load_state_dict(state.get('losses', {}))
+    if loss_opt is not None:
+        loss_opt.load_state_dict(state['loss_optimizer'])
     restore_rng_states(state['rng'])
     return state['history'], state['epoch']
 
@@ -175,16 +232,15 @@ def run_training(opts, stop_after=None, log=print):
     log(f'{len(train_set)} training images of {opts.nclasses} ids'
         + (f', {len(val_set)} val images' if val_set is not None else ', no val split') + f'; device {device}')
     model = build_model(opts, opts.nclasses).to(device)
-    # Drop a last partial batch (BatchNorm fails on one image) unless the whole split fits in one batch.
-    drop_last = len(train_set) > opts.batchsize
-    optimizer, scheduler = optimizer_and_scheduler(
-        model, opts, len(train_set) // opts.batchsize if drop_last else 1)
+    metric_losses = build_losses(vars(opts), opts.nclasses, model.feature_dim).to(device)
+    steps_per_epoch = epoch_steps(train_set, opts)
+    optimizer, loss_opt, scheduler = optimizer_and_scheduler(model, metric_losses, opts, steps_per_epoch)
 
     history = {'train_loss': [], 'train_err': [], 'val_loss': [], 'val_err': []}
     first_epoch = 0
     if opts.resume:
         history, first_epoch = restored_progress(run_dir / 'resume.pth', model, optimizer, scheduler, scaler,
-                                                 device)
+                                                 metric_losses, loss_opt)
         log(f'resuming {run_dir} after epoch {first_epoch} of {opts.total_epoch}'
             + (' (already complete)' if first_epoch >= opts.total_epoch else ''))
     else:
@@ -205,11 +261,10 @@ def run_training(opts, stop_after=None, log=print):
     last_epoch = opts.total_epoch if stop_after is None else min(opts.total_epoch, first_epoch + stop_after)
     for epoch in range(first_epoch, last_epoch):
         start, lr = time.perf_counter(), optimizer.param_groups[-1]['lr']
-        loader = DataLoader(train_set, batch_size=opts.batchsize, shuffle=True, drop_last=drop_last,
-                            num_workers=opts.num_workers, pin_memory=pin,
-                            generator=epoch_generator(opts.seed, epoch))
+        loader = train_loader(train_set, opts, epoch, steps_per_epoch, pin)
         loss, err = train_one_epoch(model, loader, optimizer, scheduler, device, amp_dtype, scaler,
-                                    desc=f'epoch {epoch + 1}/{opts.total_epoch}')
+                                    desc=f'epoch {epoch + 1}/{opts.total_epoch}', metric_losses=metric_losses,
+                                    loss_optimizer=loss_opt, label_smoothing=opts.label_smoothing)
         history['train_loss'].append(loss)
         history['train_err'].append(err)
         line = f'epoch {epoch + 1}/{opts.total_epoch} train loss {loss:.4f} err {err:.4f}'
@@ -224,7 +279,7 @@ def run_training(opts, stop_after=None, log=print):
         if epoch % SNAPSHOT_EVERY == SNAPSHOT_EVERY - 1:
             save_atomic(weights, run_dir / f'net_{epoch:03d}.pth')
         save_atomic(weights, run_dir / 'net_last.pth')
-        save_atomic(training_state(epoch + 1, model, optimizer, scheduler, scaler, history),
+        save_atomic(training_state(epoch + 1, model, optimizer, scheduler, scaler, history, metric_losses, loss_opt),
                     run_dir / 'resume.pth')
         draw_curves(history, run_dir / 'train.jpg')
     return history

@@ -205,3 +205,31 @@ def test_cached_imagenet_weights_are_loaded_from_the_hub_cache(tmp_path, monkeyp
     net = M.build_model({'backbone': 'resnet18'}, 4)
     assert torch.equal(net.body.conv1.weight, reference.conv1.weight)
     assert torch.equal(net.body.layer4[1].bn2.running_var, reference.layer4[1].bn2.running_var)
+
+
+def test_bnneck_gives_bn_feature_for_retrieval_and_the_pre_bn_feature_for_metric_losses():
+    torch.manual_seed(0)
+    net = randomise_batchnorm(M.build_model({**SMALL, 'bnneck': True}, num_classes=5)).eval()
+    x = torch.randn(3, 3, 64, 32)
+    with torch.no_grad():
+        pooled = net.body(x).mean(dim=(2, 3))
+        bn = net.classifier.bn
+        expected = (pooled - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps) * bn.weight + bn.bias
+        feature = net(x, return_feature=True)
+        logits, metric_feature = net(x, return_metric_feature=True)
+    torch.testing.assert_close(feature, expected, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(metric_feature, pooled, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(logits, feature @ net.classifier.classifier.weight.T)
+    assert net.classifier.classifier.bias is None and not bn.bias.requires_grad
+    assert net.feature_dim == pooled.shape[1]
+    body, head = M.parameter_groups(net, 0.1)
+    assert all(p.requires_grad for p in head['params']) and id(bn.bias) not in {id(p) for p in head['params']}
+
+
+def test_class_block_gives_the_bottleneck_feature_to_metric_losses():
+    net = M.build_model(SMALL, num_classes=5).eval()
+    x = torch.randn(2, 3, 64, 32)
+    with torch.no_grad():
+        logits, feature = net(x, return_metric_feature=True)
+        torch.testing.assert_close(feature, net(x, return_feature=True))
+        torch.testing.assert_close(logits, net(x))

@@ -131,3 +131,39 @@ def test_an_existing_run_is_kept_unless_overwrite_and_resume_names_ignored_flags
 
     train.run_training(tiny_opts(tiny_prepared, tmp_path, *args, '--overwrite', '--seed', '1'), log=lambda l: None)
     assert not stale.exists() and (tmp_path / 'kept' / 'net_last.pth').read_bytes() != before
+
+
+ALL_LOSSES = ('--triplet', '--circle', '--arcface', '--cosface', '--sphere', '--contrast', '--lifted', '--instance',
+              '--ins_gamma', '16', '--center', '--label_smoothing', '0.1')
+
+
+def test_every_loss_with_pk_and_bnneck_trains_resumes_exactly_and_tests(tiny_prepared, tmp_path):
+    """All metric losses at once (P x K by default) with BNNeck: the losses' parameters are optimised, saved in
+    resume.pth and restored; the resumed run equals an uninterrupted one; test.py evaluates the run."""
+    from tests.test_test import load_test_cli
+
+    args = ('--total_epoch', '2', '--bnneck', *ALL_LOSSES)
+    whole = train.run_training(tiny_opts(tiny_prepared, tmp_path, '--name', 'whole', *args), log=lambda l: None)
+    train.run_training(tiny_opts(tiny_prepared, tmp_path, '--name', 'split', *args), stop_after=1,
+                       log=lambda l: None)
+    after_one = load_checkpoint(tmp_path / 'split' / 'resume.pth')['losses']
+    torch.manual_seed(123)
+    resumed = train.run_training(tiny_opts(tiny_prepared, tmp_path, '--name', 'split', '--resume'),
+                                 log=lambda l: None)
+    assert resumed == whole
+    saved = yaml.safe_load((tmp_path / 'whole' / 'opts.yaml').read_text())
+    assert saved['sampler'] == 'pk' and saved['bnneck'] and saved['ins_gamma'] == 16
+
+    a, b = (load_checkpoint(tmp_path / run / 'resume.pth') for run in ('whole', 'split'))
+    assert set(a['losses']) == {'arcface.weight', 'cosface.weight', 'sphere.weight', 'center.centers'}
+    assert all(torch.equal(a['losses'][k], b['losses'][k]) for k in a['losses'])
+    assert all(torch.equal(a['model'][k], b['model'][k]) for k in a['model'])
+    assert a['loss_optimizer'] is not None
+    for key, value in after_one.items():  # every loss parameter is optimised (it moved in epoch 2)
+        assert not torch.equal(value, a['losses'][key]), key
+
+    T = load_test_cli()
+    results = T.run_test(T.build_parser().parse_args(
+        ['--name', 'whole', '--model_dir', str(tmp_path), '--test_dir', str(tiny_prepared), '--num_workers', '0',
+         '--result', str(tmp_path / 'r.mat')]), log=lambda l: None)
+    assert 0 <= results['single']['mAP'] <= 1
