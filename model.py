@@ -181,6 +181,12 @@ def imagenet_state_dict(name):
     not cached and cannot be downloaded. Never falls back to random weights.
     """
     url, cache = imagenet_weight_file(name)
+    return cached_or_downloaded(url, cache, name)
+
+
+def cached_or_downloaded(url, cache, name, check_hash=True):
+    """Return the state_dict at `cache`, downloading `url` there first when missing (see imagenet_state_dict);
+    `check_hash`: the file name carries a sha256 prefix (torchvision's convention)."""
     if not os.path.isfile(cache):
         previous = socket.getdefaulttimeout()
         # A firewalled machine must fail within seconds, not hang on a silent socket.
@@ -188,7 +194,8 @@ def imagenet_state_dict(name):
         try:
             os.makedirs(os.path.dirname(cache), exist_ok=True)
             match = torch.hub.HASH_REGEX.search(os.path.basename(cache))  # torchvision names files name-<sha256>
-            torch.hub.download_url_to_file(url, cache, hash_prefix=match and match.group(1), progress=True)
+            torch.hub.download_url_to_file(url, cache, hash_prefix=check_hash and match and match.group(1) or None,
+                                           progress=True)
         except (OSError, RuntimeError) as e:
             raise PretrainedWeightsUnavailable(
                 f'ImageNet weights for {name} are not in the torch hub cache ({cache}) and the download failed '
@@ -211,19 +218,22 @@ def _torchvision_classifier(name, pretrained):
     return net
 
 
-def _timm_body(name, pretrained):
+def _timm_body(name, pretrained, input_size=None):
     try:
         import timm
     except ImportError:
         raise ValueError(f'--backbone timm:{name}: timm is not installed (pip install timm)') from None
+    # ViT and Swin build their position grid for one input size: give them ours (e.g. 256 x 128).
+    extra = {'img_size': tuple(input_size)} if input_size and ('vit' in name or 'swin' in name) else {}
     try:
-        net = timm.create_model(name, pretrained=pretrained, num_classes=0)  # num_classes=0: pooled features
+        net = timm.create_model(name, pretrained=pretrained, num_classes=0, **extra)  # 0: pooled features
     except (OSError, RuntimeError) as e:  # hub/network errors differ by timm version; one message for all
         if not pretrained:
             raise
         raise PretrainedWeightsUnavailable(
-            f'--backbone timm:{name}: ImageNet weights unavailable ({type(e).__name__}); put them in the '
-            f'Hugging Face / timm cache while online, or train from random weights with --scratch') from None
+            f'--backbone timm:{name}: ImageNet weights unavailable ({type(e).__name__}); timm keeps them in the '
+            f'Hugging Face cache ($HF_HOME/hub, default ~/.cache/huggingface/hub): run once while online to '
+            f'fill it, or train from random weights with --scratch') from None
     return net, net.num_features, False
 
 
@@ -255,14 +265,57 @@ def _torchvision_body(net, name):
     return net, classifier.in_features, False
 
 
-def backbone_body(name, pretrained=True, stride=2):
+class IBN(nn.Module):
+    """Instance-batch normalisation (Pan et al., ECCV 2018): InstanceNorm on the first half of the channels,
+    BatchNorm on the rest. Attribute names match the IBN-Net release, so its weights load."""
+
+    def __init__(self, planes, ratio=0.5):
+        super().__init__()
+        self.half = int(planes * ratio)
+        self.IN = nn.InstanceNorm2d(self.half, affine=True)
+        self.BN = nn.BatchNorm2d(planes - self.half)
+
+    def forward(self, x):
+        a, b = torch.split(x, [self.half, x.shape[1] - self.half], dim=1)
+        return torch.cat([self.IN(a.contiguous()), self.BN(b.contiguous())], dim=1)
+
+
+IBN_A_URL = 'https://github.com/XingangPan/IBN-Net/releases/download/v1.0/resnet50_ibn_a-d9d0bb7b.pth'
+
+
+def resnet50_ibn_a(pretrained):
+    """ResNet-50-IBN-a: torchvision's ResNet-50 with IBN as the first norm of every block of layers 1-3.
+
+    No well-kept pip library ships it (timm has no *ibn* model); the ImageNet weights are IBN-Net's release
+    (IBN_A_URL), read from the torch hub cache like torchvision's.
+    """
+    import torchvision
+
+    net = torchvision.models.resnet50(weights=None)
+    for layer in (net.layer1, net.layer2, net.layer3):
+        for block in layer:
+            block.bn1 = IBN(block.bn1.num_features)
+    if pretrained:
+        cache = os.path.join(torch.hub.get_dir(), 'checkpoints', os.path.basename(IBN_A_URL))
+        net.load_state_dict(cached_or_downloaded(IBN_A_URL, cache, 'resnet50_ibn_a', check_hash=False))
+    return net
+
+
+# Backbones built here rather than by torchvision or timm: name -> constructor(pretrained) of a torchvision-like net.
+CUSTOM_BACKBONES = {'resnet50_ibn_a': resnet50_ibn_a}
+
+
+def backbone_body(name, pretrained=True, stride=2, input_size=None):
     """Return (body, feature_dim, gives_feature_map) for backbone `name`.
 
     ResNet/ResNeXt/Wide-ResNet and DenseNet give a feature map (so --stride 1 and --PCB work); any other
     torchvision classification model (or `timm:<name>`) gives the pooled vector its classifier would read.
+    `input_size` (h, w) is passed to timm models with a fixed input grid (ViT, Swin).
     """
     if name.startswith('timm:'):
-        body, dim, is_map = _timm_body(name[len('timm:'):], pretrained)
+        body, dim, is_map = _timm_body(name[len('timm:'):], pretrained, input_size)
+    elif name in CUSTOM_BACKBONES:
+        body, dim, is_map = _torchvision_body(CUSTOM_BACKBONES[name](pretrained), name)
     else:
         body, dim, is_map = _torchvision_body(_torchvision_classifier(name, pretrained), name)
     if stride == 1:
@@ -274,13 +327,39 @@ def backbone_body(name, pretrained=True, stride=2):
     return body, dim, is_map
 
 
+# The original's backbone flags, as aliases onto registry names (torchvision names, timm:<name>, or CUSTOM),
+# with the input size the flag implies when --h/--w are not given.
+BACKBONE_FLAGS = {
+    'use_dense': ('densenet121', None),
+    'ibn': ('resnet50_ibn_a', None),
+    'use_swin': ('timm:swin_base_patch4_window7_224', (224, 224)),
+    'use_swinv2': ('timm:swinv2_base_window8_256', (224, 224)),
+    'use_convnext': ('timm:convnext_tiny', None),
+    'use_efficient': ('timm:efficientnet_b4', None),
+    'use_hr': ('timm:hrnet_w18', None),
+    'use_NAS': ('timm:nasnetalarge', None),
+    'use_dino': ('timm:vit_small_patch16_224.dino', None),
+}
+
+
 def backbone_name(opts):
-    """Return the backbone a run's options ask for (`--use_dense` is the original's name for densenet121)."""
-    if opts.get('use_dense'):
-        if opts.get('backbone', 'resnet50') not in ('resnet50', 'densenet121'):
-            raise ValueError(f"--use_dense conflicts with --backbone {opts['backbone']}")
-        return 'densenet121'
+    """Return the registry name a run's options ask for: a backbone flag (--use_dense, --use_swin, ...) or
+    --backbone (default resnet50); two that disagree are an error."""
+    flags = [f for f in BACKBONE_FLAGS if opts.get(f)]
+    if len(flags) > 1:
+        raise ValueError(f'--{flags[0]} and --{flags[1]}: pick one backbone')
+    if flags:
+        name = BACKBONE_FLAGS[flags[0]][0]
+        if opts.get('backbone', 'resnet50') not in ('resnet50', name):
+            raise ValueError(f"--{flags[0]} conflicts with --backbone {opts['backbone']}")
+        return name
     return opts.get('backbone') or 'resnet50'
+
+
+def backbone_input_size(opts):
+    """Return the (h, w) a backbone flag implies (224 x 224 for Swin), or None."""
+    flags = [f for f in BACKBONE_FLAGS if opts.get(f)]
+    return BACKBONE_FLAGS[flags[0]][1] if flags else None
 
 
 def build_model(opts, num_classes, pretrained=None):
@@ -296,12 +375,13 @@ def build_model(opts, num_classes, pretrained=None):
     if pretrained is None:
         pretrained = not o['scratch']
     name = backbone_name(o)
+    size = (o['h'], o['w']) if o.get('h') and o.get('w') else backbone_input_size(o)
     if o['PCB']:
         body, dim, is_map = backbone_body(name, pretrained, stride=1)  # PCB always uses stride 1 (the paper)
         if not is_map:
             raise ValueError(f'--PCB needs a ResNet or DenseNet backbone, not {name}')
         return PCB(body, dim, num_classes, droprate=o['droprate'])
-    body, dim, _ = backbone_body(name, pretrained, stride=int(o['stride']))
+    body, dim, _ = backbone_body(name, pretrained, stride=int(o['stride']), input_size=size)
     return ReIDNet(body, dim, num_classes, int(o['linear_num']), float(o['droprate']), bool(o['bnneck']))
 
 

@@ -22,7 +22,8 @@ from torch.utils.data import DataLoader
 from data import ReIDImageFolder, eval_transform, train_transform
 from engine import evaluate_epoch, lr_factor, train_one_epoch
 from losses import active_loss_names, build_losses, loss_optimizer, shared_loss_parameters
-from model import PretrainedWeightsUnavailable, build_model, parameter_groups
+from model import (BACKBONE_FLAGS, PretrainedWeightsUnavailable, backbone_input_size, build_model,
+                   parameter_groups)
 from samplers import PKSampler, pk_epoch_length
 from utils import (copy_code, draw_curves, load_checkpoint, load_opts, loader_workers, restore_rng_states,
                    rng_states, save_atomic, save_opts, seed_everything, select_device)
@@ -45,6 +46,10 @@ def build_parser():
     p.add_argument('--stride', default=2, type=int, choices=(1, 2), help='stride of the last backbone stage')
     p.add_argument('--erasing_p', default=0.0, type=float, help='random erasing probability, in [0, 1]')
     p.add_argument('--use_dense', action='store_true', help='DenseNet-121 backbone')
+    for flag, (name, size) in BACKBONE_FLAGS.items():
+        if flag != 'use_dense':
+            p.add_argument(f'--{flag}', action='store_true',
+                           help=f'{name} backbone' + (f' ({size[0]}x{size[1]})' if size else ''))
     p.add_argument('--backbone', default='resnet50', type=str,
                    help='any torchvision classification model name (resnet18, ...) or timm:<name>')
     p.add_argument('--scratch', action='store_true', help='random initialisation instead of ImageNet weights')
@@ -94,8 +99,8 @@ def build_parser():
 def resolved_opts(opts):
     """Return a copy of parsed options with sizes filled in and combinations checked (ValueError otherwise)."""
     o = Namespace(**vars(opts))
-    o.h = o.h or (384 if o.PCB else 256)
-    o.w = o.w or (192 if o.PCB else 128)
+    size = backbone_input_size(vars(o)) or ((384, 192) if o.PCB else (256, 128))
+    o.h, o.w = o.h or size[0], o.w or size[1]
     if o.pad is None:  # the original PCB recipe has no pad + crop
         o.pad = 0 if o.PCB else round(10 * o.w / 128)
     if o.backbone_lr_mult is None:

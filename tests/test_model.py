@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import model as M
+import train
 
 SMALL = {'backbone': 'resnet18', 'scratch': True}
 
@@ -233,3 +234,46 @@ def test_class_block_gives_the_bottleneck_feature_to_metric_losses():
         logits, feature = net(x, return_metric_feature=True)
         torch.testing.assert_close(feature, net(x, return_feature=True))
         torch.testing.assert_close(logits, net(x))
+
+
+@pytest.mark.parametrize('flag', [f for f in M.BACKBONE_FLAGS if f not in ('use_dense', 'ibn', 'use_convnext')])
+def test_every_timm_backbone_flag_builds_and_gives_the_feature_shape(flag):
+    """Built on the meta device (shapes only, no weights initialised in memory): the large timm models in
+    seconds. use_convnext and ibn run real forwards below."""
+    name, size = M.BACKBONE_FLAGS[flag]
+    h, w = size or (64, 64)
+    with torch.device('meta'):
+        net = M.build_model({flag: True, 'scratch': True, 'h': h, 'w': w}, num_classes=5)
+        x = torch.empty(2, 3, h, w)
+        assert net(x).shape == (2, 5)
+        assert net(x, return_feature=True).shape == (2, 512)
+    assert M.backbone_name({flag: True}) == name and name.startswith('timm:')
+
+
+def test_convnext_and_ibn_run_real_forwards_and_ibn_matches_its_definition():
+    torch.manual_seed(0)
+    convnext = M.build_model({'use_convnext': True, 'scratch': True}, num_classes=3).eval()
+    with torch.no_grad():
+        assert convnext(torch.randn(2, 3, 64, 32), return_feature=True).shape == (2, 512)
+    ibn = M.build_model({'ibn': True, 'scratch': True, 'bnneck': True}, num_classes=3).eval()
+    block = ibn.body.layer2[0].bn1
+    assert isinstance(block, M.IBN) and not isinstance(ibn.body.layer4[0].bn1, M.IBN)
+    x = torch.randn(2, block.IN.num_features + block.BN.num_features, 5, 4)
+    with torch.no_grad():
+        half = block.IN.num_features
+        a = x[:, :half]
+        mean, var = a.mean(dim=(2, 3), keepdim=True), a.var(dim=(2, 3), unbiased=False, keepdim=True)
+        expected_in = (a - mean) / torch.sqrt(var + block.IN.eps) * block.IN.weight[:, None, None] + \
+            block.IN.bias[:, None, None]
+        torch.testing.assert_close(block(x)[:, :half], expected_in, rtol=1e-4, atol=1e-4)
+        assert ibn(torch.randn(2, 3, 64, 32), return_feature=True).shape == (2, 2048)
+
+
+def test_backbone_flags_conflict_clearly_and_imply_input_sizes():
+    with pytest.raises(ValueError, match='pick one backbone'):
+        M.backbone_name({'use_swin': True, 'use_hr': True})
+    with pytest.raises(ValueError, match='conflicts with --backbone resnet18'):
+        M.backbone_name({'use_convnext': True, 'backbone': 'resnet18'})
+    assert M.backbone_input_size({'use_swinv2': True}) == (224, 224)
+    o = train.resolved_opts(train.build_parser().parse_args(['--use_swin']))
+    assert (o.h, o.w) == (224, 224)
