@@ -13,16 +13,19 @@ from losses import metric_loss, unweight_own_gradients
 from model import cross_entropy_loss, flip_sum_features, l2_normalize_features, predicted_classes
 
 
-def lr_factor(step, steps_per_epoch, total_epoch, warm_epoch=0, cosine=False):
+def lr_factor(step, steps_per_epoch, total_epoch, warm_epoch=0, cosine=False, milestones=None):
     """Return the multiplier of the base learning rates at optimizer step `step` (0-based).
 
-    Step decay (default): x0.1 from epoch 2/3 * total_epoch on (none when that is epoch 0, i.e. 1-epoch runs).
+    Step decay (default): x0.1 from epoch 2/3 * total_epoch on (none when that is epoch 0, i.e. 1-epoch runs);
+    with `milestones` (0-based epochs, e.g. (40, 70)) x0.1 from each of them on.
     `cosine`: cosine annealing per epoch from 1 towards 0.01 (reached at epoch total_epoch, after the last one).
     `warm_epoch` > 0: linear warm-up from 0.1 to 1 over the first warm_epoch epochs, step by step.
     """
     epoch = step // steps_per_epoch
     if cosine:
         factor = 0.01 + 0.99 * (1 + math.cos(math.pi * epoch / total_epoch)) / 2
+    elif milestones:
+        factor = 0.1 ** sum(epoch >= m for m in milestones)
     else:
         milestone = (2 * total_epoch) // 3
         factor = 0.1 if 0 < milestone <= epoch else 1.0

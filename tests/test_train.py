@@ -167,3 +167,47 @@ def test_every_loss_with_pk_and_bnneck_trains_resumes_exactly_and_tests(tiny_pre
         ['--name', 'whole', '--model_dir', str(tmp_path), '--test_dir', str(tiny_prepared), '--num_workers', '0',
          '--result', str(tmp_path / 'r.mat')]), log=lambda l: None)
     assert 0 <= results['single']['mAP'] <= 1
+
+
+def test_milestone_steps_drop_the_lr_at_each_given_epoch():
+    assert [lr_factor(e * 3, 3, 120, milestones=(40, 70)) for e in (0, 39, 40, 69, 70, 119)] == \
+        pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+    assert train.milestones('40,70') == (40, 70)
+    with pytest.raises(ValueError, match='--steps 40,x'):
+        train.milestones('40,x')
+
+
+def test_presets_are_defaults_that_explicit_flags_override():
+    bot = train.parse_options(['--preset', 'bot'])
+    assert (bot.optimizer, bot.lr, bot.warm_epoch, bot.total_epoch, bot.steps) == ('adam', 3.5e-4, 10, 120, '40,70')
+    assert (bot.erasing_p, bot.label_smoothing, bot.stride, bot.bnneck, bot.triplet, bot.center) == \
+        (0.5, 0.1, 1, True, True, True)
+    assert (bot.batchsize // bot.num_instances, bot.num_instances, bot.h, bot.w) == (16, 4, 256, 128)
+    assert bot.triplet_mining == 'batch_hard' and bot.sampler == 'pk'
+    mine = train.parse_options(['--preset', 'bot', '--lr', '0.001', '--total', '30', '--batch', '32'])
+    assert (mine.lr, mine.total_epoch, mine.batchsize, mine.optimizer) == (0.001, 30, 32, 'adam')
+    seed = train.parse_options(['--preset', 'seed'])
+    plain = train.parse_options([])
+    assert all(getattr(seed, k) == v for k, v in train.PRESETS['seed'].items())
+    resolved = [{k: v for k, v in vars(train.resolved_opts(o)).items() if k != 'preset'} for o in (seed, plain)]
+    assert resolved[0] == resolved[1]  # the defaults are the original recipe
+
+
+def test_bot_preset_trains_and_tests_and_records_resolved_values(tiny_prepared, tmp_path):
+    from tests.test_test import load_test_cli
+
+    argv = ['--preset', 'bot', '--data_dir', str(tiny_prepared), '--model_dir', str(tmp_path), '--name', 'bot',
+            '--backbone', 'resnet18', '--scratch', '--h', '32', '--w', '16', '--batchsize', '16', '--num_workers',
+            '0', '--total_epoch', '1', '--steps', '1', '--warm_epoch', '1']
+    train.main(argv)
+    saved = yaml.safe_load((tmp_path / 'bot' / 'opts.yaml').read_text())
+    assert (saved['optimizer'], saved['lr'], saved['steps'], saved['total_epoch'], saved['stride']) == \
+        ('adam', 3.5e-4, '1', 1, 1)
+    state = load_checkpoint(tmp_path / 'bot' / 'resume.pth')
+    assert 'exp_avg' in next(iter(state['optimizer']['state'].values()))  # Adam's state
+    assert set(state['losses']) == {'center.centers'}
+    T = load_test_cli()
+    results = T.run_test(T.build_parser().parse_args(
+        ['--name', 'bot', '--model_dir', str(tmp_path), '--test_dir', str(tiny_prepared), '--num_workers', '0',
+         '--result', str(tmp_path / 'r.mat')]), log=lambda l: None)
+    assert 0 <= results['single']['mAP'] <= 1
