@@ -194,16 +194,23 @@ class LiftedStructureLoss(nn.Module):
 
 class InstanceLoss(nn.Module):
     """Instance loss (Zheng et al., TOMM 2020) as the original writes it: cross-entropy of the scaled cosine
-    similarities within the batch (gamma = --ins_gamma), the target of image i being column u(i), the index of
-    its label among the batch's sorted unique labels; divided by the batch size as the original adds it."""
+    similarities within the batch (gamma = --ins_gamma); divided by the batch size as the original adds it.
 
-    def __init__(self, gamma=32.0):
+    use_labels=False (--instance): every image is its own class (target of image i: column i).
+    use_labels=True (--instance_id): the target of image i is column u(i), the index of its label among the
+    batch's sorted unique labels (the original's formulation, kept as it is).
+    """
+
+    def __init__(self, gamma=32.0, use_labels=False):
         super().__init__()
-        self.gamma = gamma
+        self.gamma, self.use_labels = gamma, use_labels
 
     def forward(self, feature, labels):
         x = F.normalize(feature, dim=1)
-        _, target = torch.unique(labels, return_inverse=True)
+        if self.use_labels:
+            target = torch.unique(labels, return_inverse=True)[1]
+        else:
+            target = torch.arange(len(labels), device=labels.device)
         return F.cross_entropy(self.gamma * x @ x.t(), target) / len(labels)
 
 
@@ -233,6 +240,7 @@ REGISTRY = {
     'contrast': lambda o, k, d: ContrastiveLoss(),
     'lifted': lambda o, k, d: LiftedStructureLoss(),
     'instance': lambda o, k, d: InstanceLoss(float(o.get('ins_gamma', 32))),
+    'instance_id': lambda o, k, d: InstanceLoss(float(o.get('ins_gamma', 32)), use_labels=True),
     'center': lambda o, k, d: CenterLoss(k, d),
 }
 

@@ -15,7 +15,7 @@ from torch import nn
 
 # Options that define the network; test.py rebuilds the same network from a run's opts.yaml with them.
 MODEL_DEFAULTS = {'backbone': 'resnet50', 'use_dense': False, 'PCB': False, 'stride': 2, 'linear_num': 512,
-                  'droprate': 0.5, 'scratch': False, 'bnneck': False}
+                  'droprate': 0.5, 'scratch': False, 'bnneck': False, 'usam': False}
 PCB_PARTS = 6
 PCB_LINEAR_NUM = 256  # the original PCB bottleneck, independent of --linear_num
 DOWNLOAD_TIMEOUT_S = 30
@@ -248,10 +248,16 @@ def _set_last_stage_stride_1(body, name):
         raise ValueError(f'--stride 1 is supported for ResNet and DenseNet backbones, not {name}')
 
 
-def _torchvision_body(net, name):
+def _torchvision_body(net, name, usam=False):
     if hasattr(net, 'layer4') and hasattr(net, 'fc'):  # ResNet, ResNeXt, Wide-ResNet
-        stages = ('conv1', 'bn1', 'relu', 'maxpool', 'layer1', 'layer2', 'layer3', 'layer4')
-        return nn.Sequential(OrderedDict((s, getattr(net, s)) for s in stages)), net.fc.in_features, True
+        stages = [(s, getattr(net, s)) for s in ('conv1', 'bn1', 'relu', 'maxpool', 'layer1', 'layer2', 'layer3',
+                                                  'layer4')]
+        if usam:  # the original puts USAM after the stem's ReLU and after layer1
+            stages.insert(3, ('usam_1', USAM()))
+            stages.insert(6, ('usam_2', USAM()))
+        return nn.Sequential(OrderedDict(stages)), net.fc.in_features, True
+    if usam:
+        raise ValueError(f'--usam is supported for ResNet backbones, not {name}')
     if name.startswith('densenet'):
         # torchvision's DenseNet applies ReLU after `features` in its forward; keep it.
         return (nn.Sequential(OrderedDict(features=net.features, relu=nn.ReLU(inplace=True))),
@@ -263,6 +269,24 @@ def _torchvision_body(net, name):
     parent, _, attr = path.rpartition('.')
     setattr(net.get_submodule(parent), attr, nn.Identity())
     return net, classifier.in_features, False
+
+
+class USAM(nn.Module):
+    """Unit Subtraction Attention Module (Lin et al., TIP 2022), as the original's --usam: the channel sum of
+    the map minus its 3x3 neighbourhood mean (x9) -> BN -> ReLU, zero on the border, gives a map a; returns
+    x + a * x."""
+
+    def __init__(self):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(1)
+
+    def forward(self, x):
+        fmap = x.sum(1, keepdim=True)
+        neighbourhood = F.avg_pool2d(fmap, 3, stride=1, padding=1, count_include_pad=True) * 9
+        att = F.relu(self.bn(9 * fmap - neighbourhood))
+        border = torch.zeros_like(att)
+        border[:, :, 1:-1, 1:-1] = 1
+        return x + att * border * x
 
 
 class IBN(nn.Module):
@@ -305,7 +329,7 @@ def resnet50_ibn_a(pretrained):
 CUSTOM_BACKBONES = {'resnet50_ibn_a': resnet50_ibn_a}
 
 
-def backbone_body(name, pretrained=True, stride=2, input_size=None):
+def backbone_body(name, pretrained=True, stride=2, input_size=None, usam=False):
     """Return (body, feature_dim, gives_feature_map) for backbone `name`.
 
     ResNet/ResNeXt/Wide-ResNet and DenseNet give a feature map (so --stride 1 and --PCB work); any other
@@ -313,11 +337,13 @@ def backbone_body(name, pretrained=True, stride=2, input_size=None):
     `input_size` (h, w) is passed to timm models with a fixed input grid (ViT, Swin).
     """
     if name.startswith('timm:'):
+        if usam:
+            raise ValueError(f'--usam is supported for ResNet backbones, not {name}')
         body, dim, is_map = _timm_body(name[len('timm:'):], pretrained, input_size)
     elif name in CUSTOM_BACKBONES:
-        body, dim, is_map = _torchvision_body(CUSTOM_BACKBONES[name](pretrained), name)
+        body, dim, is_map = _torchvision_body(CUSTOM_BACKBONES[name](pretrained), name, usam)
     else:
-        body, dim, is_map = _torchvision_body(_torchvision_classifier(name, pretrained), name)
+        body, dim, is_map = _torchvision_body(_torchvision_classifier(name, pretrained), name, usam)
     if stride == 1:
         if not is_map:
             raise ValueError(f'--stride 1 is supported for ResNet and DenseNet backbones, not {name}')
@@ -365,7 +391,7 @@ def backbone_input_size(opts):
 def build_model(opts, num_classes, pretrained=None):
     """Return the network described by `opts` (argparse Namespace or dict, e.g. a loaded opts.yaml).
 
-    Keys used: backbone, use_dense, PCB, stride, linear_num, droprate, scratch, bnneck (missing keys take the
+    Keys used: backbone, the BACKBONE_FLAGS, PCB, stride, linear_num, droprate, scratch, bnneck, usam (missing keys take the
     original defaults). `pretrained` None means "ImageNet weights unless opts.scratch"; test.py passes False
     since the checkpoint replaces them anyway.
     """
@@ -381,7 +407,7 @@ def build_model(opts, num_classes, pretrained=None):
         if not is_map:
             raise ValueError(f'--PCB needs a ResNet or DenseNet backbone, not {name}')
         return PCB(body, dim, num_classes, droprate=o['droprate'])
-    body, dim, _ = backbone_body(name, pretrained, stride=int(o['stride']), input_size=size)
+    body, dim, _ = backbone_body(name, pretrained, stride=int(o['stride']), input_size=size, usam=bool(o['usam']))
     return ReIDNet(body, dim, num_classes, int(o['linear_num']), float(o['droprate']), bool(o['bnneck']))
 
 

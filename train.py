@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from data import ReIDImageFolder, eval_transform, train_transform
+from dg_market import dg_market
 from engine import evaluate_epoch, lr_factor, train_one_epoch
 from losses import active_loss_names, build_losses, loss_optimizer, shared_loss_parameters
 from model import (BACKBONE_FLAGS, PretrainedWeightsUnavailable, backbone_input_size, build_model,
@@ -90,6 +91,8 @@ def build_parser():
     p.add_argument('--seed', default=0, type=int)
     p.add_argument('--num_workers', default=None, type=int,
                    help='data loading processes (default 2 with CUDA, 0 = in the main process on the CPU)')
+    p.add_argument('--usam', action='store_true', help='USAM attention after the stem and layer1 (ResNet)')
+    p.add_argument('--FSGD', action='store_true', help="fused SGD/Adam kernels (torch's fused=True; no apex)")
     p.add_argument('--bnneck', action='store_true',
                    help="BoT's head: pooled feature -> BN -> bias-free classifier (metric losses before BN)")
     g = p.add_argument_group('losses', 'extra terms added to the softmax loss (losses.py)')
@@ -102,10 +105,21 @@ def build_parser():
     g.add_argument('--sphere', action='store_true', help='SphereFace loss (margin 4)')
     g.add_argument('--contrast', action='store_true', help='contrastive loss (margins 0 and 1)')
     g.add_argument('--lifted', action='store_true', help='generalised lifted structure loss (margins 0 and 1)')
-    g.add_argument('--instance', action='store_true', help='instance loss (scale --ins_gamma)')
+    g.add_argument('--instance', action='store_true', help='instance loss, each image its own class (--ins_gamma)')
+    g.add_argument('--instance_id', action='store_true', help='instance loss with the ids (--ins_gamma)')
     g.add_argument('--ins_gamma', default=32, type=float, help='scale of the instance loss')
     g.add_argument('--center', action='store_true', help='center loss (weight 0.0005, centres SGD at lr 0.5)')
     g.add_argument('--label_smoothing', default=0.0, type=float, help='label smoothing of the softmax loss')
+    g = p.add_argument_group('more of the original', 'weight averaging, DG-Market, adversarial training')
+    g.add_argument('--wa', action='store_true',
+                   help='weight averaging (EMA 0.996) from --wa_start of training on -> net_average.pth')
+    g.add_argument('--wa_start', default=0.8, type=float, help='fraction of training where --wa starts')
+    g.add_argument('--DG', action='store_true',
+                   help='DG-Market images for a consistency term after --wa_start (turns --wa on)')
+    g.add_argument('--dg_dir', default='../DG-Market', type=str, help='the unzipped DG-Market folder')
+    g.add_argument('--adv', default=0.0, type=float,
+                   help='weight of the softmax loss on opposite-direction (ODFA) images; 0: off')
+    g.add_argument('--aiter', default=10, type=int, help='craft --adv images every this many steps')
     p.add_argument('--sampler', default=None, choices=('random', 'pk'),
                    help='random (shuffle) or pk (P ids x K images per batch; the default with a metric loss)')
     p.add_argument('--num_instances', default=4, type=int, help='K: images per id in a P x K batch')
@@ -157,6 +171,10 @@ def resolved_opts(opts):
     metric = active_loss_names(vars(o))
     if o.steps is not None:
         milestones(o.steps)
+    if o.DG:
+        o.wa = True  # the original: the averaged model is DG's teacher
+    if o.aiter < 1:
+        raise ValueError(f'--aiter {o.aiter}: must be at least 1')
     if o.sampler is None:
         o.sampler = 'pk' if metric else 'random'
     if o.PCB and (metric or o.bnneck):
@@ -173,13 +191,14 @@ def amp_settings(opts, device):
     return (torch.bfloat16 if opts.bf16 else None), None
 
 
-def training_state(epoch, model, optimizer, scheduler, scaler, history, metric_losses, loss_opt):
+def training_state(epoch, model, optimizer, scheduler, scaler, history, metric_losses, loss_opt, averaged):
     """Return what resume.pth holds: everything needed to continue after `epoch` completed epochs (the
-    losses' own parameters, e.g. centres and ArcFace weights, and the centres' optimizer included)."""
+    losses' own parameters, e.g. centres and ArcFace weights, the centres' optimizer and --wa's average)."""
     return {'epoch': epoch, 'model': model.state_dict(), 'optimizer': optimizer.state_dict(),
             'scheduler': scheduler.state_dict(), 'scaler': scaler.state_dict() if scaler else None,
             'rng': rng_states(), 'history': history, 'losses': metric_losses.state_dict(),
-            'loss_optimizer': loss_opt.state_dict() if loss_opt is not None else None}
+            'loss_optimizer': loss_opt.state_dict() if loss_opt is not None else None,
+            'averaged': averaged.state_dict() if averaged is not None else None}
 
 
 def epoch_generator(seed, epoch):
@@ -206,11 +225,12 @@ def optimizer_and_scheduler(model, metric_losses, opts, steps_per_epoch):
     class weights (arcface/cosface/sphere) at lr; the centres of --center in their own SGD (losses.py).
     """
     groups = parameter_groups(model, opts.lr, opts.backbone_lr_mult, shared_loss_parameters(metric_losses))
+    fused = {'fused': True} if opts.FSGD else {}
     if opts.optimizer == 'adam':
-        optimizer = torch.optim.Adam(groups, lr=opts.lr, weight_decay=opts.weight_decay)
+        optimizer = torch.optim.Adam(groups, lr=opts.lr, weight_decay=opts.weight_decay, **fused)
     else:
         optimizer = torch.optim.SGD(groups, lr=opts.lr, weight_decay=opts.weight_decay, momentum=0.9,
-                                    nesterov=True)
+                                    nesterov=True, **fused)
     drops = milestones(opts.steps) if opts.steps else None
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(
         step, steps_per_epoch, opts.total_epoch, opts.warm_epoch, opts.cosine, drops))
@@ -235,6 +255,23 @@ def epoch_steps(train_set, opts):
         return pk_epoch_length(train_set.targets, opts.batchsize, opts.num_instances, opts.seed)
     # Drop a last partial batch (BatchNorm fails on one image) unless the whole split fits in one batch.
     return len(train_set) // opts.batchsize if len(train_set) > opts.batchsize else 1
+
+
+def weight_average(model):
+    """Return --wa's averaged copy of `model`: an exponential moving average with decay 0.996 (the original)."""
+    from torch.optim.swa_utils import AveragedModel, get_ema_avg_fn
+
+    return AveragedModel(model, avg_fn=get_ema_avg_fn(0.996))
+
+
+def dg_batches(opts, epoch, pin):
+    """Yield DG-Market batches (view1, view2, _) of max(8, batchsize / 2) images, forever, in an order that is
+    a function of (seed, epoch)."""
+    dg_set = dg_market(opts.dg_dir, train_transform(opts.h, opts.w, opts.pad, opts.erasing_p, opts.color_jitter))
+    generator = torch.Generator().manual_seed(opts.seed * 1_000_003 + epoch + 500_000)
+    while True:
+        yield from DataLoader(dg_set, batch_size=min(len(dg_set), max(8, opts.batchsize // 2)), shuffle=True,
+                              drop_last=True, num_workers=opts.num_workers, pin_memory=pin, generator=generator)
 
 
 def restored_progress(path, model, optimizer, scheduler, scaler, metric_losses, loss_opt):
@@ -288,10 +325,16 @@ def run_training(opts, stop_after=None, log=print):
     optimizer, loss_opt, scheduler = optimizer_and_scheduler(model, metric_losses, opts, steps_per_epoch)
 
     history = {'train_loss': [], 'train_err': [], 'val_loss': [], 'val_err': []}
-    first_epoch = 0
+    first_epoch, averaged = 0, None
+    if opts.DG:
+        dg_market(opts.dg_dir, None)  # a missing folder fails now, not after 80% of training
     if opts.resume:
         history, first_epoch = restored_progress(run_dir / 'resume.pth', model, optimizer, scheduler, scaler,
                                                  metric_losses, loss_opt)
+        saved_average = load_checkpoint(run_dir / 'resume.pth').get('averaged')
+        if saved_average is not None:
+            averaged = weight_average(model)
+            averaged.load_state_dict(saved_average)
         log(f'resuming {run_dir} after epoch {first_epoch} of {opts.total_epoch}'
             + (' (already complete)' if first_epoch >= opts.total_epoch else ''))
     else:
@@ -312,10 +355,22 @@ def run_training(opts, stop_after=None, log=print):
     last_epoch = opts.total_epoch if stop_after is None else min(opts.total_epoch, first_epoch + stop_after)
     for epoch in range(first_epoch, last_epoch):
         start, lr = time.perf_counter(), optimizer.param_groups[-1]['lr']
+        if opts.wa and averaged is None and epoch >= opts.wa_start * opts.total_epoch:
+            averaged = weight_average(model)
+        # the original: DG's consistency term joins strictly after --wa starts, with the average as teacher
+        dg = dg_batches(opts, epoch, pin) if opts.DG and epoch > opts.wa_start * opts.total_epoch else None
         loader = train_loader(train_set, opts, epoch, steps_per_epoch, pin)
         loss, err = train_one_epoch(model, loader, optimizer, scheduler, device, amp_dtype, scaler,
                                     desc=f'epoch {epoch + 1}/{opts.total_epoch}', metric_losses=metric_losses,
-                                    loss_optimizer=loss_opt, label_smoothing=opts.label_smoothing)
+                                    loss_optimizer=loss_opt, label_smoothing=opts.label_smoothing,
+                                    adversarial=(opts.adv, opts.aiter) if opts.adv > 0 else None,
+                                    dg_batches=dg, teacher=averaged)
+        if averaged is not None:
+            from torch.optim.swa_utils import update_bn
+
+            averaged.update_parameters(model)
+            update_bn(train_loader(train_set, opts, epoch, steps_per_epoch, pin), averaged, device)
+            save_atomic(averaged.module.state_dict(), run_dir / 'net_average.pth')
         history['train_loss'].append(loss)
         history['train_err'].append(err)
         line = f'epoch {epoch + 1}/{opts.total_epoch} train loss {loss:.4f} err {err:.4f}'
@@ -330,8 +385,8 @@ def run_training(opts, stop_after=None, log=print):
         if epoch % SNAPSHOT_EVERY == SNAPSHOT_EVERY - 1:
             save_atomic(weights, run_dir / f'net_{epoch:03d}.pth')
         save_atomic(weights, run_dir / 'net_last.pth')
-        save_atomic(training_state(epoch + 1, model, optimizer, scheduler, scaler, history, metric_losses, loss_opt),
-                    run_dir / 'resume.pth')
+        save_atomic(training_state(epoch + 1, model, optimizer, scheduler, scaler, history, metric_losses, loss_opt,
+                                   averaged), run_dir / 'resume.pth')
         draw_curves(history, run_dir / 'train.jpg')
     return history
 

@@ -113,13 +113,14 @@ def ref_lifted(x, y):
     return total / len(x)
 
 
-def ref_instance(x, y, gamma):
+def ref_instance(x, y, gamma, use_labels):
     x = [unit(v) for v in x]
     unique = sorted(set(int(v) for v in y))
     total = 0
     for i in range(len(x)):
         row = [gamma * (x[i] * x[j]).sum() for j in range(len(x))]
-        total = total - row[unique.index(int(y[i]))] + torch.log(sum(torch.exp(t) for t in row))
+        target = unique.index(int(y[i])) if use_labels else i
+        total = total - row[target] + torch.log(sum(torch.exp(t) for t in row))
     return total / len(x) / len(x)
 
 
@@ -195,10 +196,11 @@ def test_contrastive_and_lifted_match_reference():
     compare(lambda x: lifted(x, LABELS), lambda x: ref_lifted(x, LABELS), features(6))
 
 
-def test_instance_loss_matches_reference_with_ins_gamma():
-    loss = losses.REGISTRY['instance']({'ins_gamma': 16}, NUM_CLASSES, DIM)
+@pytest.mark.parametrize('name,use_labels', [('instance', False), ('instance_id', True)])
+def test_instance_losses_match_reference_with_ins_gamma(name, use_labels):
+    loss = losses.REGISTRY[name]({'ins_gamma': 16}, NUM_CLASSES, DIM)
     assert loss.gamma == 16
-    compare(lambda x: loss(x, LABELS), lambda x: ref_instance(x, LABELS, 16.0), features(7))
+    compare(lambda x: loss(x, LABELS), lambda x: ref_instance(x, LABELS, 16.0, use_labels), features(7))
 
 
 def test_center_loss_matches_reference():

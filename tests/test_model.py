@@ -277,3 +277,27 @@ def test_backbone_flags_conflict_clearly_and_imply_input_sizes():
     assert M.backbone_input_size({'use_swinv2': True}) == (224, 224)
     o = train.resolved_opts(train.build_parser().parse_args(['--use_swin']))
     assert (o.h, o.w) == (224, 224)
+
+
+def test_usam_matches_its_definition_and_sits_after_the_stem_and_layer1():
+    net = M.build_model({**SMALL, 'usam': True}, num_classes=3)
+    names = [n for n, _ in net.body.named_children()]
+    assert names[:7] == ['conv1', 'bn1', 'relu', 'usam_1', 'maxpool', 'layer1', 'usam_2']
+    usam = net.body.usam_1.eval()
+    with torch.no_grad():
+        usam.bn.running_mean.fill_(0.3)
+        usam.bn.running_var.fill_(2.0)
+    x = torch.randn(2, 4, 6, 5)
+    s = x.sum(1)
+    expected = x.clone()
+    for b in range(2):
+        for i in range(1, 5):
+            for j in range(1, 4):
+                unit_sub = 9 * s[b, i, j] - s[b, i - 1:i + 2, j - 1:j + 2].sum()
+                a = max(0.0, float((unit_sub - 0.3) / math.sqrt(2.0 + usam.bn.eps) * usam.bn.weight + usam.bn.bias))
+                expected[b, :, i, j] = x[b, :, i, j] * (1 + a)
+    with torch.no_grad():
+        torch.testing.assert_close(usam(x), expected, rtol=1e-5, atol=1e-5)
+        assert net.eval()(torch.randn(2, 3, 64, 32)).shape == (2, 3)
+    with pytest.raises(ValueError, match='--usam'):
+        M.build_model({'backbone': 'mobilenet_v3_small', 'scratch': True, 'usam': True}, 3)

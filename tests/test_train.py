@@ -4,6 +4,8 @@ Training runs use resnet18 from scratch on 32x16 inputs of the tiny synthetic se
 """
 import math
 
+import numpy as np
+
 import pytest
 import torch
 import yaml
@@ -134,19 +136,23 @@ def test_an_existing_run_is_kept_unless_overwrite_and_resume_names_ignored_flags
 
 
 ALL_LOSSES = ('--triplet', '--circle', '--arcface', '--cosface', '--sphere', '--contrast', '--lifted', '--instance',
-              '--ins_gamma', '16', '--center', '--label_smoothing', '0.1')
+              '--instance_id', '--ins_gamma', '16', '--center', '--label_smoothing', '0.1')
 
 
-def test_every_loss_with_pk_and_bnneck_trains_resumes_exactly_and_tests(tiny_prepared, tmp_path):
-    """All metric losses at once (P x K by default) with BNNeck: the losses' parameters are optimised, saved in
-    resume.pth and restored; the resumed run equals an uninterrupted one; test.py evaluates the run."""
+def test_every_loss_and_trick_trains_resumes_exactly_and_tests(tiny_prepared, tmp_path):
+    """All metric losses at once (P x K by default) with BNNeck, USAM, fused SGD, weight averaging and DG
+    consistency (the tiny train split stands in for DG-Market): the losses'
+    parameters and the average are saved in resume.pth and restored; the resumed run equals an uninterrupted
+    one; test.py evaluates the last and the averaged network."""
     from tests.test_test import load_test_cli
 
-    args = ('--total_epoch', '2', '--bnneck', *ALL_LOSSES)
+    args = ('--total_epoch', '2', '--bnneck', '--usam', '--FSGD', '--wa', '--wa_start', '0', '--DG', '--dg_dir',
+            str(tiny_prepared / 'train'), *ALL_LOSSES)
     whole = train.run_training(tiny_opts(tiny_prepared, tmp_path, '--name', 'whole', *args), log=lambda l: None)
     train.run_training(tiny_opts(tiny_prepared, tmp_path, '--name', 'split', *args), stop_after=1,
                        log=lambda l: None)
     after_one = load_checkpoint(tmp_path / 'split' / 'resume.pth')['losses']
+    model_after_one = load_checkpoint(tmp_path / 'split' / 'net_last.pth')
     torch.manual_seed(123)
     resumed = train.run_training(tiny_opts(tiny_prepared, tmp_path, '--name', 'split', '--resume'),
                                  log=lambda l: None)
@@ -159,6 +165,13 @@ def test_every_loss_with_pk_and_bnneck_trains_resumes_exactly_and_tests(tiny_pre
     assert all(torch.equal(a['losses'][k], b['losses'][k]) for k in a['losses'])
     assert all(torch.equal(a['model'][k], b['model'][k]) for k in a['model'])
     assert a['loss_optimizer'] is not None
+    assert int(a['averaged']['n_averaged']) == 2
+    for key in ('body.conv1.weight', 'classifier.classifier.weight'):  # EMA 0.996 of the two epochs' weights
+        torch.testing.assert_close(a['averaged']['module.' + key],
+                                   0.996 * model_after_one[key] + 0.004 * a['model'][key])
+    assert all(torch.equal(a['averaged'][k], b['averaged'][k]) for k in a['averaged'])
+    average = load_checkpoint(tmp_path / 'whole' / 'net_average.pth')
+    assert average.keys() == a['model'].keys() and 'body.usam_1.bn.weight' in average
     for key, value in after_one.items():  # every loss parameter is optimised (it moved in epoch 2)
         assert not torch.equal(value, a['losses'][key]), key
 
@@ -167,6 +180,18 @@ def test_every_loss_with_pk_and_bnneck_trains_resumes_exactly_and_tests(tiny_pre
         ['--name', 'whole', '--model_dir', str(tmp_path), '--test_dir', str(tiny_prepared), '--num_workers', '0',
          '--result', str(tmp_path / 'r.mat')]), log=lambda l: None)
     assert 0 <= results['single']['mAP'] <= 1
+    averaged = T.run_test(T.build_parser().parse_args(
+        ['--name', 'whole', '--model_dir', str(tmp_path), '--test_dir', str(tiny_prepared), '--num_workers', '0',
+         '--which_epoch', 'average', '--result', str(tmp_path / 'a.mat')]), log=lambda l: None)
+    assert 0 <= averaged['single']['mAP'] <= 1
+    import scipy.io
+    assert not np.allclose(scipy.io.loadmat(tmp_path / 'a.mat')['query_f'], scipy.io.loadmat(tmp_path / 'r.mat')['query_f'])
+
+
+def test_dg_without_its_folder_is_one_clear_error(tiny_prepared, tmp_path):
+    with pytest.raises(SystemExit, match='--DG: .*nowhere: folder not found; download DG-Market'):
+        train.main(['--data_dir', str(tiny_prepared), '--model_dir', str(tmp_path), '--backbone', 'resnet18',
+                    '--scratch', '--DG', '--dg_dir', str(tmp_path / 'nowhere')])
 
 
 def test_milestone_steps_drop_the_lr_at_each_given_epoch():
@@ -193,16 +218,17 @@ def test_presets_are_defaults_that_explicit_flags_override():
     assert resolved[0] == resolved[1]  # the defaults are the original recipe
 
 
-def test_bot_preset_trains_and_tests_and_records_resolved_values(tiny_prepared, tmp_path):
+def test_bot_preset_with_adversarial_training_trains_tests_and_records_resolved_values(tiny_prepared, tmp_path):
     from tests.test_test import load_test_cli
 
     argv = ['--preset', 'bot', '--data_dir', str(tiny_prepared), '--model_dir', str(tmp_path), '--name', 'bot',
             '--backbone', 'resnet18', '--scratch', '--h', '32', '--w', '16', '--batchsize', '16', '--num_workers',
-            '0', '--total_epoch', '1', '--steps', '1', '--warm_epoch', '1']
+            '0', '--total_epoch', '1', '--steps', '1', '--warm_epoch', '1', '--adv', '0.5', '--aiter', '100']
     train.main(argv)
     saved = yaml.safe_load((tmp_path / 'bot' / 'opts.yaml').read_text())
     assert (saved['optimizer'], saved['lr'], saved['steps'], saved['total_epoch'], saved['stride']) == \
         ('adam', 3.5e-4, '1', 1, 1)
+    assert (saved['adv'], saved['aiter']) == (0.5, 100)
     state = load_checkpoint(tmp_path / 'bot' / 'resume.pth')
     assert 'exp_avg' in next(iter(state['optimizer']['state'].values()))  # Adam's state
     assert set(state['losses']) == {'center.centers'}
