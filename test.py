@@ -48,12 +48,14 @@ def build_parser():
     # checked against opts.yaml so a typo cannot silently test another network.
     p.add_argument('--PCB', action='store_const', const=True, default=None, help='(from opts.yaml; checked)')
     p.add_argument('--use_dense', action='store_const', const=True, default=None, help='(from opts.yaml; checked)')
+    p.add_argument('--ibn', action='store_const', const=True, default=None, help='(from opts.yaml; checked)')
+    p.add_argument('--usam', action='store_const', const=True, default=None, help='(from opts.yaml; checked)')
     p.add_argument('--linear_num', default=None, type=int, help='(from opts.yaml; checked)')
     p.add_argument('--stride', default=None, type=int, help='(from opts.yaml; checked)')
     return p
 
 
-MODEL_FLAGS = ('PCB', 'use_dense', 'linear_num', 'stride')
+MODEL_FLAGS = ('PCB', 'use_dense', 'ibn', 'usam', 'linear_num', 'stride')
 
 
 def check_model_flags(opts, train_opts, path):

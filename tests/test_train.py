@@ -237,3 +237,58 @@ def test_bot_preset_with_adversarial_training_trains_tests_and_records_resolved_
         ['--name', 'bot', '--model_dir', str(tmp_path), '--test_dir', str(tiny_prepared), '--num_workers', '0',
          '--result', str(tmp_path / 'r.mat')]), log=lambda l: None)
     assert 0 <= results['single']['mAP'] <= 1
+
+
+# The original's documented train/test commands (its README and tutorial; the copy in shared/seed-README.md
+# stops before its commands, so they are listed here), with the abbreviations its users type.
+ORIGINAL_TRAIN_COMMANDS = [
+    '--gpu_ids 0 --name ft_ResNet50 --train_all --batchsize 32 --data_dir your_data_path',
+    '--gpu_ids 0 --name ft_DenseNet121 --use_dense --train_all --batchsize 32 --data_dir your_data_path',
+    '--warm_epoch 5 --stride 1 --erasing_p 0.5 --batchsize 8 --lr 0.02 --name warm5_s1_b8_lr2_p0.5',
+    '--PCB --batchsize 64 --name PCB-64 --train_all',
+    '--name swin --use_swin --total 100 --batch 16 --warm 10 --data ../Market/pytorch --train_all',
+    '--name swinv2 --use_swinv2 --train_all --lr 0.02',
+    '--name convnext --use_convnext --train_all --lr 0.01',
+    '--name efficient --use_efficient --train_all',
+    '--name hr --use_hr --train_all',
+    '--name ibn --ibn --train_all',
+    '--name nas --use_NAS --train_all',
+    '--name dino --use_dino --train_all',
+    '--name usam --usam --train_all',
+    '--name circle --circle --train_all --batchsize 32',
+    '--name tri --triplet --train_all --batchsize 32',
+    '--name all --arcface --cosface --sphere --contrast --lifted --instance --ins_gamma 32 --train_all',
+    '--name ft_ResNet50 --fp16 --train_all',
+    '--name ft_ResNet50 --bf16 --train_all',
+    '--name ft_ResNet50 --cosine --FSGD --wa --train_all',
+    '--name dg --DG --train_all',
+    '--name adv --adv 0.1 --aiter 10 --train_all',
+    '--name ft_ResNet50 --color_jitter --droprate 0.75 --linear_num 0 --weight_decay 1e-4 --train_all',
+]
+ORIGINAL_TEST_COMMANDS = [
+    '--gpu_ids 0 --name ft_ResNet50 --test_dir your_data_path --batchsize 32 --which_epoch 59',
+    '--name PCB-64 --PCB --which_epoch last',
+    '--name ft_ResNet50 --multi --ms 1,1.1 --fp16',
+    '--name ibn --ibn --usam --use_dense --linear_num 512 --stride 1',
+]
+
+
+@pytest.mark.parametrize('command', ORIGINAL_TRAIN_COMMANDS)
+def test_the_original_train_commands_parse_and_resolve(command):
+    opts = train.resolved_opts(train.parse_options(command.split()))
+    assert opts.name == command.split('--name ')[1].split()[0]
+
+
+def test_the_original_test_commands_parse():
+    from tests.test_test import load_test_cli
+    parser = load_test_cli().build_parser()
+    for command in ORIGINAL_TEST_COMMANDS:
+        parser.parse_args(command.split())
+
+
+def test_abbreviations_users_type_stay_unambiguous():
+    opts = train.parse_options(['--total', '100', '--batch', '16', '--warm', '10', '--data', 'd', '--name', 'n',
+                                '--wa'])
+    assert (opts.total_epoch, opts.batchsize, opts.warm_epoch, opts.data_dir, opts.name, opts.wa) == \
+        (100, 16, 10, 'd', 'n', True)
+    assert train.parse_options(['--use_swin', '--h', '99']).h == 99
