@@ -55,8 +55,8 @@ def build_parser():
     p.add_argument('--weight_decay', default=5e-4, type=float)
     p.add_argument('--cosine', action='store_true', help='cosine learning-rate decay instead of the step')
     p.add_argument('--droprate', default=0.5, type=float)
-    p.add_argument('--h', default=None, type=int, help="input height (default: the prepared layout's, 256 for people; 384 with --PCB)")
-    p.add_argument('--w', default=None, type=int, help="input width (default: the prepared layout's, 128 for people; 192 with --PCB)")
+    p.add_argument('--h', default=None, type=int, help='input height (default: the layout\'s, 256 for people; 384 with --PCB)')
+    p.add_argument('--w', default=None, type=int, help='input width (default: the layout\'s, 128 for people; 192 with --PCB)')
     p.add_argument('--pad', default=None, type=int,
                    help='padding before the random crop (default 10 at width 128, scaled with --w; 0 with --PCB; 0: no crop)')
     p.add_argument('--fp16', action='store_true', help='float16 mixed precision (CUDA)')

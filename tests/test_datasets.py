@@ -91,6 +91,12 @@ def prepare_argv(name, source, out, *extra):
     return [*flags, '--download_path', str(source), '--save_path', str(out), *extra]
 
 
+def snapshot(source):
+    """{path: (size, mtime)} of everything under the raw folder (or beside the CSV file)."""
+    folder = source.parent if source.is_file() else source
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob('*')}
+
+
 def table(prepared):
     with open(prepared / 'images.csv', newline='') as f:
         return list(csv.DictReader(f))
@@ -167,7 +173,10 @@ def market_run(tiny_prepared, tmp_path_factory):
 def test_layout_prepare_train_test_evaluate(name, raw, market_run, tmp_path, capsys):
     source = raw(name)
     prepared = tmp_path / 'pytorch'
+    before = snapshot(source)
     prepare.main(prepare_argv(name, source, prepared))
+    prepare.main(prepare_argv(name, source, prepared))   # a re-run replaces its own output
+    assert snapshot(source) == before                    # the raw set is only read
     printed = capsys.readouterr().out
     assert f'({name})' in printed
     rows = table(prepared)
