@@ -260,7 +260,7 @@ def test_no_camera_query_equals_gallery_excludes_only_the_query_itself():
     assert same['cmc'][0] == 1.0
 
 
-def test_cub_result_excludes_each_query_own_image(raw, market_run, tmp_path):
+def test_cub_result_excludes_each_query_own_image(raw, market_run, tmp_path, capsys):
     prepared = tmp_path / 'cub'
     prepare.main(prepare_argv('cub', raw('cub'), prepared))
     res = run_test_py(market_run, prepared, tmp_path / 'cub.mat')
@@ -271,6 +271,14 @@ def test_cub_result_excludes_each_query_own_image(raw, market_run, tmp_path):
     assert n == len(r.query_label) == res['n_valid']
     assert res['cmc'][0] == pytest.approx(rank1) and res['mAP'] == pytest.approx(mean_ap)
     assert res['cmc'][0] < 1.0   # the query's own image (score 1) was not counted as a hit
+    import demo   # demo.py leaves the query's own image out of its top 10 too
+    capsys.readouterr()
+    demo.main(['--query_index', '0', '--test_dir', str(prepared), '--result', str(tmp_path / 'cub.mat'),
+               '--output', str(tmp_path / 'show.png')])
+    lines = capsys.readouterr().out.split('\n')
+    own = Path(lines[0].split(': ', 1)[1].split(' (id')[0]).name
+    shown = [Path(line.split()[-1]).name for line in lines[1:11]]
+    assert len(shown) == 10 and own not in shown and 'camera' not in lines[0]
 
 
 def independent_draw(labels, seed):
