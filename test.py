@@ -31,7 +31,8 @@ def build_parser():
     p = argparse.ArgumentParser(description='Extract features and evaluate a trained re-ID run.')
     p.add_argument('--gpu_ids', default='0', type=str, help='GPU id, e.g. 0 (ignored on a CPU-only machine)')
     p.add_argument('--which_epoch', default='last', type=str,
-                   help="'last', a 0-based epoch number of a net_XXX.pth, or 'init' (the untrained network)")
+                   help="'last', a 0-based epoch number of a net_XXX.pth, 'init' (the untrained network) or "
+                        "'average' (train.py --wa)")
     p.add_argument('--test_dir', default='../Market/pytorch', type=str, help='prepare.py output folder')
     p.add_argument('--name', default='ft_ResNet50', type=str, help='run name under --model_dir')
     p.add_argument('--model_dir', default='model', type=str, help='folder that holds the runs')
@@ -49,12 +50,14 @@ def build_parser():
     # checked against opts.yaml so a typo cannot silently test another network.
     p.add_argument('--PCB', action='store_const', const=True, default=None, help='(from opts.yaml; checked)')
     p.add_argument('--use_dense', action='store_const', const=True, default=None, help='(from opts.yaml; checked)')
+    p.add_argument('--ibn', action='store_const', const=True, default=None, help='(from opts.yaml; checked)')
+    p.add_argument('--usam', action='store_const', const=True, default=None, help='(from opts.yaml; checked)')
     p.add_argument('--linear_num', default=None, type=int, help='(from opts.yaml; checked)')
     p.add_argument('--stride', default=None, type=int, help='(from opts.yaml; checked)')
     return p
 
 
-MODEL_FLAGS = ('PCB', 'use_dense', 'linear_num', 'stride')
+MODEL_FLAGS = ('PCB', 'use_dense', 'ibn', 'usam', 'linear_num', 'stride')
 
 
 def check_model_flags(opts, train_opts, path):
@@ -68,10 +71,10 @@ def check_model_flags(opts, train_opts, path):
 
 def checkpoint_path(run_dir, which_epoch):
     """Return the checkpoint file `--which_epoch` names: net_last.pth, net_init.pth or net_XXX.pth."""
-    if which_epoch in ('last', 'init'):
+    if which_epoch in ('last', 'init', 'average'):
         return Path(run_dir) / f'net_{which_epoch}.pth'
     if not which_epoch.isdigit():
-        raise ValueError(f"--which_epoch {which_epoch}: expected 'last', 'init' or an epoch number")
+        raise ValueError(f"--which_epoch {which_epoch}: expected 'last', 'init', 'average' or an epoch number")
     return Path(run_dir) / f'net_{int(which_epoch):03d}.pth'
 
 
