@@ -16,6 +16,18 @@ from utils import load_checkpoint, load_opts
 SEARCH_BLOCK = 65536  # gallery rows per block of the exact search: bounded memory for any gallery
 
 
+class FeatureExtractor(torch.nn.Module):
+    """A network wrapped to the feature contract: images [N, 3, h, w] (normalised) -> flip-summed, L2-normalised
+    features [N, D] (PCB: D = parts x 2048), exactly what test.py saves. This is what export.py writes."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images):
+        return l2_normalize_features(flip_sum_features(self.model, images))
+
+
 def checkpoint_path(run_dir, which_epoch):
     """Return the checkpoint file `--which_epoch` names: net_last.pth, net_init.pth or net_XXX.pth."""
     if which_epoch in ('last', 'init'):
