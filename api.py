@@ -162,8 +162,8 @@ def faiss_index(gallery, kind='flat', nlist=None, hnsw_m=32, seed=0):
     if kind == 'flat':
         index = faiss.IndexFlatIP(d)
     elif kind == 'ivf':
-        # the usual ~4 sqrt(G) cells, with the >= 39 training points per cell faiss's k-means asks for
-        nlist = nlist or max(1, min(4096, int(4 * np.sqrt(len(g))), len(g) // 39))
+        # ~sqrt(G) cells (1,000 for a million), with the >= 39 training points per cell faiss's k-means asks for
+        nlist = nlist or max(1, min(4096, int(np.sqrt(len(g))), len(g) // 39))
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
         rng = np.random.default_rng(seed)
         # k-means on a sample: 64 points per cell is plenty and keeps training time flat in G
