@@ -112,7 +112,7 @@ def write_html(args, result, query_images, gallery_images):
         dist = -(result.query_f @ result.gallery_f.T)
     summary = metrics.compute_cmc_map_from_dist(dist, result.query_label, result.query_cam, result.gallery_label,
                                                 result.gallery_cam)
-    title = f'{args.result}{" (re-ranked)" if args.rerank else ""}: top-{args.top} of every query'
+    title = f'{os.path.basename(args.result)}{" (re-ranked)" if args.rerank else ""}: top-{args.top} of every query'
     path = write_report(args.html, dist, query_images, gallery_images, summary, top=args.top, title=title)
     print(f'saved {path} ({len(query_images)} queries; open it in a browser, no server needed)')
 
