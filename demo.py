@@ -11,8 +11,6 @@ searches the gallery features already saved in --result, so the gallery is never
 import argparse
 import os
 
-import numpy as np
-
 from data import list_reid_images
 from report import ranked_gallery
 
