@@ -88,6 +88,8 @@ def write_report(out_dir, dist, query_images, gallery_images, summary, top=10, t
     One row per query: its image, AP and top-`top` strip (green = same id, red = another), worst AP first
     (queries without a valid match last), and a filter by query camera.
     """
+    from tqdm import tqdm
+
     from metrics import rank_at
 
     out_dir = Path(out_dir)
@@ -111,7 +113,7 @@ def write_report(out_dir, dist, query_images, gallery_images, summary, top=10, t
         return written[key]
 
     rows = []
-    for rank, i in enumerate(order, 1):
+    for rank, i in enumerate(tqdm(order, desc='html', dynamic_ncols=True), 1):
         qpath = query_images[i][0]
         strip = []
         for g in ranked_gallery(dist[i], ql[i], qc[i], gl, gc)[:top]:
