@@ -6,7 +6,7 @@
 
 Methods: 'naive' (the whole query x gallery score matrix and a full argsort, the original demo's way),
 'exact' (api.exact_search: blocked torch top-k), 'faiss-flat' (exact inner product), 'faiss-ivf' (IVF-Flat,
-nprobe 16), 'faiss-hnsw'. Each runs in its own subprocess so its peak RSS (getrusage) is its own; 'after load'
+nprobe 16), 'faiss-hnsw'. Each runs in its own subprocess so its peak RSS (VmHWM) is its own; 'after load'
 is that process with python, torch, faiss and the gallery in memory, 'extra' what the method added on top.
 Recall@10 is measured against the exact top-10.
 """
@@ -59,7 +59,19 @@ def read_npy(path):
 
 
 def peak_rss_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
+    """Peak resident memory of this process in MB.
+
+    Linux's VmHWM belongs to this process's own address space; getrusage's ru_maxrss would start from the
+    parent's peak (it survives fork + exec), here the parent that wrote the gallery.
+    """
+    try:
+        with open('/proc/self/status') as f:
+            for line in f:
+                if line.startswith('VmHWM:'):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
 
 
 def run_child(method, gallery_path, query_path, k, out_path):
