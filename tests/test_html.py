@@ -129,3 +129,22 @@ def test_html_page_in_a_real_browser(tiny_prepared, tmp_path, capsys):
     red = ((pixels[:, 0] > 180) & (pixels[:, 1] < 70) & (pixels[:, 2] < 70)).sum()
     assert green > 500 and red > 500
     shutil.copy(shot, os.environ.get('HTML_SCREENSHOT', tmp_path / 'kept.png'))
+
+
+def test_html_rerank_rows_follow_the_reranked_distances(tiny_prepared, tmp_path):
+    """--rerank: each row's green frames are the same-id images among the top-10 of the re-ranked distances."""
+    from rerank import k_reciprocal_rerank
+
+    r = write_result(tmp_path / 'r.mat', tiny_prepared, seed=1)
+    demo.main(['--html', str(tmp_path / 'page'), '--rerank', '--test_dir', str(tiny_prepared), '--result',
+               str(tmp_path / 'r.mat')])
+    dom = PageRows()
+    dom.feed((tmp_path / 'page' / 'index.html').read_text())
+    dist = k_reciprocal_rerank(r['query_f'], r['gallery_f'])
+    gl, gc = r['gallery_label'][0], r['gallery_cam'][0]
+    expected = {}
+    for i, (ql, qc) in enumerate(zip(r['query_label'][0], r['query_cam'][0])):
+        order = sorted(range(len(gl)), key=lambda j: (dist[i, j], j))
+        keep = [j for j in order if not (gl[j] == -1 or (gl[j] == ql and gc[j] == qc))][:10]
+        expected[i] = sum(gl[j] == ql for j in keep)
+    assert {int(row['data-query']): row['hit'] for row in dom.rows} == expected
