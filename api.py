@@ -18,7 +18,7 @@ SEARCH_BLOCK = 65536  # gallery rows per block of the exact search: bounded memo
 
 class FeatureExtractor(torch.nn.Module):
     """A network wrapped to the feature contract: images [N, 3, h, w] (normalised) -> flip-summed, L2-normalised
-    features [N, D] (PCB: D = parts x 2048), exactly what test.py saves. This is what export.py writes."""
+    features [N, D] (PCB: D = parts x backbone channels), exactly what test.py saves. This is what export.py writes."""
 
     def __init__(self, model):
         super().__init__()
@@ -65,9 +65,9 @@ def load_network(run_dir, which_epoch='last'):
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
-        first = str(e).strip().splitlines()[0]
+        detail = ' '.join(line.strip() for line in str(e).splitlines()[1:])  # line 0 only names the class
         raise ValueError(f'{checkpoint_path(run_dir, which_epoch)}: does not fit the network of {opts_path} '
-                         f'({first})') from None
+                         f'({detail[:300]})') from None
     return model.eval(), opts
 
 

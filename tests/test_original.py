@@ -172,3 +172,9 @@ def test_test_py_reads_an_original_run(tmp_path, tiny_prepared):
     ref = original_features(net, images)
     got = torch.from_numpy(scipy.io.loadmat(result)['query_f'])
     torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-3)  # test.py fuses conv+BN: float rounding only
+
+
+def test_checkpoint_of_another_network_is_named(tmp_path):
+    write_original_run(tmp_path / 'r', randomised(OrigFtNet(), 0), use_dense=True)  # ResNet weights, dense opts
+    with pytest.raises(ValueError, match=r'net_last.pth: does not fit the network of .*opts.yaml \(Missing key'):
+        api.load_network(tmp_path / 'r')
