@@ -9,6 +9,7 @@ The JSON holds h, w, mean, std, the feature size and the run it came from.
 """
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -90,17 +91,23 @@ def export_run(opts, log=print):
     out = Path(opts.output) if opts.output else run_dir / f'net_{opts.which_epoch}{suffix}'
     out.parent.mkdir(parents=True, exist_ok=True)
     generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        exporter = (export_onnx if opts.format == 'onnx' else export_torchscript)(
-            extractor, torch.randn(2, 3, h, w, generator=generator), out)
-        # a batch size other than the example's shows the batch axis really is dynamic
-        check = torch.randn(3, 3, h, w, generator=generator)
-        expected = extractor(check)
-    got = exported_features(out, opts.format, check)
-    cosine = min_cosine(got, expected)
-    if got.shape != expected.shape or cosine < MIN_COSINE:
-        raise ValueError(f'{out}: exported features differ from torch (shape {tuple(got.shape)} vs '
-                         f'{tuple(expected.shape)}, min cosine {cosine:.6f} < {MIN_COSINE})')
+    partial = out.with_name(out.stem + '.partial' + out.suffix)  # renamed only once it passed the check
+    try:
+        with torch.no_grad():
+            exporter = (export_onnx if opts.format == 'onnx' else export_torchscript)(
+                extractor, torch.randn(2, 3, h, w, generator=generator), partial)
+            # a batch size other than the example's shows the batch axis really is dynamic
+            check = torch.randn(3, 3, h, w, generator=generator)
+            expected = extractor(check)
+        got = exported_features(partial, opts.format, check)
+        cosine = min_cosine(got, expected)
+        if got.shape != expected.shape or cosine < MIN_COSINE:
+            raise ValueError(f'{out}: exported features differ from torch (shape {tuple(got.shape)} vs '
+                             f'{tuple(expected.shape)}, min cosine {cosine:.6f} < {MIN_COSINE}); not written')
+        os.replace(partial, out)
+    finally:
+        if partial.exists():
+            partial.unlink()
     meta = {'format': opts.format, 'exporter': exporter, 'input': 'images', 'output': 'features',
             'h': h, 'w': w, 'mean': list(IMAGENET_MEAN), 'std': list(IMAGENET_STD),
             'feature_size': int(expected.shape[1]), 'flip_sum': True, 'l2_normalised': True,

@@ -55,6 +55,7 @@ def test_export_matches_torch_features(tmp_path, tiny_prepared, capsys, fmt, pcb
     assert meta['mean'] == pytest.approx([0.485, 0.456, 0.406]) and meta['std'] == pytest.approx([0.229, 0.224, 0.225])
     assert meta['feature_size'] == (6 * 512 if pcb else 64)
     assert 'min cosine' in capsys.readouterr().out
+    assert not list(path.parent.glob('*.partial*'))  # written to a temporary name, renamed once checked
     for n in (1, 5):  # a batch size other than the export example's: the batch axis is dynamic
         images = real_images(tiny_prepared, n)
         got = export.exported_features(path, fmt, images)
