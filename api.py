@@ -29,18 +29,23 @@ class FeatureExtractor(torch.nn.Module):
 
 
 def checkpoint_path(run_dir, which_epoch):
-    """Return the checkpoint file `--which_epoch` names: net_last.pth, net_init.pth or net_XXX.pth."""
-    if which_epoch in ('last', 'init'):
+    """Return the checkpoint file `--which_epoch` names: net_last.pth, net_init.pth, net_average.pth (--wa) or
+    net_XXX.pth."""
+    if which_epoch in ('last', 'init', 'average'):
         return Path(run_dir) / f'net_{which_epoch}.pth'
     if not str(which_epoch).isdigit():
-        raise ValueError(f"--which_epoch {which_epoch}: expected 'last', 'init' or an epoch number")
+        raise ValueError(f"--which_epoch {which_epoch}: expected 'last', 'init', 'average' or an epoch number")
     return Path(run_dir) / f'net_{int(which_epoch):03d}.pth'
 
 
 def image_size(opts):
-    """Return the (h, w) a run was trained at (opts.yaml `h`/`w`; else 256x128, PCB 384x192, as the original)."""
+    """Return the (h, w) a run was trained at: opts.yaml's `h`/`w` (train.py records them); for a run without
+    them (the original's), its defaults: the backbone's own size (Swin 224x224), PCB 384x192, else 256x128."""
+    from model import backbone_input_size
+
     pcb = bool(opts.get('PCB'))
-    return int(opts.get('h') or (384 if pcb else 256)), int(opts.get('w') or (192 if pcb else 128))
+    default = backbone_input_size(opts) or ((384, 192) if pcb else (256, 128))
+    return int(opts.get('h') or default[0]), int(opts.get('w') or default[1])
 
 
 def load_network(run_dir, which_epoch='last'):
