@@ -20,13 +20,13 @@ import scipy.io
 import torch
 from torch.utils.data import DataLoader
 
+from api import checkpoint_path, load_network
 from data import (ReIDImageFolder, eval_transform, input_size, list_reid_images, prepared_info,
                   require_readable_images)
 from engine import extract_features
 from metrics import compute_cmc_map, format_result, pool_multi_query
-from model import build_model, fuse_conv_bn
-from utils import (ensure_writable_folder, load_checkpoint, load_opts, load_weights, loader_workers, os_error_line,
-                   select_device)
+from model import fuse_conv_bn
+from utils import ensure_writable_folder, load_opts, loader_workers, os_error_line, select_device
 
 
 def build_parser():
@@ -69,15 +69,6 @@ def check_model_flags(opts, train_opts, path):
         if given is not None and given != train_opts.get(flag):
             raise ValueError(f'--{flag} {given}: the run was trained with {flag}={train_opts.get(flag)} '
                              f'({path}); drop the flag, test.py rebuilds the model from opts.yaml')
-
-
-def checkpoint_path(run_dir, which_epoch):
-    """Return the checkpoint file `--which_epoch` names: net_last.pth, net_init.pth or net_XXX.pth."""
-    if which_epoch in ('last', 'init', 'average'):
-        return Path(run_dir) / f'net_{which_epoch}.pth'
-    if not which_epoch.isdigit():
-        raise ValueError(f"--which_epoch {which_epoch}: expected 'last', 'init', 'average' or an epoch number")
-    return Path(run_dir) / f'net_{int(which_epoch):03d}.pth'
 
 
 def saved_epochs(run_dir):
@@ -136,10 +127,8 @@ def run_test(opts, log=print):
         raise ValueError('--fp16 needs CUDA; use --bf16 on the CPU')
     amp_dtype = torch.float16 if opts.fp16 else torch.bfloat16 if opts.bf16 else None
     scales = parse_scales(opts.ms)
-    if 'nclasses' not in train_opts:
-        raise ValueError(f'{run_dir / "opts.yaml"}: no nclasses entry (was it written by train.py?)')
 
-    weights_path = existing_checkpoint(run_dir, opts.which_epoch)
+    existing_checkpoint(run_dir, opts.which_epoch)
     test_dir, result_path = Path(opts.test_dir), Path(opts.result)
     splits = ['gallery', 'query'] + (['multi-query'] if opts.multi else [])
     # Everything that can be wrong with the input or the output path is found before any feature is computed.
@@ -147,8 +136,7 @@ def run_test(opts, log=print):
     ensure_writable_folder(result_path.parent, '--result')
     if result_path.is_dir():
         raise ValueError(f'--result {result_path}: is a folder; give a file name such as pytorch_result.mat')
-    model = build_model(train_opts, int(train_opts['nclasses']), pretrained=False)
-    load_weights(model, load_checkpoint(weights_path), weights_path)
+    model, train_opts = load_network(run_dir, opts.which_epoch)  # this toolkit's runs and the original's
     model = fuse_conv_bn(model).to(device)
     pcb = bool(train_opts.get('PCB'))
     size = input_size(test_dir, train_opts.get('h'), train_opts.get('w'), pcb)   # the run's size wins

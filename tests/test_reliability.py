@@ -514,7 +514,7 @@ def test_test_refuses_a_checkpoint_of_another_network(run, odd_names, tmp_path, 
     weights['classifier.classifier.weight'] = weights['classifier.classifier.weight'][:5]
     utils.save_atomic(weights, other / 'net_last.pth')
     one_line_exit('test', test_py_argv((tmp_path / 'runs', 'other'), odd_names, tmp_path / 'r.mat'), capsys,
-                  other / 'net_last.pth', 'different network', 'classifier.classifier.weight')
+                  other / 'net_last.pth', 'does not fit the network', 'classifier.classifier.weight')
 
 
 def fill_disk_after(nbytes):
