@@ -1,6 +1,7 @@
 """Show one query and its top-10 gallery images: green frame = same id, red = different; saves show.png.
 
-Reads pytorch_result.mat (written by test.py) and the prepared test split to find the images.
+Reads pytorch_result.mat (written by test.py) and the prepared test split to find the images (any layout:
+with query = gallery, as CUB, the query's own image is left out like any junk).
     python demo.py --query_index 777 --test_dir ../Market/pytorch
     python demo.py --query_image me.jpg --name ft_ResNet50 --test_dir ../Market/pytorch   # any photo
     python demo.py --html results --test_dir ../Market/pytorch     # every query: results/index.html
@@ -137,7 +138,8 @@ def main(argv=None):
     ql, qc = int(result.query_label[i]), int(result.query_cam[i])
     keys = query_keys(result, i, args.rerank)
     ranked = ranked_gallery(keys, ql, qc, result.gallery_label, result.gallery_cam)[:args.top]
-    print(f'query {i}: {query_images[i][0]} (id {ql}, camera {qc})')
+    camera = f', camera {qc}' if qc >= 0 else ''   # a negative camera is prepare.py's 'no camera'
+    print(f'query {i}: {query_images[i][0]} (id {ql}{camera})')
     shown = []
     for rank, g in enumerate(ranked, 1):
         path, gid, _ = gallery_images[g]
