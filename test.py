@@ -5,8 +5,10 @@
     python test.py --name demo --test_dir data/demo/pytorch --which_epoch init      # the untrained network
 
 The network is rebuilt from model/<name>/opts.yaml. Feature = sum over the image and its horizontal flip (and
-each --ms scale), L2-normalised. Ids and cameras come from the file names. The result lines are printed and
-appended to model/<name>/result.txt.
+each --ms scale), L2-normalised. Ids and cameras come from the prepared folder's images.csv (from the file
+names for a folder prepared without it). The result lines are printed and appended to model/<name>/result.txt.
+--test_dir may be another dataset than the one trained on (train on Market, test on Duke): only its query/ and
+gallery/ are read.
 """
 import argparse
 import math
@@ -18,11 +20,12 @@ import scipy.io
 import torch
 from torch.utils.data import DataLoader
 
-from data import ReIDImageFolder, eval_transform, list_reid_images
+from api import checkpoint_path, load_network
+from data import ReIDImageFolder, eval_transform, input_size, list_reid_images, prepared_info
 from engine import extract_features
 from metrics import compute_cmc_map, format_result, pool_multi_query
-from model import build_model, fuse_conv_bn
-from utils import load_checkpoint, load_opts, loader_workers, select_device
+from model import fuse_conv_bn
+from utils import load_opts, loader_workers, select_device
 
 
 def build_parser():
@@ -67,15 +70,6 @@ def check_model_flags(opts, train_opts, path):
                              f'({path}); drop the flag, test.py rebuilds the model from opts.yaml')
 
 
-def checkpoint_path(run_dir, which_epoch):
-    """Return the checkpoint file `--which_epoch` names: net_last.pth, net_init.pth or net_XXX.pth."""
-    if which_epoch in ('last', 'init', 'average'):
-        return Path(run_dir) / f'net_{which_epoch}.pth'
-    if not which_epoch.isdigit():
-        raise ValueError(f"--which_epoch {which_epoch}: expected 'last', 'init', 'average' or an epoch number")
-    return Path(run_dir) / f'net_{int(which_epoch):03d}.pth'
-
-
 def parse_scales(ms):
     """Return the linear resize factors of `--ms` (area ratios, so sqrt of each value)."""
     try:
@@ -111,16 +105,12 @@ def run_test(opts, log=print):
         raise ValueError('--fp16 needs CUDA; use --bf16 on the CPU')
     amp_dtype = torch.float16 if opts.fp16 else torch.bfloat16 if opts.bf16 else None
     scales = parse_scales(opts.ms)
-    if 'nclasses' not in train_opts:
-        raise ValueError(f'{run_dir / "opts.yaml"}: no nclasses entry (was it written by train.py?)')
 
-    model = build_model(train_opts, int(train_opts['nclasses']), pretrained=False)
-    model.load_state_dict(load_checkpoint(checkpoint_path(run_dir, opts.which_epoch)))
+    model, train_opts = load_network(run_dir, opts.which_epoch)  # this toolkit's runs and the original's
     model = fuse_conv_bn(model).to(device)
     pcb = bool(train_opts.get('PCB'))
-    size = (int(train_opts.get('h') or (384 if pcb else 256)), int(train_opts.get('w') or (192 if pcb else 128)))
-
     test_dir = Path(opts.test_dir)
+    size = input_size(test_dir, train_opts.get('h'), train_opts.get('w'), pcb)   # the run's size wins
     gf, gl, gc = split_features(model, test_dir / 'gallery', opts, device, size, scales, amp_dtype)
     qf, ql, qc = split_features(model, test_dir / 'query', opts, device, size, scales, amp_dtype)
     result_path = Path(opts.result)
@@ -140,6 +130,9 @@ def run_test(opts, log=print):
         pooled, _ = pool_multi_query(qf, ql, qc, mf, ml, mc)
         results['multi'] = compute_cmc_map(pooled, ql, qc, gf, gl, gc)
         lines.append('multi:' + format_result(results['multi']).splitlines()[0])
+    if prepared_info(test_dir).get('trials') == 'gallery':
+        lines.append(f'(one gallery draw; the protocol averages several: python evaluate_gpu.py --result '
+                     f'{result_path} --trials 10)')
     text = '\n'.join(lines)
     log(text)
     with open(run_dir / 'result.txt', 'a') as f:

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from data import ReIDImageFolder, eval_transform, train_transform
+from data import ReIDImageFolder, eval_transform, input_size, train_transform
 from dg_market import dg_market
 from engine import evaluate_epoch, lr_factor, train_one_epoch
 from losses import active_loss_names, build_losses, loss_optimizer, shared_loss_parameters
@@ -86,8 +86,8 @@ def build_parser():
                    help='epochs where the lr drops x0.1, e.g. 40,70 (default: one drop at 2/3 of training)')
     p.add_argument('--cosine', action='store_true', help='cosine learning-rate decay instead of the step')
     p.add_argument('--droprate', default=0.5, type=float)
-    p.add_argument('--h', default=None, type=int, help='input height (default 256, 384 with --PCB)')
-    p.add_argument('--w', default=None, type=int, help='input width (default 128, 192 with --PCB)')
+    p.add_argument('--h', default=None, type=int, help='input height (default: the layout\'s, 256 for people; 384 with --PCB)')
+    p.add_argument('--w', default=None, type=int, help='input width (default: the layout\'s, 128 for people; 192 with --PCB)')
     p.add_argument('--pad', default=None, type=int,
                    help='padding before the random crop (default 10 at width 128, scaled with --w; 0 with --PCB; 0: no crop)')
     p.add_argument('--fp16', action='store_true', help='float16 mixed precision (CUDA)')
@@ -156,8 +156,9 @@ def milestones(steps):
 def resolved_opts(opts):
     """Return a copy of parsed options with sizes filled in and combinations checked (ValueError otherwise)."""
     o = Namespace(**vars(opts))
-    size = backbone_input_size(vars(o)) or ((384, 192) if o.PCB else (256, 128))
-    o.h, o.w = o.h or size[0], o.w or size[1]
+    size = backbone_input_size(vars(o)) or (None, None)   # Swin/ViT need their own size
+    # explicit flags win, then the backbone's size, then PCB's, then the prepared layout's
+    o.h, o.w = input_size(o.data_dir, o.h or size[0], o.w or size[1], o.PCB)
     if o.pad is None:  # the original PCB recipe has no pad + crop
         o.pad = 0 if o.PCB else round(10 * o.w / 128)
     if o.backbone_lr_mult is None:
