@@ -4,7 +4,8 @@
     python evaluate_gpu.py --result other.mat --multi   # also multi-query, from ./multi_query.mat
     python evaluate_gpu.py --rerank --k1 20 --k2 6 --lambda 0.3   # also k-reciprocal re-ranking
 
-Runs on CUDA when present, else on the CPU. The first printed line keeps the original's format.
+Runs on CUDA when present, else on the CPU, one block of queries at a time (re-ranking included), so memory stays
+far below queries x gallery. The first printed line keeps the original's format.
 """
 import argparse
 from collections import namedtuple
@@ -96,10 +97,11 @@ def evaluate_all(result, multi=None, rerank_params=None):
     for title, query_features, note in runs:
         reports.append((title, metrics.compute_cmc_map(query_features, ql, qc, gf, gl, gc), note))
         if rerank_params is not None:
-            dist = rerank.k_reciprocal_rerank(query_features, gf, **rerank_params)
+            # streamed per block of queries: the (Q, G) re-ranked matrix never exists
+            blocks = rerank.k_reciprocal_rerank_blocks(query_features, gf, **rerank_params)
             label = 'k1=%(k1)d k2=%(k2)d lambda=%(lambda_value)g' % rerank_params
             reports.append(((title or 'single query:').rstrip(':') + f', re-ranked ({label}):',
-                            metrics.compute_cmc_map_from_dist(dist, ql, qc, gl, gc), None))
+                            metrics.compute_cmc_map_from_blocks(blocks, ql, qc, gl, gc), None))
     return reports
 
 
