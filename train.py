@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 
 from data import ReIDImageFolder, eval_transform, train_transform
 from engine import evaluate_epoch, lr_factor, train_one_epoch
+from speed import memory_format, resolve_cpu_bf16, set_cpu_threads, use_channels_last
 from model import PretrainedWeightsUnavailable, build_model, parameter_groups
 from utils import (copy_code, draw_curves, load_checkpoint, load_opts, loader_workers, restore_rng_states,
                    rng_states, save_atomic, save_opts, seed_everything, select_device)
@@ -61,6 +62,10 @@ def build_parser():
                    help='padding before the random crop (default 10 at width 128, scaled with --w; 0 with --PCB; 0: no crop)')
     p.add_argument('--fp16', action='store_true', help='float16 mixed precision (CUDA)')
     p.add_argument('--bf16', action='store_true', help='bfloat16 mixed precision (CUDA or CPU)')
+    p.add_argument('--cpu_bf16', default='auto', choices=('auto', 'on', 'off'),
+                   help='on the CPU: bf16 autocast (auto: where the CPU has native bf16, e.g. avx512_bf16 or AMX)')
+    p.add_argument('--channels_last', default='auto', choices=('auto', 'on', 'off'),
+                   help='run convolutions in the channels_last memory format (auto: on)')
     p.add_argument('--seed', default=0, type=int)
     p.add_argument('--num_workers', default=None, type=int,
                    help='data loading processes (default 2 with CUDA, 0 = in the main process on the CPU)')
@@ -97,6 +102,18 @@ def amp_settings(opts, device):
             raise ValueError('--fp16 needs CUDA; use --bf16 for mixed precision on the CPU')
         return torch.float16, torch.amp.GradScaler('cuda')
     return (torch.bfloat16 if opts.bf16 else None), None
+
+
+def apply_speed_settings(opts, device, log=print):
+    """Resolve --cpu_bf16 and --channels_last for `device` into opts (recorded in opts.yaml); set CPU threads."""
+    if device.type == 'cpu':
+        set_cpu_threads(opts.num_workers)
+        if not opts.bf16:
+            on, reason = resolve_cpu_bf16(opts.cpu_bf16, device)
+            opts.bf16, opts.cpu_bf16_reason = on, reason
+            if on:
+                log(f'bf16 autocast on the CPU ({reason})')
+    opts.channels_last = 'on' if use_channels_last(opts.channels_last, device) else 'off'
 
 
 def training_state(epoch, model, optimizer, scheduler, scaler, history):
@@ -164,8 +181,9 @@ def run_training(opts, stop_after=None, log=print):
     device, note = select_device(opts.gpu_ids)
     if note:
         log(note)
-    amp_dtype, scaler = amp_settings(opts, device)
     opts.num_workers = loader_workers(opts.num_workers, device)
+    apply_speed_settings(opts, device, log)
+    amp_dtype, scaler = amp_settings(opts, device)
     seed_everything(opts.seed)
     if device.type == 'cuda':
         torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels
@@ -174,7 +192,7 @@ def run_training(opts, stop_after=None, log=print):
     opts.nclasses = len(train_set.classes)
     log(f'{len(train_set)} training images of {opts.nclasses} ids'
         + (f', {len(val_set)} val images' if val_set is not None else ', no val split') + f'; device {device}')
-    model = build_model(opts, opts.nclasses).to(device)
+    model = build_model(opts, opts.nclasses).to(device, memory_format=memory_format(opts.channels_last == 'on'))
     # Drop a last partial batch (BatchNorm fails on one image) unless the whole split fits in one batch.
     drop_last = len(train_set) > opts.batchsize
     optimizer, scheduler = optimizer_and_scheduler(
