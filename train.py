@@ -27,7 +27,7 @@ from utils import (copy_code, draw_curves, load_checkpoint, load_opts, loader_wo
                    rng_states, save_atomic, save_opts, seed_everything, select_device)
 
 # On --resume these come from the command line (they describe the machine); the rest from opts.yaml.
-MACHINE_OPTIONS = ('gpu_ids', 'num_workers', 'data_dir', 'model_dir')
+MACHINE_OPTIONS = ('gpu_ids', 'num_workers', 'data_dir', 'model_dir', 'cache_dir')
 SNAPSHOT_EVERY = 10
 
 
@@ -69,6 +69,9 @@ def build_parser():
     p.add_argument('--seed', default=0, type=int)
     p.add_argument('--num_workers', default=None, type=int,
                    help='data loading processes (default 2 with CUDA, 0 = in the main process on the CPU)')
+    p.add_argument('--cache', action='store_true',
+                   help='decode every training image once into a uint8 cache and augment whole batches on the device')
+    p.add_argument('--cache_dir', default=None, type=str, help='where --cache writes (default <data_dir>/cache)')
     p.add_argument('--resume', action='store_true', help='continue <model_dir>/<name> from resume.pth')
     p.add_argument('--overwrite', action='store_true',
                    help='replace an existing run of the same --name (its net_*.pth are deleted)')
@@ -138,6 +141,31 @@ def datasets(opts):
     if (data_dir / 'val').is_dir():
         val_set = ReIDImageFolder(data_dir / 'val', eval_transform(opts.h, opts.w), train_set.class_to_idx)
     return train_set, val_set
+
+
+def cached_pixels(train_set, opts):
+    """Return the uint8 (N, h, w, 3) memory map of the training images (augment.image_cache), built once."""
+    from augment import CACHE_FOLDER, image_cache
+    cache_dir = Path(opts.cache_dir) if opts.cache_dir else Path(opts.data_dir) / CACHE_FOLDER
+    return image_cache([p for p, _ in train_set.samples], opts.h, opts.w, cache_dir, train_set.root.name)
+
+
+def training_batches(train_set, opts, device, epoch, drop_last, pixels=None):
+    """Return epoch `epoch`'s (images, labels) batches: a DataLoader over the per-image transform, or with
+    --cache, whole batches augmented on `device` from `pixels`, in the same sample order."""
+    generator = epoch_generator(opts.seed, epoch)
+    if pixels is None:
+        return DataLoader(train_set, batch_size=opts.batchsize, shuffle=True, drop_last=drop_last,
+                          num_workers=opts.num_workers, pin_memory=device.type == 'cuda', generator=generator)
+    from torch.utils.data import BatchSampler, RandomSampler
+
+    from augment import CachedBatches
+    sampler = BatchSampler(RandomSampler(train_set, generator=generator), opts.batchsize, drop_last)
+    # the draw a DataLoader makes first (its workers' base seed) seeds the augmentation, so the sampler then
+    # gives the same sample order as the DataLoader above
+    seed = int(torch.empty((), dtype=torch.int64).random_(generator=generator))
+    return CachedBatches(pixels, train_set.targets, sampler, device, seed, pad=opts.pad, erasing_p=opts.erasing_p,
+                         jitter=opts.color_jitter)
 
 
 def optimizer_and_scheduler(model, opts, steps_per_epoch):
@@ -216,6 +244,7 @@ def run_training(opts, stop_after=None, log=print):
         save_atomic(model.state_dict(), run_dir / 'net_init.pth')
 
     pin = device.type == 'cuda'
+    pixels = cached_pixels(train_set, opts) if opts.cache else None
     val_loader = None
     if val_set is not None:
         val_loader = DataLoader(val_set, batch_size=opts.batchsize, shuffle=False,
@@ -223,9 +252,7 @@ def run_training(opts, stop_after=None, log=print):
     last_epoch = opts.total_epoch if stop_after is None else min(opts.total_epoch, first_epoch + stop_after)
     for epoch in range(first_epoch, last_epoch):
         start, lr = time.perf_counter(), optimizer.param_groups[-1]['lr']
-        loader = DataLoader(train_set, batch_size=opts.batchsize, shuffle=True, drop_last=drop_last,
-                            num_workers=opts.num_workers, pin_memory=pin,
-                            generator=epoch_generator(opts.seed, epoch))
+        loader = training_batches(train_set, opts, device, epoch, drop_last, pixels)
         loss, err = train_one_epoch(model, loader, optimizer, scheduler, device, amp_dtype, scaler,
                                     desc=f'epoch {epoch + 1}/{opts.total_epoch}')
         history['train_loss'].append(loss)
