@@ -74,12 +74,14 @@ def available_cores():
         return os.cpu_count() or 1
 
 
-def set_cpu_threads(data_workers=0):
-    """Give PyTorch's intra-op pool the cores not taken by data-loading workers (at least one); return it.
+def set_cpu_threads(data_workers=0, processes=None):
+    """Give PyTorch's intra-op pool this process's share of the cores (torchrun's LOCAL_WORLD_SIZE processes
+    share them), less its data-loading workers, at least one thread; return the count.
 
     One inter-op thread: the models here run one op at a time, extra pools only compete for the same cores.
     """
-    threads = max(1, available_cores() - data_workers)
+    processes = processes or int(os.environ.get('LOCAL_WORLD_SIZE', os.environ.get('WORLD_SIZE', 1)))
+    threads = max(1, available_cores() // max(1, processes) - data_workers)
     torch.set_num_threads(threads)
     try:
         torch.set_num_interop_threads(1)

@@ -4,11 +4,16 @@
     python train.py --name demo --data_dir data/demo/pytorch --train_all --backbone resnet18 --scratch \
         --h 64 --w 32 --total_epoch 30 --warm_epoch 1                                   # ~3 min on 2 CPU cores
     python train.py --name ft_ResNet50 --resume                                           # continue a run
+    torchrun --nproc_per_node 4 train.py --name ft_ResNet50 --data_dir ../Market/pytorch --train_all --sync_bn
+    torchrun --nnodes 2 --node_rank 0 --nproc_per_node 8 --rdzv_backend c10d --rdzv_endpoint HOST:29500 \
+        train.py ...                                      # two machines: the same line on each, --node_rank 1 there
 
 Outputs in model/<name>/: opts.yaml (every flag), net_init.pth (the network before training),
 net_XXX.pth (every 10 epochs, XXX = 0-based epoch), net_last.pth, resume.pth (optimizer, scheduler,
 scaler, RNG states, curves), train.jpg (loss / top-1 error curves) and a copy of the code.
---resume takes every option from the run's opts.yaml except --gpu_ids, --num_workers, --data_dir, --model_dir.
+--resume takes every option from the run's opts.yaml except --gpu_ids, --num_workers, --data_dir, --model_dir,
+--cache_dir. With torchrun (distributed.py) --batchsize is the global batch, split over the processes; rank 0
+alone logs and writes; resume.pth keeps every rank's RNG state.
 """
 import argparse
 import sys
@@ -20,6 +25,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from data import ReIDImageFolder, eval_transform, train_transform
+import distributed
 from engine import evaluate_epoch, lr_factor, train_one_epoch
 from speed import memory_format, resolve_cpu_bf16, set_cpu_threads, use_channels_last
 from model import PretrainedWeightsUnavailable, build_model, parameter_groups
@@ -69,6 +75,8 @@ def build_parser():
     p.add_argument('--seed', default=0, type=int)
     p.add_argument('--num_workers', default=None, type=int,
                    help='data loading processes (default 2 with CUDA, 0 = in the main process on the CPU)')
+    p.add_argument('--sync_bn', action='store_true', help='with torchrun on CUDA: BatchNorm statistics over all GPUs')
+    p.add_argument('--compile', action='store_true', help='torch.compile the network for training (PyTorch 2)')
     p.add_argument('--cache', action='store_true',
                    help='decode every training image once into a uint8 cache and augment whole batches on the device')
     p.add_argument('--cache_dir', default=None, type=str, help='where --cache writes (default <data_dir>/cache)')
@@ -154,7 +162,8 @@ def training_batches(train_set, opts, device, epoch, drop_last, pixels=None):
     """Return epoch `epoch`'s (images, labels) batches: a DataLoader over the per-image transform, or with
     --cache, whole batches augmented on `device` from `pixels`, in the same sample order."""
     generator = epoch_generator(opts.seed, epoch)
-    if pixels is None:
+    rank, world = distributed.rank(), distributed.world_size()
+    if pixels is None and world == 1:
         return DataLoader(train_set, batch_size=opts.batchsize, shuffle=True, drop_last=drop_last,
                           num_workers=opts.num_workers, pin_memory=device.type == 'cuda', generator=generator)
     from torch.utils.data import BatchSampler, RandomSampler
@@ -164,20 +173,29 @@ def training_batches(train_set, opts, device, epoch, drop_last, pixels=None):
     # the draw a DataLoader makes first (its workers' base seed) seeds the augmentation, so the sampler then
     # gives the same sample order as the DataLoader above
     seed = int(torch.empty((), dtype=torch.int64).random_(generator=generator))
-    return CachedBatches(pixels, train_set.targets, sampler, device, seed, pad=opts.pad, erasing_p=opts.erasing_p,
-                         jitter=opts.color_jitter)
+    if world > 1:  # every rank draws the same global batches and keeps its share
+        sampler = distributed.ShardedBatches(sampler, rank, world)
+    if pixels is None:
+        return DataLoader(train_set, batch_sampler=sampler, num_workers=opts.num_workers,
+                          pin_memory=device.type == 'cuda', generator=torch.Generator().manual_seed(seed + rank))
+    return CachedBatches(pixels, train_set.targets, sampler, device, seed + rank, pad=opts.pad,
+                         erasing_p=opts.erasing_p, jitter=opts.color_jitter)
 
 
-def optimizer_and_scheduler(model, opts, steps_per_epoch):
-    """Return the recipe's SGD (nesterov, backbone at lr x backbone_lr_mult) and its per-step LR schedule."""
+def optimizer_and_scheduler(model, opts, steps_per_epoch, fused=False):
+    """Return the recipe's SGD (nesterov, backbone at lr x backbone_lr_mult) and its per-step LR schedule.
+
+    `fused`: one kernel for the whole update (CUDA); otherwise the multi-tensor (foreach) update.
+    """
     optimizer = torch.optim.SGD(parameter_groups(model, opts.lr, opts.backbone_lr_mult), lr=opts.lr,
-                                weight_decay=opts.weight_decay, momentum=0.9, nesterov=True)
+                                weight_decay=opts.weight_decay, momentum=0.9, nesterov=True,
+                                **({'fused': True} if fused else {'foreach': True}))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, steps_per_epoch, opts.total_epoch, opts.warm_epoch, opts.cosine))
     return optimizer, scheduler
 
 
-def restored_progress(path, model, optimizer, scheduler, scaler, device):
+def restored_progress(path, model, optimizer, scheduler, scaler, device, rank=0):
     """Load resume.pth into the training objects and the RNGs; return (history, completed epochs)."""
     # CPU first: RNG states must stay CPU tensors; load_state_dict moves the rest to the model's device.
     state = load_checkpoint(path, map_location='cpu')
@@ -186,7 +204,8 @@ def restored_progress(path, model, optimizer, scheduler, scaler, device):
     scheduler.load_state_dict(state['scheduler'])
     if scaler is not None and state['scaler'] is not None:
         scaler.load_state_dict(state['scaler'])
-    restore_rng_states(state['rng'])
+    per_rank = state.get('rng_per_rank') or [state['rng']]
+    restore_rng_states(per_rank[rank] if rank < len(per_rank) else state['rng'])
     return state['history'], state['epoch']
 
 
@@ -196,6 +215,9 @@ def run_training(opts, stop_after=None, log=print):
     `stop_after` ends this session after that many epochs (its checkpoints allow --resume), for tests.
     """
     run_dir = Path(opts.model_dir) / opts.name
+    rank, world, local_rank = distributed.init_process_group()
+    if rank != 0:  # rank 0 alone logs and writes files
+        log = lambda *args: None  # noqa: E731
     if opts.resume:
         saved = load_opts(run_dir / 'opts.yaml')
         defaults = vars(build_parser().parse_args([]))
@@ -207,6 +229,10 @@ def run_training(opts, stop_after=None, log=print):
                             **{k: getattr(opts, k) for k in MACHINE_OPTIONS}, 'resume': True})
     opts = resolved_opts(opts)
     device, note = select_device(opts.gpu_ids)
+    if world > 1 and device.type == 'cuda':
+        device = torch.device('cuda', local_rank)
+    if opts.sync_bn and world > 1 and device.type != 'cuda':
+        raise ValueError('--sync_bn needs CUDA (BatchNorm statistics are synchronised over GPUs)')
     if note:
         log(note)
     opts.num_workers = loader_workers(opts.num_workers, device)
@@ -224,19 +250,20 @@ def run_training(opts, stop_after=None, log=print):
     # Drop a last partial batch (BatchNorm fails on one image) unless the whole split fits in one batch.
     drop_last = len(train_set) > opts.batchsize
     optimizer, scheduler = optimizer_and_scheduler(
-        model, opts, len(train_set) // opts.batchsize if drop_last else 1)
+        model, opts, len(train_set) // opts.batchsize if drop_last else 1, fused=device.type == 'cuda')
 
     history = {'train_loss': [], 'train_err': [], 'val_loss': [], 'val_err': []}
     first_epoch = 0
+    if not opts.resume and (run_dir / 'opts.yaml').exists() and not opts.overwrite:
+        raise ValueError(f'{run_dir}: a run of this --name exists; continue it with --resume, pick another '
+                         f'--name, or replace it with --overwrite')
+    distributed.barrier()  # every rank has looked at the run folder before rank 0 writes into it
     if opts.resume:
         history, first_epoch = restored_progress(run_dir / 'resume.pth', model, optimizer, scheduler, scaler,
-                                                 device)
+                                                 device, rank)
         log(f'resuming {run_dir} after epoch {first_epoch} of {opts.total_epoch}'
             + (' (already complete)' if first_epoch >= opts.total_epoch else ''))
-    else:
-        if (run_dir / 'opts.yaml').exists() and not opts.overwrite:
-            raise ValueError(f'{run_dir}: a run of this --name exists; continue it with --resume, pick another '
-                             f'--name, or replace it with --overwrite')
+    elif rank == 0:
         for stale in run_dir.glob('net_*.pth'):  # snapshots of the run being replaced must not mix with ours
             stale.unlink()
         save_opts(opts, run_dir / 'opts.yaml')
@@ -245,6 +272,9 @@ def run_training(opts, stop_after=None, log=print):
 
     pin = device.type == 'cuda'
     pixels = cached_pixels(train_set, opts) if opts.cache else None
+    # the compiled wrapper shares the parameters; checkpoints keep saving `model`'s plain state_dict
+    network = distributed.wrap(model, device, opts.sync_bn)  # DDP with several processes
+    network = torch.compile(network) if opts.compile else network
     val_loader = None
     if val_set is not None:
         val_loader = DataLoader(val_set, batch_size=opts.batchsize, shuffle=False,
@@ -253,25 +283,30 @@ def run_training(opts, stop_after=None, log=print):
     for epoch in range(first_epoch, last_epoch):
         start, lr = time.perf_counter(), optimizer.param_groups[-1]['lr']
         loader = training_batches(train_set, opts, device, epoch, drop_last, pixels)
-        loss, err = train_one_epoch(model, loader, optimizer, scheduler, device, amp_dtype, scaler,
+        loss, err = train_one_epoch(network, loader, optimizer, scheduler, device, amp_dtype, scaler,
                                     desc=f'epoch {epoch + 1}/{opts.total_epoch}')
+        loss, err = distributed.mean_over_ranks(loss, err)
         history['train_loss'].append(loss)
         history['train_err'].append(err)
         line = f'epoch {epoch + 1}/{opts.total_epoch} train loss {loss:.4f} err {err:.4f}'
-        if val_loader is not None:
+        if val_loader is not None and rank == 0:
             val_loss, val_err = evaluate_epoch(model, val_loader, device, amp_dtype)
             history['val_loss'].append(val_loss)
             history['val_err'].append(val_err)
             line += f' | val loss {val_loss:.4f} err {val_err:.4f}'
         log(f'{line} | lr {lr:.2e} | {time.perf_counter() - start:.0f}s')
 
-        weights = model.state_dict()
-        if epoch % SNAPSHOT_EVERY == SNAPSHOT_EVERY - 1:
-            save_atomic(weights, run_dir / f'net_{epoch:03d}.pth')
-        save_atomic(weights, run_dir / 'net_last.pth')
-        save_atomic(training_state(epoch + 1, model, optimizer, scheduler, scaler, history),
-                    run_dir / 'resume.pth')
-        draw_curves(history, run_dir / 'train.jpg')
+        rng_per_rank = distributed.gathered(rng_states())  # every rank takes part; rank 0 saves them all
+        if rank == 0:
+            weights = model.state_dict()
+            if epoch % SNAPSHOT_EVERY == SNAPSHOT_EVERY - 1:
+                save_atomic(weights, run_dir / f'net_{epoch:03d}.pth')
+            save_atomic(weights, run_dir / 'net_last.pth')
+            state = training_state(epoch + 1, model, optimizer, scheduler, scaler, history)
+            state['rng_per_rank'] = rng_per_rank
+            save_atomic(state, run_dir / 'resume.pth')
+            draw_curves(history, run_dir / 'train.jpg')
+        distributed.barrier()  # resume.pth is complete before any rank may stop
     return history
 
 
@@ -281,6 +316,8 @@ def main(argv=None):
         run_training(opts)
     except (ValueError, PretrainedWeightsUnavailable) as e:
         raise SystemExit(f'train.py: {e}') from None
+    finally:
+        distributed.shutdown()
 
 
 if __name__ == '__main__':

@@ -4,6 +4,7 @@
     python bench/bench_evaluate.py --scale 0.5            # half the queries, gallery and ids
     python bench/bench_evaluate.py --skip_dense           # leave out the dense re-ranking (~13 GB at full size)
     python bench/bench_evaluate.py --size msmt17          # MSMT17 size (11659 x 82161 x 512), no naive references
+    python bench/bench_evaluate.py --size msmt17 --whole_process_only   # just `python evaluate_gpu.py [--rerank]`
 
 Each variant runs in its own subprocess, so its peak RSS (os.wait4) is its own; 'load only' is the baseline
 (python, torch, the .mat) that the other peaks are compared with. Times cover the computation only, except the
@@ -232,6 +233,8 @@ def main(argv=None):
     parser.add_argument('--noise', default=2.0, type=float, help='feature noise around the id centres')
     parser.add_argument('--skip_dense', action='store_true', help='leave out the dense re-ranking')
     parser.add_argument('--skip_naive', action='store_true', help='leave out the per-query loop')
+    parser.add_argument('--whole_process_only', action='store_true',
+                        help='only the two whole-process rows (python evaluate_gpu.py [--rerank]) after the load row')
     parser.add_argument('--threads', type=int, help='torch threads in every variant (default: torch decides)')
     parser.add_argument('--child', help=argparse.SUPPRESS)
     parser.add_argument('--mat', help=argparse.SUPPRESS)
@@ -252,6 +255,8 @@ def main(argv=None):
         small = args.size == 'market'  # the naive references need hours and ~1 TB at MSMT17 size
         variants = ['load', 'engine'] + ([] if args.skip_naive or not small else ['naive']) + ['rerank'] + \
             ([] if args.skip_dense or not small else ['dense_rerank']) + ['evaluate_gpu.py', 'evaluate_gpu.py --rerank']
+        if args.whole_process_only:
+            variants = ['load', 'evaluate_gpu.py', 'evaluate_gpu.py --rerank']
         reports = {}
         for variant in variants:
             reports[variant] = report = run_variant(variant, mat, workdir, args.threads)
