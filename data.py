@@ -1,12 +1,17 @@
-"""Re-ID file names, datasets and transforms: the one place that knows how images are named and loaded.
+"""Re-ID file names, prepared folders, datasets and transforms: how images are named, listed and loaded.
 
-Market-1501, DukeMTMC-reID, MSMT17 and VeRi-776 all name an image `<id>_c<camera>...`; parse it here only.
+A prepared folder's images.csv (written by prepare.py) gives every image's id and camera; Market-style names
+(`<id>_c<camera>...`) are parsed here only, for folders prepared before that table existed.
 """
+import csv
+import json
 import os
 import re
 from pathlib import Path
 
 IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp')
+IMAGE_TABLE = 'images.csv'                 # split,path,id,label,camera of every prepared image
+PREPARED_MARKER = '.prepare_reid.json'     # prepare.py's marker: layout, input size, protocol, counts
 
 # id is digits or -1 (junk); the camera may have several digits (MSMT17 has 15, VeRi-776 has 20 cameras).
 _NAME = re.compile(r'^(-1|\d+)_c(\d+)')
@@ -75,13 +80,51 @@ class ReIDImageFolder:
         return (self.transform(img) if self.transform else img), target
 
 
+def read_image_table(root):
+    """Return {relative path: (label, camera)} from `root`/images.csv, or None when the folder has none."""
+    path = Path(root) / IMAGE_TABLE
+    if not path.is_file():
+        return None
+    with open(path, newline='') as f:
+        try:
+            return {row['path']: (int(row['label']), int(row['camera'])) for row in csv.DictReader(f)}
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f'{path}: not a table written by prepare.py (re-run prepare.py)') from None
+
+
 def list_reid_images(folder):
     """Return [(path, person_id, camera)] of a prepared split in ImageFolder order.
 
-    Ids and cameras come from the file names (data.parse_market_name), not from the folder index, so the
-    distractor (0000) and junk (-1) folders keep their meaning.
+    Ids and cameras come from the prepared folder's images.csv (parsed once, by prepare.py, for any layout);
+    without it (a folder prepared by an older version) from Market-style file names. Never from the folder
+    index, so the distractor (0000) and junk (-1) folders keep their meaning.
     """
-    return [(path, *parse_market_name(path)) for path, _ in ReIDImageFolder(folder).samples]
+    folder = Path(folder)
+    samples = ReIDImageFolder(folder).samples
+    table = read_image_table(folder.parent)
+    if table is None:
+        return [(path, *parse_market_name(path)) for path, _ in samples]
+    out = []
+    for path, _ in samples:
+        key = Path(path).relative_to(folder.parent).as_posix()
+        if key not in table:
+            raise ValueError(f'{path}: not in {folder.parent / IMAGE_TABLE} (re-run prepare.py)')
+        out.append((path, *table[key]))
+    return out
+
+
+def prepared_info(root):
+    """Return what prepare.py recorded about a prepared folder (layout, input_size, protocol...), or {}."""
+    try:
+        return json.loads((Path(root) / PREPARED_MARKER).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def input_size(data_dir, h=None, w=None, pcb=False):
+    """Return (h, w): the given values win; else PCB's 384x192, else the prepared layout's size, else 256x128."""
+    default = (384, 192) if pcb else tuple(prepared_info(data_dir).get('input_size') or (256, 128))
+    return int(h or default[0]), int(w or default[1])
 
 
 def train_transform(h=256, w=128, pad=10, erasing_p=0.0, color_jitter=False):

@@ -3,9 +3,12 @@
     python evaluate_gpu.py                              # reads ./pytorch_result.mat
     python evaluate_gpu.py --result other.mat --multi   # also multi-query, from ./multi_query.mat
     python evaluate_gpu.py --rerank --k1 20 --k2 6 --lambda 0.3   # also k-reciprocal re-ranking
+    python evaluate_gpu.py --trials 10                  # VehicleID: mean and std over 10 re-drawn galleries
+    python evaluate_gpu.py --result viper0.mat viper1.mat ...     # VIPeR: mean and std over several splits
 
-Runs on CUDA when present, else on the CPU, one block of queries at a time (re-ranking included), so memory stays
-far below queries x gallery. The first printed line keeps the original's format.
+Runs on CUDA when present, else on the CPU, one block of queries at a time (re-ranking included: memory stays far
+below queries x gallery). The first printed line keeps the original's format (with several
+trials it holds the means; the standard deviations follow on the next line, per-trial values go to *_trials.mat).
 """
 import argparse
 from collections import namedtuple
@@ -14,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
+import datasets
 import metrics
 import rerank
 
@@ -66,7 +70,11 @@ def load_multi_query(path):
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--result', default='pytorch_result.mat', help='features saved by test.py')
+    parser.add_argument('--result', default=['pytorch_result.mat'], nargs='+',
+                        help='features saved by test.py; several files (e.g. VIPeR splits): mean and std over them')
+    parser.add_argument('--trials', default=0, type=int,
+                        help='VehicleID protocol: re-draw the gallery (one random image per id, seeds 0..N-1) '
+                             'N times from the features; mean and std')
     parser.add_argument('--multi', action='store_true', help='also evaluate multi-query (features from --multi_result)')
     parser.add_argument('--multi_result', default='multi_query.mat', help='multi-query features saved by test.py')
     parser.add_argument('--rerank', action='store_true', help='also evaluate with k-reciprocal re-ranking')
@@ -79,6 +87,10 @@ def parse_args(argv=None):
         parser.error(f'--k1 {args.k1} --k2 {args.k2}: both must be at least 1')
     if not 0 <= args.lambda_value <= 1:
         parser.error(f'--lambda {args.lambda_value}: must lie in [0, 1]')
+    if args.trials < 0 or (args.trials and len(args.result) > 1):
+        parser.error(f'--trials {args.trials}: a positive number of gallery draws of one --result file')
+    if (args.trials or len(args.result) > 1) and (args.multi or args.rerank):
+        parser.error('--multi and --rerank evaluate one result; not with --trials or several --result files')
     return args
 
 
@@ -105,8 +117,67 @@ def evaluate_all(result, multi=None, rerank_params=None):
     return reports
 
 
+def redrawn_galleries(result, trials):
+    """Return [ReIDResult] of `trials` gallery draws (seeds 0, 1, ...) over all the images of `result`.
+
+    Query and gallery are pooled, put in prepare.py's order, and per id one random image goes to the gallery
+    (datasets.gallery_draw; seed 0 gives the split prepare.py wrote). Needs one camera value per image, as
+    prepare.py gives a layout without cameras (VehicleID): ValueError otherwise.
+    """
+    features, labels, cams = (np.concatenate(pair) for pair in zip(result[:3], result[3:]))
+    if len(np.unique(cams)) != len(cams):
+        raise ValueError('--trials re-draws the gallery of a layout without cameras (VehicleID), where each image '
+                         'has its own camera value; these cameras repeat')
+    order = datasets.canonical_order(cams)
+    features, labels, cams = features[order], labels[order], cams[order]
+    draws = [datasets.gallery_draw(labels, seed) for seed in range(trials)]
+    return [ReIDResult(features[~g], labels[~g], cams[~g], features[g], labels[g], cams[g]) for g in draws]
+
+
+TRIAL_KEYS = ('rank1', 'rank5', 'rank10', 'mAP', 'mAP_standard', 'mINP', 'n_valid', 'n_skipped')
+
+
+def trial_summary(reports):
+    """Return {key: per-trial values (numpy)} of metrics dicts, then their means and standard deviations."""
+    values = {key: np.array([metrics.rank_at(r, int(key[4:])) if key.startswith('rank') else r[key]
+                             for r in reports], dtype=np.float64) for key in TRIAL_KEYS}
+    return values, {k: float(v.mean()) for k, v in values.items()}, {k: float(v.std()) for k, v in values.items()}
+
+
+def format_trials(mean, std, n):
+    """The original's first line (of the means), then the standard deviations, then the other metrics."""
+    line = 'Rank@1:%f Rank@5:%f Rank@10:%f mAP:%f'
+    return '\n'.join([line % tuple(mean[k] for k in TRIAL_KEYS[:4]),
+                      ('std ' + line + ' (over %d trials)') % (tuple(std[k] for k in TRIAL_KEYS[:4]) + (n,)),
+                      'mAP(standard):%f+-%f mINP:%f+-%f (queries per trial: %.1f evaluated, %.1f skipped)' % (
+                          mean['mAP_standard'], std['mAP_standard'], mean['mINP'], std['mINP'],
+                          mean['n_valid'], mean['n_skipped'])])
+
+
+def evaluate_trials(args):
+    """Evaluate several results (files, or --trials gallery draws); print mean and std; save *_trials.mat."""
+    if args.trials:
+        try:
+            results = redrawn_galleries(load_result(args.result[0]), args.trials)
+        except ValueError as e:
+            raise SystemExit(f'{args.result[0]}: {e}') from None
+    else:
+        results = [load_result(path) for path in args.result]
+    reports = [metrics.compute_cmc_map(*result) for result in results]
+    values, mean, std = trial_summary(reports)
+    print(format_trials(mean, std, len(reports)))
+    out = Path(args.result[0]).with_name(Path(args.result[0]).stem + '_trials.mat')
+    scipy.io.savemat(out, {**values, **{f'mean_{k}': v for k, v in mean.items()},
+                           **{f'std_{k}': v for k, v in std.items()}})
+    print(f'per-trial values: {out}')
+    return values, mean, std
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.trials or len(args.result) > 1:
+        return evaluate_trials(args)
+    args.result = args.result[0]
     result = load_result(args.result)
     multi = load_multi_query(args.multi_result) if args.multi else None
     params = dict(k1=args.k1, k2=args.k2, lambda_value=args.lambda_value) if args.rerank else None

@@ -1,85 +1,40 @@
-"""Turn a Market-1501 / DukeMTMC-reID download into the ImageFolder layout train.py and test.py read.
+r"""Turn a re-ID download (or your own photos) into the ImageFolder layout train.py and test.py read.
 
 Usage (the download is never moved, renamed or deleted; images are copied, or hard-linked with --link):
-    python prepare.py --download_path ../Market                 # -> ../Market/pytorch/{train,val,train_all,...}
+    python prepare.py                                            # ../Market -> ../Market/pytorch/{train,val,...}
     python prepare.py --download_path ../Market --save_path /fast/disk/market --link
-No download at hand? Generate a synthetic Market-style set first, then prepare it like a real one:
-    python prepare.py --make-demo data/demo [--size tiny|demo|market] [--seed 0] [--cameras 6]
+    python prepare.py --download_path ../MSMT17_V1               # the layout is detected from the folder
+    python prepare.py --dataset cuhk03 --cuhk03 labeled --download_path ../cuhk03-np
+    python prepare.py --dataset vehicleid --test_size 1600 --download_path ../VehicleID_V1.0
+    python prepare.py --dataset viper --split 3 --download_path ../VIPeR --save_path ../VIPeR/pytorch3
+    python prepare.py --custom ../photos --pattern '(?P<id>\d+)_c(?P<cam>\d+)'   # train/ query/ gallery/
+    python prepare.py --csv ../photos/list.csv                    # lines path,id,camera,split
+Layouts: market duke msmt17 cuhk03 veri vehicleid cub viper custom csv (see datasets.py and README.md).
+Besides the images, <save_path>/images.csv records every image's id, label and camera, read by test.py.
+No download at hand? Generate a synthetic set of any layout first, then prepare it like a real one:
+    python prepare.py --make-demo data/demo [--layout market] [--size tiny|demo|market] [--seed 0]
     python prepare.py --download_path data/demo
 """
 import argparse
+import csv
+import io
 import json
 import os
 import shutil
+from collections import defaultdict
 from pathlib import Path
 
-from data import is_image_file, parse_market_name
+import datasets
+from data import IMAGE_TABLE, PREPARED_MARKER as OUTPUT_MARKER   # only a folder with the marker is replaced
+from datasets import split_train_val  # noqa: F401  (kept importable here: the val rule of prepare.py)
 
-OUTPUT_MARKER = '.prepare_reid.json'   # only a folder that carries it is ever replaced or removed
-REQUIRED = {'train_all': 'bounding_box_train', 'query': 'query', 'gallery': 'bounding_box_test'}
 SPLITS = ('train', 'val', 'train_all', 'query', 'gallery', 'multi-query')
-
-
-def labelled_images(folder):
-    """Sorted list of (path, id string) for the image files of `folder`; the id string names the output folder.
-
-    Non-image files and sub-folders are skipped. ValueError names the folder when it has no images and the
-    file when a name does not parse.
-    """
-    folder = Path(folder)
-    out = []
-    for name in sorted(os.listdir(folder)):
-        path = folder / name
-        if not is_image_file(name) or not path.is_file():
-            continue
-        parse_market_name(str(path))   # raises ValueError naming the file
-        # keep the id exactly as written in the name (0002, 0000, -1), so folders match the original's
-        out.append((path, name.split('_', 1)[0]))
-    if not out:
-        raise ValueError(f'{folder}: no images found')
-    return out
-
-
-def split_train_val(train_all):
-    """Split sorted (path, id) pairs into (train, val): val takes each id's first file name in sorted order.
-
-    File-name order (not file-system order) makes the split the same on every machine and every run.
-    An id with a single image stays in train only: it has nothing left to train on otherwise.
-    """
-    count = {}
-    for _, pid in train_all:
-        count[pid] = count.get(pid, 0) + 1
-    train, val, seen = [], [], set()
-    for path, pid in sorted(train_all, key=lambda item: item[0].name):
-        if pid not in seen and count[pid] > 1:
-            val.append((path, pid))
-        else:
-            train.append((path, pid))
-        seen.add(pid)
-    return train, val
+LAYOUT_OPTION = {'cuhk03': 'cuhk03', 'vehicleid': 'test_size', 'viper': 'split', 'custom': 'pattern'}   # recorded
 
 
 def plan_market_split(download_path):
-    """Return {split: sorted list of (source path, id string)} for a raw Market-1501 / DukeMTMC-reID folder.
-
-    'multi-query' (from gt_bbox/, restricted to the query ids) is absent when the download has no gt_bbox/
-    (DukeMTMC-reID). ValueError names the missing folder or the offending file.
-    """
-    root = Path(download_path)
-    if not root.is_dir():
-        raise ValueError(f'{root}: download folder not found (set --download_path)')
-    missing = [sub for sub in REQUIRED.values() if not (root / sub).is_dir()]
-    if missing:
-        raise ValueError(f'{root / missing[0]}: required folder missing (a Market-1501 / DukeMTMC-reID download '
-                         f'has {", ".join(REQUIRED.values())})')
-    splits = {split: labelled_images(root / sub) for split, sub in REQUIRED.items()}
-    splits['train'], splits['val'] = split_train_val(splits['train_all'])
-    if (root / 'gt_bbox').is_dir():
-        query_ids = {pid for _, pid in splits['query']}
-        splits['multi-query'] = [(p, pid) for p, pid in labelled_images(root / 'gt_bbox') if pid in query_ids]
-        if not splits['multi-query']:
-            raise ValueError(f'{root / "gt_bbox"}: no image of a query id, so multi-query would be empty')
-    return {split: splits[split] for split in SPLITS if split in splits}
+    """Return {split: [datasets.Record]} for a raw Market-1501 / DukeMTMC-reID folder (see datasets.read_market)."""
+    return datasets.plan_splits('market', download_path)
 
 
 def verify_images(paths, progress=True):
@@ -115,12 +70,42 @@ def _remove_ours(folder):
     shutil.rmtree(folder)
 
 
-def write_split(splits, save_path, link=False, progress=True):
-    """Write {split: [(src, id)]} as `save_path/<split>/<id>/<file name>`; return {split: number of images}.
+def destination_names(paths):
+    """Return one file name per source path, unique among `paths` and the same on every run.
+
+    The source name where it is unique; where flattening several source folders makes names clash, the two
+    parent folders are put in front (`a_b_name.jpg`), then a counter if that still clashes.
+    """
+    count = defaultdict(int)
+    for path in paths:
+        count[Path(path).name] += 1
+    names, used = [], set()
+    for path in paths:
+        path = Path(path)
+        name = path.name if count[path.name] == 1 else '_'.join(path.parts[-3:-1] + (path.name,))
+        stem, suffix, k = Path(name).stem, Path(name).suffix, 1
+        while name in used:
+            name, k = f'{stem}_{k}{suffix}', k + 1
+        used.add(name)
+        names.append(name)
+    return names
+
+
+def image_table(rows):
+    """The text of images.csv: split, path (relative to the prepared folder), id, label, camera."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator='\n')
+    writer.writerow(('split', 'path', 'id', 'label', 'camera'))
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def write_split(splits, save_path, link=False, progress=True, info=None):
+    """Write {split: [Record]} as `save_path/<split>/<id>/<file name>` plus images.csv; return {split: count}.
 
     Builds everything in a hidden folder beside `save_path`, then swaps it in, so a re-run (or an interrupted
     one) never leaves mixed or duplicated images. An existing `save_path` is replaced only when prepare.py
-    wrote it; the sources are only read.
+    wrote it; the sources are only read. `info` (layout, input size, protocol) goes into the marker file.
     """
     from tqdm import tqdm
     save_path = Path(save_path)
@@ -136,16 +121,23 @@ def write_split(splits, save_path, link=False, progress=True):
         _remove_ours(building)   # left by an interrupted run
     building.mkdir()
     counts = {split: len(items) for split, items in splits.items()}
-    (building / OUTPUT_MARKER).write_text(json.dumps(dict(link=bool(link), counts=counts), indent=1) + '\n')
+    (building / OUTPUT_MARKER).write_text(json.dumps(dict(info or {}, link=bool(link), counts=counts), indent=1)
+                                          + '\n')
+    rows = []
     try:
-        total = sum(counts.values())
-        with tqdm(total=total, desc=f'writing {save_path}', unit='img', disable=not progress) as bar:
+        with tqdm(total=sum(counts.values()), desc=f'writing {save_path}', unit='img', disable=not progress) as bar:
             for split, items in splits.items():
-                for src, pid in items:
+                by_folder = defaultdict(list)
+                for record in items:
+                    by_folder[record.id].append(record)
+                for pid, records in by_folder.items():
                     dst = building / split / pid
                     dst.mkdir(parents=True, exist_ok=True)
-                    _place(src, dst / Path(src).name, link)
-                    bar.update()
+                    for record, name in zip(records, destination_names([r.path for r in records])):
+                        _place(record.path, dst / name, link)
+                        rows.append((split, f'{split}/{pid}/{name}', pid, record.label, record.cam))
+                        bar.update()
+        (building / IMAGE_TABLE).write_text(image_table(rows))
     except BaseException:
         shutil.rmtree(building, ignore_errors=True)
         raise
@@ -163,41 +155,91 @@ def write_split(splits, save_path, link=False, progress=True):
 
 def _make_demo(args):
     import synthetic
-    counts = synthetic.make_dataset(args.make_demo, size=args.size, seed=args.seed, n_cameras=args.cameras)
-    print(f'wrote a synthetic Market-style set ({args.size}, seed {args.seed}, {args.cameras} cameras) '
-          f'to {args.make_demo}')
+    if args.layout == 'market':
+        counts = synthetic.make_dataset(args.make_demo, size=args.size, seed=args.seed, n_cameras=args.cameras)
+        what = f'a synthetic Market-style set ({args.size}, seed {args.seed}, {args.cameras} cameras)'
+    else:
+        counts = synthetic.make_layout(args.make_demo, args.layout, size=args.size, seed=args.seed)
+        what = f'a synthetic {args.layout} set ({args.size}, seed {args.seed})'
+    print(f'wrote {what} to {args.make_demo}')
     for key, value in counts.items():
         print(f'  {key:20s} {value}')
-    print(f'next: python prepare.py --download_path {args.make_demo}')
+    flag = '' if args.layout in ('market', 'duke') else f' --dataset {args.layout}'
+    print(f'next: python prepare.py{flag} --download_path {args.make_demo}')
+
+
+def layout_and_source(args):
+    """Return (layout name, source path) that the flags name: --custom, --csv, --dataset or the detected one."""
+    if args.custom:
+        return 'custom', args.custom
+    if args.csv:
+        return 'csv', args.csv
+    if args.dataset:
+        return args.dataset, args.download_path
+    if args.cuhk03:
+        return 'cuhk03', args.download_path
+    return datasets.detect_layout(args.download_path), args.download_path
 
 
 def _prepare(args):
-    splits = plan_market_split(args.download_path)
-    verify_images(sorted({src for items in splits.values() for src, _ in items}))
-    save_path = args.save_path or os.path.join(args.download_path, 'pytorch')
-    counts = write_split(splits, save_path, link=args.link)
-    print(f'{"linked" if args.link else "copied"} {args.download_path} -> {save_path}')
+    name, source = layout_and_source(args)
+    options = dict(cuhk03=args.cuhk03 or 'detected', test_size=args.test_size, split=args.split, pattern=args.pattern)
+    splits = datasets.plan_splits(name, source, options)
+    verify_images(sorted({record.path for items in splits.values() for record in items}))
+    source = Path(source)
+    save_path = args.save_path or (source.parent if name == 'csv' else source) / 'pytorch'
+    layout = datasets.LAYOUTS[name]
+    info = dict(layout=name, input_size=list(layout.size), protocol=layout.protocol, trials=layout.trials,
+                options={k: v for k, v in options.items() if k == LAYOUT_OPTION.get(name)})
+    counts = write_split(splits, save_path, link=args.link, info=info)
+    print(f'{"linked" if args.link else "copied"} {source} ({name}) -> {save_path}')
     for split, items in splits.items():
-        print(f'  {split:12s} {counts[split]:6d} images  {len({pid for _, pid in items}):5d} ids')
-    if 'multi-query' not in splits:
+        print(f'  {split:12s} {counts[split]:6d} images  {len({r.id for r in items}):5d} ids')
+    if name in ('market', 'duke') and 'multi-query' not in splits:
         print('  multi-query  skipped: no gt_bbox/ folder (DukeMTMC-reID has none)')
+    unmatched = datasets.unmatched_queries(splits)
+    if unmatched:
+        print(f'warning: {len(unmatched)} of {len(splits["query"])} queries have no match in the gallery (another '
+              f'image of the id from another camera), e.g. {unmatched[0].path}; evaluation skips and counts them')
+    print(f'protocol ({name}): {layout.protocol}; input size {layout.size[0]}x{layout.size[1]} '
+          '(train.py --h/--w override it)')
+    return splits
 
 
-def main(argv=None):
+def build_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--download_path', default=None,
-                        help='raw Market-1501 / DukeMTMC-reID folder (default ../Market)')
+    parser.add_argument('--download_path', default=None, help='raw download folder (default ../Market)')
     parser.add_argument('--save_path', default=None, help='output folder (default <download_path>/pytorch)')
     parser.add_argument('--link', action='store_true',
                         help='hard-link instead of copying (symlinks across filesystems)')
+    parser.add_argument('--dataset', default=None, choices=[n for n in datasets.LAYOUTS if n not in ('custom', 'csv')],
+                        help='the download\'s layout (default: detected from the folder)')
+    parser.add_argument('--cuhk03', default=None, choices=('detected', 'labeled'), help='CUHK03-NP: which boxes')
+    parser.add_argument('--test_size', default=800, type=int, choices=(800, 1600, 2400), help='VehicleID test list')
+    parser.add_argument('--split', default=0, type=int, help='VIPeR: the random 316/316 split number (its seed)')
+    parser.add_argument('--custom', default=None, metavar='DIR', help='your photos: DIR/{train,query,gallery}')
+    parser.add_argument('--pattern', default=None, metavar='REGEX',
+                        help='with --custom: named groups id and (optionally) cam, searched in each relative path')
+    parser.add_argument('--csv', default=None, metavar='FILE', help='your photos listed as path,id,camera,split')
     parser.add_argument('--make-demo', '--make_demo', dest='make_demo', metavar='DIR', default=None,
-                        help='only generate a synthetic Market-style raw set in DIR, then exit')
+                        help='only generate a synthetic raw set in DIR, then exit')
+    parser.add_argument('--layout', default='market', choices=[n for n in datasets.LAYOUTS if n not in ('custom', 'csv')],
+                        help='with --make-demo: which layout to write')
     parser.add_argument('--size', default='demo', choices=('tiny', 'demo', 'market'), help='with --make-demo')
     parser.add_argument('--seed', type=int, default=0, help='with --make-demo')
-    parser.add_argument('--cameras', type=int, default=6, help='with --make-demo (15 mimics MSMT17)')
+    parser.add_argument('--cameras', type=int, default=6, help='with --make-demo --layout market (15 mimics MSMT17)')
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
     args = parser.parse_args(argv)
-    if args.make_demo and (args.download_path or args.save_path or args.link):
+    if args.make_demo and (args.download_path or args.save_path or args.link or args.custom or args.csv):
         parser.error('--make-demo only generates; run `prepare.py --download_path DIR` as a second step')
+    if sum(bool(v) for v in (args.download_path, args.custom, args.csv)) > 1 or (args.dataset and (args.custom or args.csv)):
+        parser.error('--download_path (with --dataset), --custom and --csv each name the data: give one')
+    if args.pattern and not args.custom:
+        parser.error('--pattern goes with --custom DIR')
     args.download_path = args.download_path or '../Market'
     try:
         if args.make_demo:

@@ -5,8 +5,10 @@
     python test.py --name demo --test_dir data/demo/pytorch --which_epoch init      # the untrained network
 
 The network is rebuilt from model/<name>/opts.yaml. Feature = sum over the image and its horizontal flip (and
-each --ms scale), L2-normalised. Ids and cameras come from the file names. The result lines are printed and
-appended to model/<name>/result.txt.
+each --ms scale), L2-normalised. Ids and cameras come from the prepared folder's images.csv (from the file
+names for a folder prepared without it). The result lines are printed and appended to model/<name>/result.txt.
+--test_dir may be another dataset than the one trained on (train on Market, test on Duke): only its query/ and
+gallery/ are read.
 """
 import argparse
 import math
@@ -18,7 +20,7 @@ import scipy.io
 import torch
 from torch.utils.data import DataLoader
 
-from data import ReIDImageFolder, eval_transform, list_reid_images
+from data import ReIDImageFolder, eval_transform, input_size, list_reid_images, prepared_info
 from engine import extract_features
 from metrics import compute_cmc_map, format_result, pool_multi_query
 from model import build_model, fuse_conv_bn
@@ -30,7 +32,8 @@ def build_parser():
     p = argparse.ArgumentParser(description='Extract features and evaluate a trained re-ID run.')
     p.add_argument('--gpu_ids', default='0', type=str, help='GPU id, e.g. 0 (ignored on a CPU-only machine)')
     p.add_argument('--which_epoch', default='last', type=str,
-                   help="'last', a 0-based epoch number of a net_XXX.pth, or 'init' (the untrained network)")
+                   help="'last', a 0-based epoch number of a net_XXX.pth, 'init' (the untrained network) or "
+                        "'average' (train.py --wa)")
     p.add_argument('--test_dir', default='../Market/pytorch', type=str, help='prepare.py output folder')
     p.add_argument('--name', default='ft_ResNet50', type=str, help='run name under --model_dir')
     p.add_argument('--model_dir', default='model', type=str, help='folder that holds the runs')
@@ -52,12 +55,14 @@ def build_parser():
     # checked against opts.yaml so a typo cannot silently test another network.
     p.add_argument('--PCB', action='store_const', const=True, default=None, help='(from opts.yaml; checked)')
     p.add_argument('--use_dense', action='store_const', const=True, default=None, help='(from opts.yaml; checked)')
+    p.add_argument('--ibn', action='store_const', const=True, default=None, help='(from opts.yaml; checked)')
+    p.add_argument('--usam', action='store_const', const=True, default=None, help='(from opts.yaml; checked)')
     p.add_argument('--linear_num', default=None, type=int, help='(from opts.yaml; checked)')
     p.add_argument('--stride', default=None, type=int, help='(from opts.yaml; checked)')
     return p
 
 
-MODEL_FLAGS = ('PCB', 'use_dense', 'linear_num', 'stride')
+MODEL_FLAGS = ('PCB', 'use_dense', 'ibn', 'usam', 'linear_num', 'stride')
 
 
 def check_model_flags(opts, train_opts, path):
@@ -71,10 +76,10 @@ def check_model_flags(opts, train_opts, path):
 
 def checkpoint_path(run_dir, which_epoch):
     """Return the checkpoint file `--which_epoch` names: net_last.pth, net_init.pth or net_XXX.pth."""
-    if which_epoch in ('last', 'init'):
+    if which_epoch in ('last', 'init', 'average'):
         return Path(run_dir) / f'net_{which_epoch}.pth'
     if not which_epoch.isdigit():
-        raise ValueError(f"--which_epoch {which_epoch}: expected 'last', 'init' or an epoch number")
+        raise ValueError(f"--which_epoch {which_epoch}: expected 'last', 'init', 'average' or an epoch number")
     return Path(run_dir) / f'net_{int(which_epoch):03d}.pth'
 
 
@@ -123,9 +128,8 @@ def run_test(opts, log=print):
     model.load_state_dict(load_checkpoint(checkpoint_path(run_dir, opts.which_epoch)))
     model = fuse_conv_bn(model).to(device, memory_format=memory_format(use_channels_last(opts.channels_last, device)))
     pcb = bool(train_opts.get('PCB'))
-    size = (int(train_opts.get('h') or (384 if pcb else 256)), int(train_opts.get('w') or (192 if pcb else 128)))
-
     test_dir = Path(opts.test_dir)
+    size = input_size(test_dir, train_opts.get('h'), train_opts.get('w'), pcb)   # the run's size wins
     gf, gl, gc = split_features(model, test_dir / 'gallery', opts, device, size, scales, amp_dtype)
     qf, ql, qc = split_features(model, test_dir / 'query', opts, device, size, scales, amp_dtype)
     result_path = Path(opts.result)
@@ -145,6 +149,9 @@ def run_test(opts, log=print):
         pooled, _ = pool_multi_query(qf, ql, qc, mf, ml, mc)
         results['multi'] = compute_cmc_map(pooled, ql, qc, gf, gl, gc)
         lines.append('multi:' + format_result(results['multi']).splitlines()[0])
+    if prepared_info(test_dir).get('trials') == 'gallery':
+        lines.append(f'(one gallery draw; the protocol averages several: python evaluate_gpu.py --result '
+                     f'{result_path} --trials 10)')
     text = '\n'.join(lines)
     log(text)
     with open(run_dir / 'result.txt', 'a') as f:

@@ -24,11 +24,15 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from data import ReIDImageFolder, eval_transform, train_transform
+from data import ReIDImageFolder, eval_transform, input_size, train_transform
 import distributed
+from dg_market import dg_market
 from engine import evaluate_epoch, lr_factor, train_one_epoch
+from losses import active_loss_names, build_losses, loss_optimizer, shared_loss_parameters
+from model import (BACKBONE_FLAGS, PretrainedWeightsUnavailable, backbone_input_size, build_model,
+                   parameter_groups)
+from samplers import PKSampler, pk_epoch_length
 from speed import memory_format, resolve_cpu_bf16, set_cpu_threads, use_channels_last
-from model import PretrainedWeightsUnavailable, build_model, parameter_groups
 from utils import (copy_code, draw_curves, load_checkpoint, load_opts, loader_workers, restore_rng_states,
                    rng_states, save_atomic, save_opts, seed_everything, select_device)
 
@@ -36,9 +40,24 @@ from utils import (copy_code, draw_curves, load_checkpoint, load_opts, loader_wo
 MACHINE_OPTIONS = ('gpu_ids', 'num_workers', 'data_dir', 'model_dir', 'cache_dir')
 SNAPSHOT_EVERY = 10
 
+# Recipes as flag values, applied as parser defaults (explicit flags win; opts.yaml records what was resolved).
+PRESETS = {
+    # the original's softmax baseline (Market-1501: Rank@1 88.24%, mAP 70.68% with ResNet-50)
+    'seed': dict(optimizer='sgd', lr=0.05, backbone_lr_mult=0.1, weight_decay=5e-4, total_epoch=60, steps=None,
+                 warm_epoch=0, batchsize=32, h=256, w=128, stride=2, erasing_p=0.0, label_smoothing=0.0,
+                 bnneck=False, triplet=False, center=False, sampler='random', droprate=0.5, linear_num=512),
+    # Bag of Tricks strong baseline (Luo et al., CVPRW 2019; Market-1501: Rank@1 94.5%, mAP 85.9%)
+    'bot': dict(optimizer='adam', lr=3.5e-4, backbone_lr_mult=1.0, weight_decay=5e-4, total_epoch=120,
+                steps='40,70', warm_epoch=10, batchsize=64, num_instances=4, sampler='pk', h=256, w=128, stride=1,
+                erasing_p=0.5, label_smoothing=0.1, bnneck=True, triplet=True, triplet_mining='batch_hard',
+                center=True),
+}
+
 
 def build_parser():
     p = argparse.ArgumentParser(description='Train a re-ID baseline (softmax loss).')
+    p.add_argument('--preset', default=None, choices=sorted(PRESETS),
+                   help='a recipe: seed (the original softmax baseline) or bot (Bag of Tricks); flags override it')
     p.add_argument('--gpu_ids', default='0', type=str, help='GPU id, e.g. 0 (ignored on a CPU-only machine)')
     p.add_argument('--name', default='ft_ResNet50', type=str, help='run name: outputs go to <model_dir>/<name>')
     p.add_argument('--data_dir', default='../Market/pytorch', type=str, help='prepare.py output folder')
@@ -50,6 +69,10 @@ def build_parser():
     p.add_argument('--stride', default=2, type=int, choices=(1, 2), help='stride of the last backbone stage')
     p.add_argument('--erasing_p', default=0.0, type=float, help='random erasing probability, in [0, 1]')
     p.add_argument('--use_dense', action='store_true', help='DenseNet-121 backbone')
+    for flag, (name, size) in BACKBONE_FLAGS.items():
+        if flag != 'use_dense':
+            p.add_argument(f'--{flag}', action='store_true',
+                           help=f'{name} backbone' + (f' ({size[0]}x{size[1]})' if size else ''))
     p.add_argument('--backbone', default='resnet50', type=str,
                    help='any torchvision classification model name (resnet18, ...) or timm:<name>')
     p.add_argument('--scratch', action='store_true', help='random initialisation instead of ImageNet weights')
@@ -60,37 +83,95 @@ def build_parser():
     p.add_argument('--backbone_lr_mult', default=None, type=float,
                    help='backbone lr = lr x this (default 0.1 with ImageNet weights, 1 with --scratch)')
     p.add_argument('--weight_decay', default=5e-4, type=float)
+    p.add_argument('--optimizer', default='sgd', choices=('sgd', 'adam'),
+                   help='sgd (momentum 0.9, nesterov; the original) or adam (BoT)')
+    p.add_argument('--steps', default=None, type=str,
+                   help='epochs where the lr drops x0.1, e.g. 40,70 (default: one drop at 2/3 of training)')
     p.add_argument('--cosine', action='store_true', help='cosine learning-rate decay instead of the step')
     p.add_argument('--droprate', default=0.5, type=float)
-    p.add_argument('--h', default=None, type=int, help='input height (default 256, 384 with --PCB)')
-    p.add_argument('--w', default=None, type=int, help='input width (default 128, 192 with --PCB)')
+    p.add_argument('--h', default=None, type=int, help="input height (default: the prepared layout's, 256 for people; 384 with --PCB)")
+    p.add_argument('--w', default=None, type=int, help="input width (default: the prepared layout's, 128 for people; 192 with --PCB)")
     p.add_argument('--pad', default=None, type=int,
                    help='padding before the random crop (default 10 at width 128, scaled with --w; 0 with --PCB; 0: no crop)')
     p.add_argument('--fp16', action='store_true', help='float16 mixed precision (CUDA)')
     p.add_argument('--bf16', action='store_true', help='bfloat16 mixed precision (CUDA or CPU)')
-    p.add_argument('--cpu_bf16', default='auto', choices=('auto', 'on', 'off'),
-                   help='on the CPU: bf16 autocast (auto: where the CPU has native bf16, e.g. avx512_bf16 or AMX)')
-    p.add_argument('--channels_last', default='auto', choices=('auto', 'on', 'off'),
-                   help='run convolutions in the channels_last memory format (auto: on)')
     p.add_argument('--seed', default=0, type=int)
     p.add_argument('--num_workers', default=None, type=int,
                    help='data loading processes (default 2 with CUDA, 0 = in the main process on the CPU)')
-    p.add_argument('--sync_bn', action='store_true', help='with torchrun on CUDA: BatchNorm statistics over all GPUs')
-    p.add_argument('--compile', action='store_true', help='torch.compile the network for training (PyTorch 2)')
-    p.add_argument('--cache', action='store_true',
+    p.add_argument('--usam', action='store_true', help='USAM attention after the stem and layer1 (ResNet)')
+    p.add_argument('--FSGD', action='store_true', help="fused SGD/Adam kernels (torch's fused=True; no apex)")
+    p.add_argument('--bnneck', action='store_true',
+                   help="BoT's head: pooled feature -> BN -> bias-free classifier (metric losses before BN)")
+    g = p.add_argument_group('losses', 'extra terms added to the softmax loss (losses.py)')
+    g.add_argument('--triplet', action='store_true', help='triplet loss, margin 0.3')
+    g.add_argument('--triplet_mining', default='pairs', choices=('pairs', 'batch_hard'),
+                   help="pairs: the original's hard-pair miner on normalised features; batch_hard: BoT's")
+    g.add_argument('--circle', action='store_true', help='circle loss (m 0.25, gamma 32)')
+    g.add_argument('--arcface', action='store_true', help='ArcFace loss (margin 28.6 degrees, scale 64)')
+    g.add_argument('--cosface', action='store_true', help='CosFace loss (margin 0.35, scale 64)')
+    g.add_argument('--sphere', action='store_true', help='SphereFace loss (margin 4)')
+    g.add_argument('--contrast', action='store_true', help='contrastive loss (margins 0 and 1)')
+    g.add_argument('--lifted', action='store_true', help='generalised lifted structure loss (margins 0 and 1)')
+    g.add_argument('--instance', action='store_true', help='instance loss, each image its own class (--ins_gamma)')
+    g.add_argument('--instance_id', action='store_true', help='instance loss with the ids (--ins_gamma)')
+    g.add_argument('--ins_gamma', default=32, type=float, help='scale of the instance loss')
+    g.add_argument('--center', action='store_true', help='center loss (weight 0.0005, centres SGD at lr 0.5)')
+    g.add_argument('--label_smoothing', default=0.0, type=float, help='label smoothing of the softmax loss')
+    g = p.add_argument_group('more of the original', 'weight averaging, DG-Market, adversarial training')
+    g.add_argument('--wa', action='store_true',
+                   help='weight averaging (EMA 0.996) from --wa_start of training on -> net_average.pth')
+    g.add_argument('--wa_start', default=0.8, type=float, help='fraction of training where --wa starts')
+    g.add_argument('--DG', action='store_true',
+                   help='DG-Market images for a consistency term after --wa_start (turns --wa on)')
+    g.add_argument('--dg_dir', default='../DG-Market', type=str, help='the unzipped DG-Market folder')
+    g.add_argument('--adv', default=0.0, type=float,
+                   help='weight of the softmax loss on opposite-direction (ODFA) images; 0: off')
+    g.add_argument('--aiter', default=10, type=int, help='craft --adv images every this many steps')
+    p.add_argument('--sampler', default=None, choices=('random', 'pk'),
+                   help='random (shuffle) or pk (P ids x K images per batch; the default with a metric loss)')
+    p.add_argument('--num_instances', default=4, type=int, help='K: images per id in a P x K batch')
+    g = p.add_argument_group('speed', 'memory format, CPU bf16, compile, image cache, several processes')
+    g.add_argument('--cpu_bf16', default='auto', choices=('auto', 'on', 'off'),
+                   help='on the CPU: bf16 autocast (auto: where the CPU has native bf16, e.g. avx512_bf16 or AMX)')
+    g.add_argument('--channels_last', default='auto', choices=('auto', 'on', 'off'),
+                   help='run convolutions in the channels_last memory format (auto: on)')
+    g.add_argument('--compile', action='store_true', help='torch.compile the network for training (PyTorch 2)')
+    g.add_argument('--cache', action='store_true',
                    help='decode every training image once into a uint8 cache and augment whole batches on the device')
-    p.add_argument('--cache_dir', default=None, type=str, help='where --cache writes (default <data_dir>/cache)')
+    g.add_argument('--cache_dir', default=None, type=str, help='where --cache writes (default <data_dir>/cache)')
+    g.add_argument('--sync_bn', action='store_true', help='with torchrun on CUDA: BatchNorm statistics over all GPUs')
     p.add_argument('--resume', action='store_true', help='continue <model_dir>/<name> from resume.pth')
     p.add_argument('--overwrite', action='store_true',
                    help='replace an existing run of the same --name (its net_*.pth are deleted)')
     return p
 
 
+def parse_options(argv=None):
+    """Return the parsed flags with --preset's values as defaults, so every explicit flag still wins."""
+    parser = build_parser()
+    preset = parser.parse_known_args(argv)[0].preset
+    if preset:
+        parser.set_defaults(**PRESETS[preset])
+    return parser.parse_args(argv)
+
+
+def milestones(steps):
+    """Return the 0-based epochs of --steps ('40,70') as a tuple of ints; ValueError naming the flag."""
+    try:
+        values = tuple(int(s) for s in str(steps).split(',') if s.strip())
+    except ValueError:
+        values = ()
+    if not values or min(values) < 1:
+        raise ValueError(f"--steps {steps}: expected positive epoch numbers separated by commas, e.g. '40,70'")
+    return values
+
+
 def resolved_opts(opts):
     """Return a copy of parsed options with sizes filled in and combinations checked (ValueError otherwise)."""
     o = Namespace(**vars(opts))
-    o.h = o.h or (384 if o.PCB else 256)
-    o.w = o.w or (192 if o.PCB else 128)
+    size = backbone_input_size(vars(o)) or (None, None)   # Swin/ViT need their own size
+    # explicit flags win, then the backbone's size, then PCB's, then the prepared layout's
+    o.h, o.w = input_size(o.data_dir, o.h or size[0], o.w or size[1], o.PCB)
     if o.pad is None:  # the original PCB recipe has no pad + crop
         o.pad = 0 if o.PCB else round(10 * o.w / 128)
     if o.backbone_lr_mult is None:
@@ -103,6 +184,19 @@ def resolved_opts(opts):
         raise ValueError('--fp16 and --bf16: pick one')
     if not 0.0 <= o.erasing_p <= 1.0:
         raise ValueError(f'--erasing_p {o.erasing_p}: must be between 0 and 1')
+    if not 0.0 <= o.label_smoothing < 1.0:
+        raise ValueError(f'--label_smoothing {o.label_smoothing}: must be in [0, 1)')
+    metric = active_loss_names(vars(o))
+    if o.steps is not None:
+        milestones(o.steps)
+    if o.DG:
+        o.wa = True  # the original: the averaged model is DG's teacher
+    if o.aiter < 1:
+        raise ValueError(f'--aiter {o.aiter}: must be at least 1')
+    if o.sampler is None:
+        o.sampler = 'pk' if metric else 'random'
+    if o.PCB and (metric or o.bnneck):
+        raise ValueError(f'--PCB does not combine with --{(metric or ["bnneck"])[0]}')
     return o
 
 
@@ -115,23 +209,14 @@ def amp_settings(opts, device):
     return (torch.bfloat16 if opts.bf16 else None), None
 
 
-def apply_speed_settings(opts, device, log=print):
-    """Resolve --cpu_bf16 and --channels_last for `device` into opts (recorded in opts.yaml); set CPU threads."""
-    if device.type == 'cpu':
-        set_cpu_threads(opts.num_workers)
-        if not opts.bf16:
-            on, reason = resolve_cpu_bf16(opts.cpu_bf16, device)
-            opts.bf16, opts.cpu_bf16_reason = on, reason
-            if on:
-                log(f'bf16 autocast on the CPU ({reason})')
-    opts.channels_last = 'on' if use_channels_last(opts.channels_last, device) else 'off'
-
-
-def training_state(epoch, model, optimizer, scheduler, scaler, history):
-    """Return what resume.pth holds: everything needed to continue after `epoch` completed epochs."""
+def training_state(epoch, model, optimizer, scheduler, scaler, history, metric_losses, loss_opt, averaged):
+    """Return what resume.pth holds: everything needed to continue after `epoch` completed epochs (the
+    losses' own parameters, e.g. centres and ArcFace weights, the centres' optimizer and --wa's average)."""
     return {'epoch': epoch, 'model': model.state_dict(), 'optimizer': optimizer.state_dict(),
             'scheduler': scheduler.state_dict(), 'scaler': scaler.state_dict() if scaler else None,
-            'rng': rng_states(), 'history': history}
+            'rng': rng_states(), 'history': history, 'losses': metric_losses.state_dict(),
+            'loss_optimizer': loss_opt.state_dict() if loss_opt is not None else None,
+            'averaged': averaged.state_dict() if averaged is not None else None}
 
 
 def epoch_generator(seed, epoch):
@@ -151,6 +236,59 @@ def datasets(opts):
     return train_set, val_set
 
 
+def optimizer_and_scheduler(model, metric_losses, opts, steps_per_epoch):
+    """Return (optimizer, the losses' own optimizer or None, per-step LR schedule of the first).
+
+    The one place parameters meet optimizers: the backbone at lr x backbone_lr_mult, the head and the losses'
+    class weights (arcface/cosface/sphere) at lr; the centres of --center in their own SGD (losses.py).
+    """
+    groups = parameter_groups(model, opts.lr, opts.backbone_lr_mult, shared_loss_parameters(metric_losses))
+    # one fused kernel per update with --FSGD and on CUDA; the multi-tensor (foreach) update elsewhere
+    fused = {'fused': True} if opts.FSGD or next(model.parameters()).is_cuda else {'foreach': True}
+    if opts.optimizer == 'adam':
+        optimizer = torch.optim.Adam(groups, lr=opts.lr, weight_decay=opts.weight_decay, **fused)
+    else:
+        optimizer = torch.optim.SGD(groups, lr=opts.lr, weight_decay=opts.weight_decay, momentum=0.9,
+                                    nesterov=True, **fused)
+    drops = milestones(opts.steps) if opts.steps else None
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(
+        step, steps_per_epoch, opts.total_epoch, opts.warm_epoch, opts.cosine, drops))
+    return optimizer, loss_optimizer(metric_losses), scheduler
+
+
+def train_loader(train_set, opts, epoch, steps_per_epoch, pin):
+    """Return epoch `epoch`'s DataLoader: shuffled, or P x K batches with --sampler pk; its order is a function
+    of (seed, epoch) only."""
+    generator = epoch_generator(opts.seed, epoch)
+    common = dict(num_workers=opts.num_workers, pin_memory=pin, generator=generator)
+    if opts.sampler == 'pk':
+        sampler = PKSampler(train_set.targets, opts.batchsize, opts.num_instances, generator, steps_per_epoch)
+        return DataLoader(train_set, batch_sampler=sampler, **common)
+    drop_last = len(train_set) > opts.batchsize
+    return DataLoader(train_set, batch_size=opts.batchsize, shuffle=True, drop_last=drop_last, **common)
+
+
+def training_batches(train_set, opts, device, epoch, steps_per_epoch, pin, pixels=None):
+    """Return epoch `epoch`'s (images, labels) batches: train_loader's DataLoader, or with torchrun this rank's
+    share of each of its batches, or with --cache whole batches augmented on `device` from `pixels`; always in
+    train_loader's sample order."""
+    loader = train_loader(train_set, opts, epoch, steps_per_epoch, pin)
+    rank, world = distributed.rank(), distributed.world_size()
+    if pixels is None and world == 1:
+        return loader
+    sampler = loader.batch_sampler
+    # the draw a DataLoader makes first (its workers' base seed); then the sampler gives the DataLoader's order
+    seed = int(torch.empty((), dtype=torch.int64).random_(generator=loader.generator))
+    if world > 1:  # every rank draws the same global batches and keeps its share
+        sampler = distributed.ShardedBatches(sampler, rank, world)
+    if pixels is None:
+        return DataLoader(train_set, batch_sampler=sampler, num_workers=opts.num_workers, pin_memory=pin,
+                          generator=torch.Generator().manual_seed(seed + rank))
+    from augment import CachedBatches
+    return CachedBatches(pixels, train_set.targets, sampler, device, seed + rank, pad=opts.pad,
+                         erasing_p=opts.erasing_p, jitter=opts.color_jitter)
+
+
 def cached_pixels(train_set, opts):
     """Return the uint8 (N, h, w, 3) memory map of the training images (augment.image_cache), built once."""
     from augment import CACHE_FOLDER, image_cache
@@ -158,44 +296,44 @@ def cached_pixels(train_set, opts):
     return image_cache([p for p, _ in train_set.samples], opts.h, opts.w, cache_dir, train_set.root.name)
 
 
-def training_batches(train_set, opts, device, epoch, drop_last, pixels=None):
-    """Return epoch `epoch`'s (images, labels) batches: a DataLoader over the per-image transform, or with
-    --cache, whole batches augmented on `device` from `pixels`, in the same sample order."""
-    generator = epoch_generator(opts.seed, epoch)
-    rank, world = distributed.rank(), distributed.world_size()
-    if pixels is None and world == 1:
-        return DataLoader(train_set, batch_size=opts.batchsize, shuffle=True, drop_last=drop_last,
-                          num_workers=opts.num_workers, pin_memory=device.type == 'cuda', generator=generator)
-    from torch.utils.data import BatchSampler, RandomSampler
-
-    from augment import CachedBatches
-    sampler = BatchSampler(RandomSampler(train_set, generator=generator), opts.batchsize, drop_last)
-    # the draw a DataLoader makes first (its workers' base seed) seeds the augmentation, so the sampler then
-    # gives the same sample order as the DataLoader above
-    seed = int(torch.empty((), dtype=torch.int64).random_(generator=generator))
-    if world > 1:  # every rank draws the same global batches and keeps its share
-        sampler = distributed.ShardedBatches(sampler, rank, world)
-    if pixels is None:
-        return DataLoader(train_set, batch_sampler=sampler, num_workers=opts.num_workers,
-                          pin_memory=device.type == 'cuda', generator=torch.Generator().manual_seed(seed + rank))
-    return CachedBatches(pixels, train_set.targets, sampler, device, seed + rank, pad=opts.pad,
-                         erasing_p=opts.erasing_p, jitter=opts.color_jitter)
+def apply_speed_settings(opts, device, log=print):
+    """Resolve --cpu_bf16 and --channels_last for `device` into opts (recorded in opts.yaml); set CPU threads."""
+    if device.type == 'cpu':
+        set_cpu_threads(opts.num_workers)
+        if not opts.bf16:
+            on, reason = resolve_cpu_bf16(opts.cpu_bf16, device)
+            opts.bf16, opts.cpu_bf16_reason = on, reason
+            if on:
+                log(f'bf16 autocast on the CPU ({reason})')
+    opts.channels_last = 'on' if use_channels_last(opts.channels_last, device) else 'off'
 
 
-def optimizer_and_scheduler(model, opts, steps_per_epoch, fused=False):
-    """Return the recipe's SGD (nesterov, backbone at lr x backbone_lr_mult) and its per-step LR schedule.
-
-    `fused`: one kernel for the whole update (CUDA); otherwise the multi-tensor (foreach) update.
-    """
-    optimizer = torch.optim.SGD(parameter_groups(model, opts.lr, opts.backbone_lr_mult), lr=opts.lr,
-                                weight_decay=opts.weight_decay, momentum=0.9, nesterov=True,
-                                **({'fused': True} if fused else {'foreach': True}))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, steps_per_epoch, opts.total_epoch, opts.warm_epoch, opts.cosine))
-    return optimizer, scheduler
+def epoch_steps(train_set, opts):
+    """Return the optimizer steps per epoch (fixed for the run)."""
+    if opts.sampler == 'pk':
+        return pk_epoch_length(train_set.targets, opts.batchsize, opts.num_instances, opts.seed)
+    # Drop a last partial batch (BatchNorm fails on one image) unless the whole split fits in one batch.
+    return len(train_set) // opts.batchsize if len(train_set) > opts.batchsize else 1
 
 
-def restored_progress(path, model, optimizer, scheduler, scaler, device, rank=0):
+def weight_average(model):
+    """Return --wa's averaged copy of `model`: an exponential moving average with decay 0.996 (the original)."""
+    from torch.optim.swa_utils import AveragedModel, get_ema_avg_fn
+
+    return AveragedModel(model, avg_fn=get_ema_avg_fn(0.996))
+
+
+def dg_batches(opts, epoch, pin):
+    """Yield DG-Market batches (view1, view2, _) of max(8, batchsize / 2) images, forever, in an order that is
+    a function of (seed, epoch)."""
+    dg_set = dg_market(opts.dg_dir, train_transform(opts.h, opts.w, opts.pad, opts.erasing_p, opts.color_jitter))
+    generator = torch.Generator().manual_seed(opts.seed * 1_000_003 + epoch + 500_000)
+    while True:
+        yield from DataLoader(dg_set, batch_size=min(len(dg_set), max(8, opts.batchsize // 2)), shuffle=True,
+                              drop_last=True, num_workers=opts.num_workers, pin_memory=pin, generator=generator)
+
+
+def restored_progress(path, model, optimizer, scheduler, scaler, metric_losses, loss_opt, rank=0):
     """Load resume.pth into the training objects and the RNGs; return (history, completed epochs)."""
     # CPU first: RNG states must stay CPU tensors; load_state_dict moves the rest to the model's device.
     state = load_checkpoint(path, map_location='cpu')
@@ -204,7 +342,10 @@ def restored_progress(path, model, optimizer, scheduler, scaler, device, rank=0)
     scheduler.load_state_dict(state['scheduler'])
     if scaler is not None and state['scaler'] is not None:
         scaler.load_state_dict(state['scaler'])
-    per_rank = state.get('rng_per_rank') or [state['rng']]
+    metric_losses.load_state_dict(state.get('losses', {}))
+    if loss_opt is not None:
+        loss_opt.load_state_dict(state['loss_optimizer'])
+    per_rank = state.get('rng_per_rank') or [state['rng']]  # torchrun: each rank its own RNG state
     restore_rng_states(per_rank[rank] if rank < len(per_rank) else state['rng'])
     return state['history'], state['epoch']
 
@@ -247,20 +388,25 @@ def run_training(opts, stop_after=None, log=print):
     log(f'{len(train_set)} training images of {opts.nclasses} ids'
         + (f', {len(val_set)} val images' if val_set is not None else ', no val split') + f'; device {device}')
     model = build_model(opts, opts.nclasses).to(device, memory_format=memory_format(opts.channels_last == 'on'))
-    # Drop a last partial batch (BatchNorm fails on one image) unless the whole split fits in one batch.
-    drop_last = len(train_set) > opts.batchsize
-    optimizer, scheduler = optimizer_and_scheduler(
-        model, opts, len(train_set) // opts.batchsize if drop_last else 1, fused=device.type == 'cuda')
+    metric_losses = build_losses(vars(opts), opts.nclasses, model.feature_dim).to(device)
+    steps_per_epoch = epoch_steps(train_set, opts)
+    optimizer, loss_opt, scheduler = optimizer_and_scheduler(model, metric_losses, opts, steps_per_epoch)
 
     history = {'train_loss': [], 'train_err': [], 'val_loss': [], 'val_err': []}
-    first_epoch = 0
+    first_epoch, averaged = 0, None
+    if opts.DG:
+        dg_market(opts.dg_dir, None)  # a missing folder fails now, not after 80% of training
     if not opts.resume and (run_dir / 'opts.yaml').exists() and not opts.overwrite:
         raise ValueError(f'{run_dir}: a run of this --name exists; continue it with --resume, pick another '
                          f'--name, or replace it with --overwrite')
     distributed.barrier()  # every rank has looked at the run folder before rank 0 writes into it
     if opts.resume:
         history, first_epoch = restored_progress(run_dir / 'resume.pth', model, optimizer, scheduler, scaler,
-                                                 device, rank)
+                                                 metric_losses, loss_opt, rank)
+        saved_average = load_checkpoint(run_dir / 'resume.pth').get('averaged')
+        if saved_average is not None:
+            averaged = weight_average(model)
+            averaged.load_state_dict(saved_average)
         log(f'resuming {run_dir} after epoch {first_epoch} of {opts.total_epoch}'
             + (' (already complete)' if first_epoch >= opts.total_epoch else ''))
     elif rank == 0:
@@ -272,8 +418,8 @@ def run_training(opts, stop_after=None, log=print):
 
     pin = device.type == 'cuda'
     pixels = cached_pixels(train_set, opts) if opts.cache else None
-    # the compiled wrapper shares the parameters; checkpoints keep saving `model`'s plain state_dict
     network = distributed.wrap(model, device, opts.sync_bn)  # DDP with several processes
+    # the compiled wrapper shares the parameters; checkpoints keep saving `model`'s plain state_dict
     network = torch.compile(network) if opts.compile else network
     val_loader = None
     if val_set is not None:
@@ -282,9 +428,23 @@ def run_training(opts, stop_after=None, log=print):
     last_epoch = opts.total_epoch if stop_after is None else min(opts.total_epoch, first_epoch + stop_after)
     for epoch in range(first_epoch, last_epoch):
         start, lr = time.perf_counter(), optimizer.param_groups[-1]['lr']
-        loader = training_batches(train_set, opts, device, epoch, drop_last, pixels)
+        if opts.wa and averaged is None and epoch >= opts.wa_start * opts.total_epoch:
+            averaged = weight_average(model)
+        # the original: DG's consistency term joins strictly after --wa starts, with the average as teacher
+        dg = dg_batches(opts, epoch, pin) if opts.DG and epoch > opts.wa_start * opts.total_epoch else None
+        loader = training_batches(train_set, opts, device, epoch, steps_per_epoch, pin, pixels)
         loss, err = train_one_epoch(network, loader, optimizer, scheduler, device, amp_dtype, scaler,
-                                    desc=f'epoch {epoch + 1}/{opts.total_epoch}')
+                                    desc=f'epoch {epoch + 1}/{opts.total_epoch}', metric_losses=metric_losses,
+                                    loss_optimizer=loss_opt, label_smoothing=opts.label_smoothing,
+                                    adversarial=(opts.adv, opts.aiter) if opts.adv > 0 else None,
+                                    dg_batches=dg, teacher=averaged)
+        if averaged is not None:
+            from torch.optim.swa_utils import update_bn
+
+            averaged.update_parameters(model)
+            update_bn(train_loader(train_set, opts, epoch, steps_per_epoch, pin), averaged, device)
+            if rank == 0:
+                save_atomic(averaged.module.state_dict(), run_dir / 'net_average.pth')
         loss, err = distributed.mean_over_ranks(loss, err)
         history['train_loss'].append(loss)
         history['train_err'].append(err)
@@ -302,7 +462,8 @@ def run_training(opts, stop_after=None, log=print):
             if epoch % SNAPSHOT_EVERY == SNAPSHOT_EVERY - 1:
                 save_atomic(weights, run_dir / f'net_{epoch:03d}.pth')
             save_atomic(weights, run_dir / 'net_last.pth')
-            state = training_state(epoch + 1, model, optimizer, scheduler, scaler, history)
+            state = training_state(epoch + 1, model, optimizer, scheduler, scaler, history, metric_losses, loss_opt,
+                                   averaged)
             state['rng_per_rank'] = rng_per_rank
             save_atomic(state, run_dir / 'resume.pth')
             draw_curves(history, run_dir / 'train.jpg')
@@ -311,7 +472,7 @@ def run_training(opts, stop_after=None, log=print):
 
 
 def main(argv=None):
-    opts = build_parser().parse_args(argv)
+    opts = parse_options(argv)
     try:
         run_training(opts)
     except (ValueError, PretrainedWeightsUnavailable) as e:

@@ -25,6 +25,5 @@ def tiny_prepared(tiny_market, tmp_path_factory):
     """Path of the tree prepare.py makes from `tiny_market`: {train,val,train_all,query,gallery,multi-query}/<id>/."""
     import prepare
     out = tmp_path_factory.mktemp('tiny_prepared') / 'pytorch'
-    splits = prepare.plan_market_split(tiny_market)
-    prepare.write_split(splits, out, progress=False)
+    prepare.main(['--download_path', str(tiny_market), '--save_path', str(out)])
     return out

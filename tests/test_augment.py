@@ -151,6 +151,7 @@ def test_train_with_cache_writes_only_under_cache_dir_and_keeps_the_sample_order
     resolved = train.resolved_opts(opts)
     data, _ = train.datasets(resolved)
     pixels = train.cached_pixels(data, resolved)
-    cached = train.training_batches(data, resolved, torch.device('cpu'), 3, True, pixels)
-    plain = train.training_batches(data, resolved, torch.device('cpu'), 3, True)
+    steps = train.epoch_steps(data, resolved)
+    cached = train.training_batches(data, resolved, torch.device('cpu'), 3, steps, False, pixels)
+    plain = train.training_batches(data, resolved, torch.device('cpu'), 3, steps, False)
     assert [b[1].tolist() for b in cached] == [b[1].tolist() for b in plain]

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import model as M
+import train
 
 SMALL = {'backbone': 'resnet18', 'scratch': True}
 
@@ -205,3 +206,98 @@ def test_cached_imagenet_weights_are_loaded_from_the_hub_cache(tmp_path, monkeyp
     net = M.build_model({'backbone': 'resnet18'}, 4)
     assert torch.equal(net.body.conv1.weight, reference.conv1.weight)
     assert torch.equal(net.body.layer4[1].bn2.running_var, reference.layer4[1].bn2.running_var)
+
+
+def test_bnneck_gives_bn_feature_for_retrieval_and_the_pre_bn_feature_for_metric_losses():
+    torch.manual_seed(0)
+    net = randomise_batchnorm(M.build_model({**SMALL, 'bnneck': True}, num_classes=5)).eval()
+    x = torch.randn(3, 3, 64, 32)
+    with torch.no_grad():
+        pooled = net.body(x).mean(dim=(2, 3))
+        bn = net.classifier.bn
+        expected = (pooled - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps) * bn.weight + bn.bias
+        feature = net(x, return_feature=True)
+        logits, metric_feature = net(x, return_metric_feature=True)
+    torch.testing.assert_close(feature, expected, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(metric_feature, pooled, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(logits, feature @ net.classifier.classifier.weight.T)
+    assert net.classifier.classifier.bias is None and not bn.bias.requires_grad
+    assert net.feature_dim == pooled.shape[1]
+    body, head = M.parameter_groups(net, 0.1)
+    assert all(p.requires_grad for p in head['params']) and id(bn.bias) not in {id(p) for p in head['params']}
+
+
+def test_class_block_gives_the_bottleneck_feature_to_metric_losses():
+    net = M.build_model(SMALL, num_classes=5).eval()
+    x = torch.randn(2, 3, 64, 32)
+    with torch.no_grad():
+        logits, feature = net(x, return_metric_feature=True)
+        torch.testing.assert_close(feature, net(x, return_feature=True))
+        torch.testing.assert_close(logits, net(x))
+
+
+@pytest.mark.parametrize('flag', [f for f in M.BACKBONE_FLAGS if f not in ('use_dense', 'ibn', 'use_convnext')])
+def test_every_timm_backbone_flag_builds_and_gives_the_feature_shape(flag):
+    """Built on the meta device (shapes only, no weights initialised in memory): the large timm models in
+    seconds. use_convnext and ibn run real forwards below."""
+    name, size = M.BACKBONE_FLAGS[flag]
+    h, w = size or (64, 64)
+    with torch.device('meta'):
+        net = M.build_model({flag: True, 'scratch': True, 'h': h, 'w': w}, num_classes=5)
+        x = torch.empty(2, 3, h, w)
+        assert net(x).shape == (2, 5)
+        assert net(x, return_feature=True).shape == (2, 512)
+    assert M.backbone_name({flag: True}) == name and name.startswith('timm:')
+
+
+def test_convnext_and_ibn_run_real_forwards_and_ibn_matches_its_definition():
+    torch.manual_seed(0)
+    convnext = M.build_model({'use_convnext': True, 'scratch': True}, num_classes=3).eval()
+    with torch.no_grad():
+        assert convnext(torch.randn(2, 3, 64, 32), return_feature=True).shape == (2, 512)
+    ibn = M.build_model({'ibn': True, 'scratch': True, 'bnneck': True}, num_classes=3).eval()
+    block = ibn.body.layer2[0].bn1
+    assert isinstance(block, M.IBN) and not isinstance(ibn.body.layer4[0].bn1, M.IBN)
+    x = torch.randn(2, block.IN.num_features + block.BN.num_features, 5, 4)
+    with torch.no_grad():
+        half = block.IN.num_features
+        a = x[:, :half]
+        mean, var = a.mean(dim=(2, 3), keepdim=True), a.var(dim=(2, 3), unbiased=False, keepdim=True)
+        expected_in = (a - mean) / torch.sqrt(var + block.IN.eps) * block.IN.weight[:, None, None] + \
+            block.IN.bias[:, None, None]
+        torch.testing.assert_close(block(x)[:, :half], expected_in, rtol=1e-4, atol=1e-4)
+        assert ibn(torch.randn(2, 3, 64, 32), return_feature=True).shape == (2, 2048)
+
+
+def test_backbone_flags_conflict_clearly_and_imply_input_sizes():
+    with pytest.raises(ValueError, match='pick one backbone'):
+        M.backbone_name({'use_swin': True, 'use_hr': True})
+    with pytest.raises(ValueError, match='conflicts with --backbone resnet18'):
+        M.backbone_name({'use_convnext': True, 'backbone': 'resnet18'})
+    assert M.backbone_input_size({'use_swinv2': True}) == (224, 224)
+    o = train.resolved_opts(train.build_parser().parse_args(['--use_swin']))
+    assert (o.h, o.w) == (224, 224)
+
+
+def test_usam_matches_its_definition_and_sits_after_the_stem_and_layer1():
+    net = M.build_model({**SMALL, 'usam': True}, num_classes=3)
+    names = [n for n, _ in net.body.named_children()]
+    assert names[:7] == ['conv1', 'bn1', 'relu', 'usam_1', 'maxpool', 'layer1', 'usam_2']
+    usam = net.body.usam_1.eval()
+    with torch.no_grad():
+        usam.bn.running_mean.fill_(0.3)
+        usam.bn.running_var.fill_(2.0)
+    x = torch.randn(2, 4, 6, 5)
+    s = x.sum(1)
+    expected = x.clone()
+    for b in range(2):
+        for i in range(1, 5):
+            for j in range(1, 4):
+                unit_sub = 9 * s[b, i, j] - s[b, i - 1:i + 2, j - 1:j + 2].sum()
+                a = max(0.0, float((unit_sub - 0.3) / math.sqrt(2.0 + usam.bn.eps) * usam.bn.weight + usam.bn.bias))
+                expected[b, :, i, j] = x[b, :, i, j] * (1 + a)
+    with torch.no_grad():
+        torch.testing.assert_close(usam(x), expected, rtol=1e-5, atol=1e-5)
+        assert net.eval()(torch.randn(2, 3, 64, 32)).shape == (2, 3)
+    with pytest.raises(ValueError, match='--usam'):
+        M.build_model({'backbone': 'mobilenet_v3_small', 'scratch': True, 'usam': True}, 3)

@@ -3,6 +3,7 @@
 Uses the session fixtures `tiny_market` (raw) and `tiny_prepared` (its ImageFolder tree) from conftest.py.
 """
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -233,3 +234,26 @@ def test_command_line_two_step_use(tmp_path):
                             text=True, timeout=300)
     assert failed.returncode != 0 and str(tmp_path / 'missing') in failed.stderr
     assert 'Traceback' not in failed.stderr
+
+
+def test_make_demo_of_another_layout_then_prepare_detects_it(tmp_path, capsys):
+    demo = tmp_path / 'veri'
+    prepare.main(['--make-demo', str(demo), '--layout', 'veri', '--size', 'tiny'])
+    assert 'next: python prepare.py --dataset veri' in capsys.readouterr().out
+    prepare.main(['--download_path', str(demo)])
+    out = capsys.readouterr().out
+    assert '(veri)' in out and '256x256' in out
+    info = json.loads((demo / 'pytorch' / prepare.OUTPUT_MARKER).read_text())
+    assert info['layout'] == 'veri' and info['input_size'] == [256, 256]
+    from data import input_size
+    assert input_size(demo / 'pytorch') == (256, 256) and input_size(demo / 'pytorch', 64) == (64, 256)
+    assert input_size(demo / 'pytorch', pcb=True) == (384, 192) and input_size(tmp_path) == (256, 128)
+
+
+def test_flags_that_name_the_data_twice_are_refused(tmp_path, capsys):
+    for argv in (['--custom', str(tmp_path), '--csv', str(tmp_path / 'a.csv')],
+                 ['--download_path', str(tmp_path), '--custom', str(tmp_path)],
+                 ['--pattern', '(?P<id>.+)']):
+        with pytest.raises(SystemExit):
+            prepare.main(argv)
+        assert '--' in capsys.readouterr().err

@@ -160,3 +160,52 @@ def test_bad_arguments_name_the_argument(tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
         synthetic.make_dataset(tmp_path / 'x', **kwargs)
     assert not (tmp_path / 'x').exists()
+
+
+LAYOUT_NAMES = {   # independent of synthetic.py: each dataset's published naming
+    'duke': r'^(bounding_box_train|bounding_box_test|query)/(-1|\d{4})_c\d_f\d{7}\.jpg$',
+    'msmt17': r'^(train|test)/(\d{4})/\2_\d{3}_(0[1-9]|1[0-5])_0303morning_\d{4}_0\.jpg$',
+    'cuhk03': r'^(detected|labeled)/(bounding_box_train|bounding_box_test|query)/\d{4}_c[12]_\d+\.png$',
+    'veri': r'^image_(train|query|test)/\d{4}_c0[0-2]\d_\d{8}_0\.jpg$',
+    'vehicleid': r'^image/\d{7}\.jpg$',
+    'cub': r'^images/(\d{3})\.Bird_\1/Bird_\1_\d{4}_\d+\.jpg$',
+    'viper': r'^cam_[ab]/\d{3}_\d+\.bmp$',
+}
+
+
+@pytest.mark.parametrize('layout', sorted(LAYOUT_NAMES))
+def test_every_layout_plan_uses_the_real_naming_and_is_deterministic(layout):
+    import re
+    files, texts = synthetic.plan_layout(layout, 'tiny', seed=0)
+    again = synthetic.plan_layout(layout, 'tiny', seed=0)
+    assert [(rel, spec) for rel, spec in files] == again[0] and texts == again[1]
+    assert len({rel for rel, _ in files}) == len(files) > 0
+    for rel, _ in files:
+        assert re.match(LAYOUT_NAMES[layout], rel), rel
+    if layout == 'msmt17':   # list lines `relative/path label`, and every listed file is written
+        listed = [line.split()[0] for name in ('train', 'val') for line in texts[f'list_{name}.txt'].splitlines()]
+        assert sorted('train/' + p for p in listed) == sorted(rel for rel, _ in files if rel.startswith('train/'))
+    if layout == 'vehicleid':
+        ids = [set(line.split()[1] for line in texts[f'train_test_split/test_list_{n}.txt'].splitlines())
+               for n in (800, 1600, 2400)]
+        assert ids[0] < ids[1] < ids[2]
+        train = {line.split()[1] for line in texts['train_test_split/train_list.txt'].splitlines()}
+        assert not train & ids[2]
+
+
+def test_make_layout_writes_files_refuses_foreign_folders_and_replaces_its_own(tmp_path):
+    root = tmp_path / 'viper'
+    counts = synthetic.make_layout(root, 'viper', size='tiny', seed=0)
+    assert counts == {'cam_a': 24, 'cam_b': 24}
+    first = checksums(root)
+    (root / 'cam_a' / 'stale.bmp').write_bytes(b'x')
+    synthetic.make_layout(root, 'viper', size='tiny', seed=0)
+    assert checksums(root) == first
+    foreign = tmp_path / 'mine'
+    foreign.mkdir()
+    (foreign / 'thesis.txt').write_text('precious')
+    with pytest.raises(ValueError, match='not empty'):
+        synthetic.make_layout(foreign, 'cub')
+    with pytest.raises(ValueError, match='layout'):
+        synthetic.make_layout(tmp_path / 'x', 'imagenet')
+    assert (foreign / 'thesis.txt').read_text() == 'precious'

@@ -4,6 +4,8 @@ Training runs use resnet18 from scratch on 32x16 inputs of the tiny synthetic se
 """
 import math
 
+import numpy as np
+
 import pytest
 import torch
 import yaml
@@ -131,3 +133,162 @@ def test_an_existing_run_is_kept_unless_overwrite_and_resume_names_ignored_flags
 
     train.run_training(tiny_opts(tiny_prepared, tmp_path, *args, '--overwrite', '--seed', '1'), log=lambda l: None)
     assert not stale.exists() and (tmp_path / 'kept' / 'net_last.pth').read_bytes() != before
+
+
+ALL_LOSSES = ('--triplet', '--circle', '--arcface', '--cosface', '--sphere', '--contrast', '--lifted', '--instance',
+              '--instance_id', '--ins_gamma', '16', '--center', '--label_smoothing', '0.1')
+
+
+def test_every_loss_and_trick_trains_resumes_exactly_and_tests(tiny_prepared, tmp_path):
+    """All metric losses at once (P x K by default) with BNNeck, USAM, fused SGD, weight averaging and DG
+    consistency (the tiny train split stands in for DG-Market): the losses'
+    parameters and the average are saved in resume.pth and restored; the resumed run equals an uninterrupted
+    one; test.py evaluates the last and the averaged network."""
+    from tests.test_test import load_test_cli
+
+    args = ('--total_epoch', '2', '--bnneck', '--usam', '--FSGD', '--wa', '--wa_start', '0', '--DG', '--dg_dir',
+            str(tiny_prepared / 'train'), *ALL_LOSSES)
+    whole = train.run_training(tiny_opts(tiny_prepared, tmp_path, '--name', 'whole', *args), log=lambda l: None)
+    train.run_training(tiny_opts(tiny_prepared, tmp_path, '--name', 'split', *args), stop_after=1,
+                       log=lambda l: None)
+    after_one = load_checkpoint(tmp_path / 'split' / 'resume.pth')['losses']
+    model_after_one = load_checkpoint(tmp_path / 'split' / 'net_last.pth')
+    torch.manual_seed(123)
+    resumed = train.run_training(tiny_opts(tiny_prepared, tmp_path, '--name', 'split', '--resume'),
+                                 log=lambda l: None)
+    assert resumed == whole
+    saved = yaml.safe_load((tmp_path / 'whole' / 'opts.yaml').read_text())
+    assert saved['sampler'] == 'pk' and saved['bnneck'] and saved['ins_gamma'] == 16
+
+    a, b = (load_checkpoint(tmp_path / run / 'resume.pth') for run in ('whole', 'split'))
+    assert set(a['losses']) == {'arcface.weight', 'cosface.weight', 'sphere.weight', 'center.centers'}
+    assert all(torch.equal(a['losses'][k], b['losses'][k]) for k in a['losses'])
+    assert all(torch.equal(a['model'][k], b['model'][k]) for k in a['model'])
+    assert a['loss_optimizer'] is not None
+    assert int(a['averaged']['n_averaged']) == 2
+    for key in ('body.conv1.weight', 'classifier.classifier.weight'):  # EMA 0.996 of the two epochs' weights
+        torch.testing.assert_close(a['averaged']['module.' + key],
+                                   0.996 * model_after_one[key] + 0.004 * a['model'][key])
+    assert all(torch.equal(a['averaged'][k], b['averaged'][k]) for k in a['averaged'])
+    average = load_checkpoint(tmp_path / 'whole' / 'net_average.pth')
+    assert average.keys() == a['model'].keys() and 'body.usam_1.bn.weight' in average
+    for key, value in after_one.items():  # every loss parameter is optimised (it moved in epoch 2)
+        assert not torch.equal(value, a['losses'][key]), key
+
+    T = load_test_cli()
+    results = T.run_test(T.build_parser().parse_args(
+        ['--name', 'whole', '--model_dir', str(tmp_path), '--test_dir', str(tiny_prepared), '--num_workers', '0',
+         '--result', str(tmp_path / 'r.mat')]), log=lambda l: None)
+    assert 0 <= results['single']['mAP'] <= 1
+    averaged = T.run_test(T.build_parser().parse_args(
+        ['--name', 'whole', '--model_dir', str(tmp_path), '--test_dir', str(tiny_prepared), '--num_workers', '0',
+         '--which_epoch', 'average', '--result', str(tmp_path / 'a.mat')]), log=lambda l: None)
+    assert 0 <= averaged['single']['mAP'] <= 1
+    import scipy.io
+    assert not np.allclose(scipy.io.loadmat(tmp_path / 'a.mat')['query_f'], scipy.io.loadmat(tmp_path / 'r.mat')['query_f'])
+
+
+def test_dg_without_its_folder_is_one_clear_error(tiny_prepared, tmp_path):
+    with pytest.raises(SystemExit, match='--DG: .*nowhere: folder not found; download DG-Market'):
+        train.main(['--data_dir', str(tiny_prepared), '--model_dir', str(tmp_path), '--backbone', 'resnet18',
+                    '--scratch', '--DG', '--dg_dir', str(tmp_path / 'nowhere')])
+
+
+def test_milestone_steps_drop_the_lr_at_each_given_epoch():
+    assert [lr_factor(e * 3, 3, 120, milestones=(40, 70)) for e in (0, 39, 40, 69, 70, 119)] == \
+        pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+    assert train.milestones('40,70') == (40, 70)
+    with pytest.raises(ValueError, match='--steps 40,x'):
+        train.milestones('40,x')
+
+
+def test_presets_are_defaults_that_explicit_flags_override():
+    bot = train.parse_options(['--preset', 'bot'])
+    assert (bot.optimizer, bot.lr, bot.warm_epoch, bot.total_epoch, bot.steps) == ('adam', 3.5e-4, 10, 120, '40,70')
+    assert (bot.erasing_p, bot.label_smoothing, bot.stride, bot.bnneck, bot.triplet, bot.center) == \
+        (0.5, 0.1, 1, True, True, True)
+    assert (bot.batchsize // bot.num_instances, bot.num_instances, bot.h, bot.w) == (16, 4, 256, 128)
+    assert bot.triplet_mining == 'batch_hard' and bot.sampler == 'pk'
+    mine = train.parse_options(['--preset', 'bot', '--lr', '0.001', '--total', '30', '--batch', '32'])
+    assert (mine.lr, mine.total_epoch, mine.batchsize, mine.optimizer) == (0.001, 30, 32, 'adam')
+    seed = train.parse_options(['--preset', 'seed'])
+    plain = train.parse_options([])
+    assert all(getattr(seed, k) == v for k, v in train.PRESETS['seed'].items())
+    resolved = [{k: v for k, v in vars(train.resolved_opts(o)).items() if k != 'preset'} for o in (seed, plain)]
+    assert resolved[0] == resolved[1]  # the defaults are the original recipe
+
+
+def test_bot_preset_with_adversarial_training_trains_tests_and_records_resolved_values(tiny_prepared, tmp_path):
+    from tests.test_test import load_test_cli
+
+    argv = ['--preset', 'bot', '--data_dir', str(tiny_prepared), '--model_dir', str(tmp_path), '--name', 'bot',
+            '--backbone', 'resnet18', '--scratch', '--h', '32', '--w', '16', '--batchsize', '16', '--num_workers',
+            '0', '--total_epoch', '1', '--steps', '1', '--warm_epoch', '1', '--adv', '0.5', '--aiter', '100']
+    train.main(argv)
+    saved = yaml.safe_load((tmp_path / 'bot' / 'opts.yaml').read_text())
+    assert (saved['optimizer'], saved['lr'], saved['steps'], saved['total_epoch'], saved['stride']) == \
+        ('adam', 3.5e-4, '1', 1, 1)
+    assert (saved['adv'], saved['aiter']) == (0.5, 100)
+    state = load_checkpoint(tmp_path / 'bot' / 'resume.pth')
+    assert 'exp_avg' in next(iter(state['optimizer']['state'].values()))  # Adam's state
+    assert set(state['losses']) == {'center.centers'}
+    T = load_test_cli()
+    results = T.run_test(T.build_parser().parse_args(
+        ['--name', 'bot', '--model_dir', str(tmp_path), '--test_dir', str(tiny_prepared), '--num_workers', '0',
+         '--result', str(tmp_path / 'r.mat')]), log=lambda l: None)
+    assert 0 <= results['single']['mAP'] <= 1
+
+
+# The original's documented train/test commands (its README and tutorial; the copy in shared/seed-README.md
+# stops before its commands, so they are listed here), with the abbreviations its users type.
+ORIGINAL_TRAIN_COMMANDS = [
+    '--gpu_ids 0 --name ft_ResNet50 --train_all --batchsize 32 --data_dir your_data_path',
+    '--gpu_ids 0 --name ft_DenseNet121 --use_dense --train_all --batchsize 32 --data_dir your_data_path',
+    '--warm_epoch 5 --stride 1 --erasing_p 0.5 --batchsize 8 --lr 0.02 --name warm5_s1_b8_lr2_p0.5',
+    '--PCB --batchsize 64 --name PCB-64 --train_all',
+    '--name swin --use_swin --total 100 --batch 16 --warm 10 --data ../Market/pytorch --train_all',
+    '--name swinv2 --use_swinv2 --train_all --lr 0.02',
+    '--name convnext --use_convnext --train_all --lr 0.01',
+    '--name efficient --use_efficient --train_all',
+    '--name hr --use_hr --train_all',
+    '--name ibn --ibn --train_all',
+    '--name nas --use_NAS --train_all',
+    '--name dino --use_dino --train_all',
+    '--name usam --usam --train_all',
+    '--name circle --circle --train_all --batchsize 32',
+    '--name tri --triplet --train_all --batchsize 32',
+    '--name all --arcface --cosface --sphere --contrast --lifted --instance --ins_gamma 32 --train_all',
+    '--name ft_ResNet50 --fp16 --train_all',
+    '--name ft_ResNet50 --bf16 --train_all',
+    '--name ft_ResNet50 --cosine --FSGD --wa --train_all',
+    '--name dg --DG --train_all',
+    '--name adv --adv 0.1 --aiter 10 --train_all',
+    '--name ft_ResNet50 --color_jitter --droprate 0.75 --linear_num 0 --weight_decay 1e-4 --train_all',
+]
+ORIGINAL_TEST_COMMANDS = [
+    '--gpu_ids 0 --name ft_ResNet50 --test_dir your_data_path --batchsize 32 --which_epoch 59',
+    '--name PCB-64 --PCB --which_epoch last',
+    '--name ft_ResNet50 --multi --ms 1,1.1 --fp16',
+    '--name ibn --ibn --usam --use_dense --linear_num 512 --stride 1',
+]
+
+
+@pytest.mark.parametrize('command', ORIGINAL_TRAIN_COMMANDS)
+def test_the_original_train_commands_parse_and_resolve(command):
+    opts = train.resolved_opts(train.parse_options(command.split()))
+    assert opts.name == command.split('--name ')[1].split()[0]
+
+
+def test_the_original_test_commands_parse():
+    from tests.test_test import load_test_cli
+    parser = load_test_cli().build_parser()
+    for command in ORIGINAL_TEST_COMMANDS:
+        parser.parse_args(command.split())
+
+
+def test_abbreviations_users_type_stay_unambiguous():
+    opts = train.parse_options(['--total', '100', '--batch', '16', '--warm', '10', '--data', 'd', '--name', 'n',
+                                '--wa'])
+    assert (opts.total_epoch, opts.batchsize, opts.warm_epoch, opts.data_dir, opts.name, opts.wa) == \
+        (100, 16, 10, 'd', 'n', True)
+    assert train.parse_options(['--use_swin', '--h', '99']).h == 99

@@ -1,0 +1,97 @@
+"""Each main training option on the demo set under the same budget: Rank@1 / mAP / mINP per option and seed.
+
+    python bench/tricks.py [--data data/demo] [--epochs 30] [--seeds 0] [--only softmax,bot]
+Generates and prepares the demo set when --data lacks it; every option trains ResNet-18 from scratch at 64x32 for
+--epochs on train_all (the quick start's setting), then test.py scores it. Runs go to --model_dir (default
+bench/runs, replaced on each call). Prints one row per option and seed, then the mean over seeds.
+"""
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from anywhere: modules live one level up
+
+import prepare  # noqa: E402
+import train  # noqa: E402
+
+QUICK = ['--backbone', 'resnet18', '--scratch', '--h', '64', '--w', '32', '--batchsize', '32', '--lr', '0.05',
+         '--warm_epoch', '1', '--train_all']
+
+
+def bot_scaled(epochs):
+    """BoT's schedule (120 epochs, drops at 40 and 70, warm-up 10) scaled to `epochs`."""
+    return ['--preset', 'bot', '--backbone', 'resnet18', '--scratch', '--h', '64', '--w', '32', '--batchsize', '32',
+            '--train_all', '--steps', f'{max(1, round(epochs / 3))},{max(2, round(epochs * 7 / 12))}',
+            '--warm_epoch', str(max(1, round(epochs / 12)))]
+
+
+# option -> flags given after the shared ones (a callable gets --epochs)
+OPTIONS = {
+    'softmax (quick start, backbone lr x1)': QUICK,
+    'softmax, backbone lr x0.1': QUICK + ['--backbone_lr_mult', '0.1'],
+    'softmax + label smoothing 0.1': QUICK + ['--label_smoothing', '0.1'],
+    'softmax + triplet (P x K)': QUICK + ['--triplet'],
+    'softmax + circle (P x K)': QUICK + ['--circle'],
+    'BNNeck + batch-hard triplet + center + LS, SGD': QUICK + ['--bnneck', '--triplet', '--triplet_mining',
+                                                               'batch_hard', '--center', '--label_smoothing', '0.1'],
+    'bot preset (Adam 3.5e-4, schedule scaled)': bot_scaled,
+}
+
+
+def test_cli():
+    """Return test.py as a module, loaded by path (a plain `import test` may find Python's own package)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('reid_test_cli', Path(__file__).resolve().parents[1] / 'test.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def ensure_demo(data):
+    """Generate and prepare the demo set at `data` unless data/pytorch exists."""
+    if not (Path(data) / 'pytorch' / 'train_all').is_dir():
+        prepare.main(['--make-demo', str(data), '--size', 'demo'])
+        prepare.main(['--download_path', str(data)])
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('--data', default='data/demo')
+    p.add_argument('--epochs', default=30, type=int)
+    p.add_argument('--seeds', default='0', help='comma-separated training seeds')
+    p.add_argument('--only', default=None, help='comma-separated option numbers (1-based) to run')
+    p.add_argument('--model_dir', default='bench/runs')
+    args = p.parse_args(argv)
+    ensure_demo(args.data)
+    T = test_cli()
+
+    chosen = list(OPTIONS.items())
+    if args.only:
+        chosen = [chosen[int(i) - 1] for i in args.only.split(',')]
+    rows = []
+    for name, flags in chosen:
+        flags = flags(args.epochs) if callable(flags) else flags
+        for seed in args.seeds.split(','):
+            run = f'tricks_{len(rows)}'
+            start = time.perf_counter()
+            train.main([*flags, '--data_dir', f'{args.data}/pytorch', '--model_dir', args.model_dir, '--name', run,
+                        '--total_epoch', str(args.epochs), '--seed', seed, '--overwrite', '--num_workers', '0'])
+            result = T.run_test(T.build_parser().parse_args(
+                ['--name', run, '--model_dir', args.model_dir, '--test_dir', f'{args.data}/pytorch',
+                 '--num_workers', '0', '--result', f'{args.model_dir}/{run}/pytorch_result.mat']),
+                log=lambda line: None)['single']
+            rows.append((name, seed, result['cmc'][0], result['mAP'], result['mINP'], time.perf_counter() - start))
+            print(f'| {name} | {seed} | {100 * rows[-1][2]:.2f} | {100 * rows[-1][3]:.2f} | {100 * rows[-1][4]:.2f} '
+                  f'| {rows[-1][5]:.0f} s |', flush=True)
+    print(f'\n{args.epochs} epochs each, ResNet-18 from scratch at 64x32, demo set (400 queries x 1,850 gallery)')
+    print('| option | seeds | Rank@1 | mAP | mINP | time per run |\n|---|---|---|---|---|---|')
+    for name, _ in chosen:
+        mine = [r for r in rows if r[0] == name]
+        mean = [sum(r[i] for r in mine) / len(mine) for i in (2, 3, 4, 5)]
+        print(f'| {name} | {len(mine)} | {100 * mean[0]:.2f} | {100 * mean[1]:.2f} | {100 * mean[2]:.2f} '
+              f'| {mean[3]:.0f} s |')
+
+
+if __name__ == '__main__':
+    main()

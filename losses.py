@@ -1,0 +1,288 @@
+"""Metric-learning losses added to the softmax (ID) loss, as a registry: flag name -> loss class.
+
+Each loss takes (feature, labels) -> scalar, with the margins/scales of the original (or of BoT for center).
+"""
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _masks(labels):
+    """Return (positive mask without the diagonal, negative mask) of a batch's labels, [B, B] bool."""
+    same = labels[:, None] == labels[None, :]
+    eye = torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+    return same & ~eye, ~same
+
+
+def _euclidean(x):
+    """Pairwise Euclidean distances [B, B]; the clamp keeps sqrt's gradient finite at 0."""
+    sq = (x * x).sum(1)
+    return (sq[:, None] + sq[None, :] - 2 * x @ x.t()).clamp(min=1e-12).sqrt()
+
+
+class TripletLoss(nn.Module):
+    """Triplet loss, margin 0.3.
+
+    mining='pairs' (the original: pytorch-metric-learning's MultiSimilarityMiner(epsilon 0.1) picks hard
+    positive and negative pairs on cosine similarity of L2-normalised features; every (anchor, hard positive,
+    hard negative) triplet of an anchor counts; the mean over triplets with a positive loss).
+    mining='batch_hard' (BoT, Hermans et al.): per anchor the farthest positive and nearest negative, Euclidean
+    distance on the raw feature, mean over anchors.
+    """
+
+    def __init__(self, margin=0.3, mining='pairs', epsilon=0.1):
+        super().__init__()
+        if mining not in ('pairs', 'batch_hard'):
+            raise ValueError(f'--triplet_mining {mining}: expected pairs or batch_hard')
+        self.margin, self.mining, self.epsilon = margin, mining, epsilon
+
+    def forward(self, feature, labels):
+        pos, neg = _masks(labels)
+        if self.mining == 'batch_hard':
+            d = _euclidean(feature)
+            hardest_pos = d.masked_fill(~pos, float('-inf')).amax(1)
+            hardest_neg = d.masked_fill(~neg, float('inf')).amin(1)
+            valid = pos.any(1) & neg.any(1)
+            if not valid.any():
+                return feature.sum() * 0
+            return F.relu(hardest_pos - hardest_neg + self.margin)[valid].mean()
+        x = F.normalize(feature, dim=1)
+        with torch.no_grad():  # mining chooses pairs; it is not differentiated
+            sim = x @ x.t()
+            min_pos = sim.masked_fill(~pos, float('inf')).amin(1, keepdim=True)
+            max_neg = sim.masked_fill(~neg, float('-inf')).amax(1, keepdim=True)
+            hard_pos = pos & (sim - self.epsilon < max_neg)
+            hard_neg = neg & (sim + self.epsilon > min_pos)
+        d = _euclidean(x)
+        # loss[a, p, n] for every hard positive p and hard negative n of anchor a
+        loss = F.relu(d[:, :, None] - d[:, None, :] + self.margin)
+        chosen = hard_pos[:, :, None] & hard_neg[:, None, :]
+        active = chosen & (loss > 0)
+        if not active.any():
+            return feature.sum() * 0
+        return loss[active].mean()
+
+
+class CircleLoss(nn.Module):
+    """Circle loss (Sun et al., CVPR 2020), m 0.25, gamma 32, over all positive and negative pairs (i < j) of
+    L2-normalised features; divided by the batch size, as the original adds it."""
+
+    def __init__(self, m=0.25, gamma=32.0):
+        super().__init__()
+        self.m, self.gamma = m, gamma
+
+    def forward(self, feature, labels):
+        x = F.normalize(feature, dim=1)
+        sim = x @ x.t()
+        same = labels[:, None] == labels[None, :]
+        upper = torch.ones_like(same).triu(1)
+        sp, sn = sim[same & upper], sim[~same & upper]
+        ap = (1 + self.m - sp.detach()).clamp(min=0)
+        an = (sn.detach() + self.m).clamp(min=0)
+        logit_p = -ap * (sp - (1 - self.m)) * self.gamma
+        logit_n = an * (sn - self.m) * self.gamma
+        return F.softplus(torch.logsumexp(logit_n, 0) + torch.logsumexp(logit_p, 0)) / len(labels)
+
+
+class _MarginSoftmax(nn.Module):
+    """Shared part of ArcFace / CosFace / SphereFace: cosine to learnable class weights [D, K] (normalised),
+    the target class's cosine modified, scaled, cross-entropy; divided by the batch size as the original."""
+
+    def __init__(self, num_classes, feature_dim, scale):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(feature_dim, num_classes))
+        self.scale = scale
+
+    def target_logit(self, cos):
+        raise NotImplementedError
+
+    def forward(self, feature, labels):
+        x = F.normalize(feature, dim=1)
+        cos = x @ F.normalize(self.weight, dim=0)
+        target = torch.zeros_like(cos, dtype=torch.bool).scatter_(1, labels[:, None], True)
+        logits = torch.where(target, self.target_logit(cos), cos) * self.scale
+        return F.cross_entropy(logits, labels) / len(labels)
+
+
+class ArcFaceLoss(_MarginSoftmax):
+    """ArcFace: target cos(theta + 0.5 rad = 28.6 degrees), scale 64."""
+
+    def __init__(self, num_classes, feature_dim, margin=math.radians(28.6), scale=64.0):
+        super().__init__(num_classes, feature_dim, scale)
+        self.margin = margin
+
+    def target_logit(self, cos):
+        return torch.cos(torch.acos(cos.clamp(-1 + 1e-7, 1 - 1e-7)) + self.margin)
+
+
+class CosFaceLoss(_MarginSoftmax):
+    """CosFace: target cos(theta) - 0.35, scale 64."""
+
+    def __init__(self, num_classes, feature_dim, margin=0.35, scale=64.0):
+        super().__init__(num_classes, feature_dim, scale)
+        self.margin = margin
+
+    def target_logit(self, cos):
+        return cos - self.margin
+
+
+def chebyshev(m, c):
+    """cos(m * theta) as the Chebyshev polynomial T_m(cos theta): smooth where acos's gradient is not."""
+    previous, current = torch.ones_like(c), c
+    if m == 0:
+        return previous
+    for _ in range(m - 1):
+        previous, current = current, 2 * c * current - previous
+    return current
+
+
+class SphereFaceLoss(_MarginSoftmax):
+    """SphereFace (A-Softmax): target (-1)^k cos(4 theta) - 2k with k = floor(4 theta / pi), scale 1."""
+
+    def __init__(self, num_classes, feature_dim, margin=4, scale=1.0):
+        super().__init__(num_classes, feature_dim, scale)
+        self.margin = int(margin)
+
+    def target_logit(self, cos):
+        c = cos.clamp(-1, 1)
+        k = torch.floor(self.margin * torch.acos(c.detach()) / math.pi)
+        sign = 1 - 2 * (k % 2)
+        return sign * chebyshev(self.margin, c) - 2 * k
+
+
+class ContrastiveLoss(nn.Module):
+    """Contrastive loss on L2-normalised features: positives pulled to distance 0, negatives pushed past 1;
+    each part averaged over its pairs with a non-zero loss, then summed (pytorch-metric-learning's)."""
+
+    def __init__(self, pos_margin=0.0, neg_margin=1.0):
+        super().__init__()
+        self.pos_margin, self.neg_margin = pos_margin, neg_margin
+
+    def forward(self, feature, labels):
+        pos, neg = _masks(labels)
+        d = _euclidean(F.normalize(feature, dim=1))
+        total = feature.sum() * 0
+        for loss, mask in ((F.relu(d - self.pos_margin), pos), (F.relu(self.neg_margin - d), neg)):
+            active = mask & (loss > 0)
+            if active.any():
+                total = total + loss[active].mean()
+        return total
+
+
+def _masked_logsumexp(values, mask):
+    """Row-wise logsumexp over `mask`ed entries; 0 for a row without any."""
+    out = torch.logsumexp(values.masked_fill(~mask, float('-inf')), dim=1)
+    return torch.where(mask.any(1), out, torch.zeros_like(out))
+
+
+class LiftedStructureLoss(nn.Module):
+    """Generalised lifted structure loss on L2-normalised features, neg margin 1, pos margin 0: per anchor
+    relu(logsumexp(d_pos - 0) + logsumexp(1 - d_neg)), mean over anchors."""
+
+    def __init__(self, pos_margin=0.0, neg_margin=1.0):
+        super().__init__()
+        self.pos_margin, self.neg_margin = pos_margin, neg_margin
+
+    def forward(self, feature, labels):
+        pos, neg = _masks(labels)
+        d = _euclidean(F.normalize(feature, dim=1))
+        per_anchor = _masked_logsumexp(d - self.pos_margin, pos) + _masked_logsumexp(self.neg_margin - d, neg)
+        return F.relu(per_anchor).mean()
+
+
+class InstanceLoss(nn.Module):
+    """Instance loss (Zheng et al., TOMM 2020) as the original writes it: cross-entropy of the scaled cosine
+    similarities within the batch (gamma = --ins_gamma); divided by the batch size as the original adds it.
+
+    use_labels=False (--instance): every image is its own class (target of image i: column i).
+    use_labels=True (--instance_id): the target of image i is column u(i), the index of its label among the
+    batch's sorted unique labels (the original's formulation, kept as it is).
+    """
+
+    def __init__(self, gamma=32.0, use_labels=False):
+        super().__init__()
+        self.gamma, self.use_labels = gamma, use_labels
+
+    def forward(self, feature, labels):
+        x = F.normalize(feature, dim=1)
+        if self.use_labels:
+            target = torch.unique(labels, return_inverse=True)[1]
+        else:
+            target = torch.arange(len(labels), device=labels.device)
+        return F.cross_entropy(self.gamma * x @ x.t(), target) / len(labels)
+
+
+class CenterLoss(nn.Module):
+    """Center loss (Wen et al., ECCV 2016) as BoT: sum_i ||x_i - c_{y_i}||^2 / B on the raw feature, weight
+    0.0005; the centres have their own SGD at lr 0.5 on the unweighted gradient (`own_lr`, `loss_weight`)."""
+
+    loss_weight = 0.0005
+    own_lr = 0.5
+
+    def __init__(self, num_classes, feature_dim):
+        super().__init__()
+        self.centers = nn.Parameter(torch.randn(num_classes, feature_dim))
+
+    def forward(self, feature, labels):
+        diff = feature - self.centers[labels]
+        return (diff * diff).sum(1).clamp(1e-12, 1e12).mean()
+
+
+# flag -> constructor(opts, num_classes, feature_dim). Order is the order of the summed terms.
+REGISTRY = {
+    'triplet': lambda o, k, d: TripletLoss(0.3, o.get('triplet_mining', 'pairs')),
+    'circle': lambda o, k, d: CircleLoss(0.25, 32.0),
+    'arcface': lambda o, k, d: ArcFaceLoss(k, d),
+    'cosface': lambda o, k, d: CosFaceLoss(k, d),
+    'sphere': lambda o, k, d: SphereFaceLoss(k, d),
+    'contrast': lambda o, k, d: ContrastiveLoss(),
+    'lifted': lambda o, k, d: LiftedStructureLoss(),
+    'instance': lambda o, k, d: InstanceLoss(float(o.get('ins_gamma', 32))),
+    'instance_id': lambda o, k, d: InstanceLoss(float(o.get('ins_gamma', 32)), use_labels=True),
+    'center': lambda o, k, d: CenterLoss(k, d),
+}
+
+
+def active_loss_names(opts):
+    """Return the registry names switched on in `opts` (a dict of flag values), in registry order."""
+    return [name for name in REGISTRY if opts.get(name)]
+
+
+def build_losses(opts, num_classes, feature_dim):
+    """Return an nn.ModuleDict of the metric losses `opts` (a dict) switches on."""
+    return nn.ModuleDict({name: REGISTRY[name](opts, num_classes, feature_dim) for name in active_loss_names(opts)})
+
+
+def metric_loss(losses, feature, labels):
+    """Return the weighted sum of `losses` (a ModuleDict) on (feature, labels); 0 when there are none."""
+    total = feature.new_zeros(())
+    for loss in losses.values():
+        total = total + getattr(loss, 'loss_weight', 1.0) * loss(feature.float(), labels)
+    return total
+
+
+def loss_optimizer(losses):
+    """Return the SGD of losses that own their learning rate (center: lr 0.5), or None; the other losses'
+    parameters go to the network's optimizer (see shared_loss_parameters)."""
+    own = [loss for loss in losses.values() if getattr(loss, 'own_lr', None)]
+    if not own:
+        return None
+    return torch.optim.SGD([{'params': list(loss.parameters()), 'lr': loss.own_lr} for loss in own],
+                           lr=own[0].own_lr)
+
+
+def shared_loss_parameters(losses):
+    """Return the parameters of losses optimised with the network's head (arcface, cosface, sphere weights)."""
+    return [p for loss in losses.values() if not getattr(loss, 'own_lr', None) for p in loss.parameters()]
+
+
+def unweight_own_gradients(losses):
+    """Divide the gradient of own-lr losses' parameters by their weight (BoT steps the centres on the
+    unweighted center-loss gradient)."""
+    for loss in losses.values():
+        if getattr(loss, 'own_lr', None):
+            for p in loss.parameters():
+                if p.grad is not None:
+                    p.grad.mul_(1.0 / loss.loss_weight)

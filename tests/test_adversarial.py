@@ -1,0 +1,31 @@
+"""Tests of adversarial.py: opposite-direction images stay within the budget and the valid pixel range, and
+turn the feature away from the clean one; the model's mode and weights are untouched."""
+import torch
+import torch.nn.functional as F
+
+import model as M
+from adversarial import opposite_direction_images
+from data import IMAGENET_MEAN, IMAGENET_STD
+
+
+def test_opposite_direction_images_respect_the_budget_and_turn_the_feature():
+    torch.manual_seed(0)
+    net = M.build_model({'backbone': 'resnet18', 'scratch': True}, num_classes=4)
+    net.train()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    images = (torch.rand(3, 3, 32, 16) - mean) / std
+    adv = opposite_direction_images(net, images, rate=4)
+    assert net.training
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    pixels_clean, pixels_adv = images * std + mean, adv * std + mean
+    assert pixels_adv.min() >= -1e-6 and pixels_adv.max() <= 1 + 1e-6
+    # at most `rate` steps of one grey level (the step is 1 / (0.226 * 255) in normalised units)
+    assert ((adv - images).abs() <= 4 / (0.226 * 255) + 1e-5).all()
+    assert not torch.equal(adv, images)
+    net.eval()
+    with torch.no_grad():
+        clean = F.normalize(net(images, return_feature=True), dim=1)
+        moved = F.normalize(net(adv, return_feature=True), dim=1)
+    assert ((clean * moved).sum(1) < 0.999).all()
