@@ -1,14 +1,19 @@
 """Show one query and its top-10 gallery images: green frame = same id, red = different; saves show.png.
 
-Reads pytorch_result.mat (written by test.py) and the prepared test split to find the images.
+Reads pytorch_result.mat (written by test.py) and the prepared test split to find the images (any layout:
+with query = gallery, as CUB, the query's own image is left out like any junk).
     python demo.py --query_index 777 --test_dir ../Market/pytorch
+    python demo.py --query_image me.jpg --name ft_ResNet50 --test_dir ../Market/pytorch   # any photo
+    python demo.py --html results --test_dir ../Market/pytorch     # every query: results/index.html
+
+--query_image extracts the feature of one photo with the run --name (same resize, normalisation, flip-sum) and
+searches the gallery features already saved in --result, so the gallery is never extracted again.
 """
 import argparse
 import os
 
-import numpy as np
-
 from data import list_reid_images
+from report import ranked_gallery
 
 
 def parse_args(argv=None):
@@ -19,15 +24,14 @@ def parse_args(argv=None):
     p.add_argument('--output', default='show.png', type=str, help='where to save the picture')
     p.add_argument('--rerank', action='store_true', help='rank by k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3)')
     p.add_argument('--top', default=10, type=int, help='number of gallery images to show')
+    p.add_argument('--query_image', default=None, type=str,
+                   help='search with this photo instead of a query of the set (needs the run: --name)')
+    p.add_argument('--name', default='ft_ResNet50', type=str, help='run whose network embeds --query_image')
+    p.add_argument('--model_dir', default='model', type=str, help='folder that holds the runs')
+    p.add_argument('--which_epoch', default='last', type=str, help="checkpoint of --name: 'last' or a number")
+    p.add_argument('--html', default=None, type=str,
+                   help='write a static page of every query (top-10, AP, worst first) into this folder')
     return p.parse_args(argv)
-
-
-def ranked_gallery(keys, ql, qc, gl, gc):
-    """Return gallery indices ranked by ascending key (stable), junk removed (same id+camera, or id -1)."""
-    from metrics import junk_mask
-
-    order = np.argsort(keys, kind='stable')
-    return order[~junk_mask(ql, qc, gl[order], gc[order])]
 
 
 def query_keys(result, index, rerank):
@@ -63,6 +67,55 @@ def draw_ranking(query, shown, path):
     plt.close(fig)
 
 
+def photo_keys(args, gallery_f):
+    """Return the (G,) ranking keys (-cosine) of the photo --query_image against the saved gallery features."""
+    from api import ReIDRun
+
+    if not os.path.isfile(args.query_image):
+        raise SystemExit(f'--query_image {args.query_image}: file not found')
+    try:
+        run = ReIDRun(os.path.join(args.model_dir, args.name), args.which_epoch, device='cpu')
+        feature = run.features(args.query_image)[0].numpy()
+    except ValueError as e:
+        raise SystemExit(f'demo.py: {e}') from None
+    if feature.shape[0] != gallery_f.shape[1]:
+        raise SystemExit(f'--name {args.name}: its features have {feature.shape[0]} values but {args.result} holds '
+                         f'{gallery_f.shape[1]}: run test.py with the same run first')
+    return -(gallery_f @ feature)
+
+
+def show_photo(args, result, gallery_images):
+    """Rank the gallery for --query_image (junk id -1 left out; its id and camera are unknown) and draw it."""
+    keys = photo_keys(args, result.gallery_f)
+    ranked = ranked_gallery(keys, None, None, result.gallery_label, result.gallery_cam)[:args.top]
+    print(f'query image {args.query_image} (run {args.name})')
+    shown = []
+    for rank, g in enumerate(ranked, 1):
+        path, gid, _ = gallery_images[g]
+        shown.append((path, None, f'{rank}: id {gid}\nscore {-keys[g]:.3f}'))
+        print(f'{rank:2d} id {gid} score {-keys[g]:.4f} {path}')
+    draw_ranking((args.query_image, 'your photo'), shown, args.output)
+    print(f'saved {args.output}')
+
+
+def write_html(args, result, query_images, gallery_images):
+    """Write the static results page of every query into --html; print its path."""
+    import metrics
+    from report import write_report
+
+    if args.rerank:
+        from rerank import k_reciprocal_rerank
+
+        dist = k_reciprocal_rerank(result.query_f, result.gallery_f)
+    else:
+        dist = -(result.query_f @ result.gallery_f.T)
+    summary = metrics.compute_cmc_map_from_dist(dist, result.query_label, result.query_cam, result.gallery_label,
+                                                result.gallery_cam)
+    title = f'{os.path.basename(args.result)}{" (re-ranked)" if args.rerank else ""}: top-{args.top} of every query'
+    path = write_report(args.html, dist, query_images, gallery_images, summary, top=args.top, title=title)
+    print(f'saved {path} ({len(query_images)} queries; open it in a browser, no server needed)')
+
+
 def main(argv=None):
     args = parse_args(argv)
     from evaluate_gpu import load_result
@@ -74,6 +127,10 @@ def main(argv=None):
         raise SystemExit(f'{args.result}: {len(result.query_label)} queries and {len(result.gallery_label)} '
                          f'gallery images, but --test_dir {args.test_dir} has {len(query_images)} and '
                          f'{len(gallery_images)}: run test.py on the same --test_dir')
+    if args.query_image:
+        return show_photo(args, result, gallery_images)
+    if args.html:
+        return write_html(args, result, query_images, gallery_images)
     if not 0 <= args.query_index < len(query_images):
         raise SystemExit(f'--query_index {args.query_index}: out of range, there are {len(query_images)} queries')
 
@@ -81,7 +138,8 @@ def main(argv=None):
     ql, qc = int(result.query_label[i]), int(result.query_cam[i])
     keys = query_keys(result, i, args.rerank)
     ranked = ranked_gallery(keys, ql, qc, result.gallery_label, result.gallery_cam)[:args.top]
-    print(f'query {i}: {query_images[i][0]} (id {ql}, camera {qc})')
+    camera = f', camera {qc}' if qc >= 0 else ''   # a negative camera is prepare.py's 'no camera'
+    print(f'query {i}: {query_images[i][0]} (id {ql}{camera})')
     shown = []
     for rank, g in enumerate(ranked, 1):
         path, gid, _ = gallery_images[g]

@@ -20,12 +20,13 @@ import scipy.io
 import torch
 from torch.utils.data import DataLoader
 
+from api import checkpoint_path, load_network
 from data import ReIDImageFolder, eval_transform, input_size, list_reid_images, prepared_info
 from engine import extract_features
 from metrics import compute_cmc_map, format_result, pool_multi_query
-from model import build_model, fuse_conv_bn
+from model import fuse_conv_bn
 from speed import memory_format, resolve_cpu_bf16, set_cpu_threads, use_channels_last
-from utils import load_checkpoint, load_opts, loader_workers, select_device
+from utils import load_opts, loader_workers, select_device
 
 
 def build_parser():
@@ -74,15 +75,6 @@ def check_model_flags(opts, train_opts, path):
                              f'({path}); drop the flag, test.py rebuilds the model from opts.yaml')
 
 
-def checkpoint_path(run_dir, which_epoch):
-    """Return the checkpoint file `--which_epoch` names: net_last.pth, net_init.pth or net_XXX.pth."""
-    if which_epoch in ('last', 'init', 'average'):
-        return Path(run_dir) / f'net_{which_epoch}.pth'
-    if not which_epoch.isdigit():
-        raise ValueError(f"--which_epoch {which_epoch}: expected 'last', 'init', 'average' or an epoch number")
-    return Path(run_dir) / f'net_{int(which_epoch):03d}.pth'
-
-
 def parse_scales(ms):
     """Return the linear resize factors of `--ms` (area ratios, so sqrt of each value)."""
     try:
@@ -121,11 +113,8 @@ def run_test(opts, log=print):
     cpu_bf16, _ = resolve_cpu_bf16(opts.cpu_bf16, device)
     amp_dtype = torch.float16 if opts.fp16 else torch.bfloat16 if opts.bf16 or cpu_bf16 else None
     scales = parse_scales(opts.ms)
-    if 'nclasses' not in train_opts:
-        raise ValueError(f'{run_dir / "opts.yaml"}: no nclasses entry (was it written by train.py?)')
 
-    model = build_model(train_opts, int(train_opts['nclasses']), pretrained=False)
-    model.load_state_dict(load_checkpoint(checkpoint_path(run_dir, opts.which_epoch)))
+    model, train_opts = load_network(run_dir, opts.which_epoch)  # this toolkit's runs and the original's
     model = fuse_conv_bn(model).to(device, memory_format=memory_format(use_channels_last(opts.channels_last, device)))
     pcb = bool(train_opts.get('PCB'))
     test_dir = Path(opts.test_dir)

@@ -1,6 +1,8 @@
-"""Train a re-ID network with softmax (ID) loss on a prepared ImageFolder split; writes model/<name>/.
+"""Train a re-ID network with softmax (ID) loss, plus any metric losses, on a prepared split; writes model/<name>/.
 
     python train.py --name ft_ResNet50 --data_dir ../Market/pytorch --train_all        # the original recipe
+    python train.py --name bot --data_dir ../Market/pytorch --preset bot               # Bag of Tricks
+    python train.py --name tri --data_dir ../Market/pytorch --triplet --circle --bnneck   # any combination
     python train.py --name demo --data_dir data/demo/pytorch --train_all --backbone resnet18 --scratch \
         --h 64 --w 32 --total_epoch 30 --warm_epoch 1                                   # ~3 min on 2 CPU cores
     python train.py --name ft_ResNet50 --resume                                           # continue a run
@@ -9,8 +11,10 @@
         train.py ...                                      # two machines: the same line on each, --node_rank 1 there
 
 Outputs in model/<name>/: opts.yaml (every flag), net_init.pth (the network before training),
-net_XXX.pth (every 10 epochs, XXX = 0-based epoch), net_last.pth, resume.pth (optimizer, scheduler,
-scaler, RNG states, curves), train.jpg (loss / top-1 error curves) and a copy of the code.
+net_XXX.pth (every 10 epochs, XXX = 0-based epoch), net_last.pth, net_average.pth (--wa), resume.pth (optimizer,
+scheduler, scaler, RNG states, curves, the losses' parameters and their optimizer, --wa's average), train.jpg
+(loss / top-1 error curves) and a copy of the code.
+Structure: parse flags (presets as defaults) -> data -> model + losses -> optimizers -> epoch loop -> save.
 --resume takes every option from the run's opts.yaml except --gpu_ids, --num_workers, --data_dir, --model_dir,
 --cache_dir. With torchrun (distributed.py) --batchsize is the global batch, split over the processes; rank 0
 alone logs and writes; resume.pth keeps every rank's RNG state.
@@ -55,7 +59,7 @@ PRESETS = {
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description='Train a re-ID baseline (softmax loss).')
+    p = argparse.ArgumentParser(description='Train a re-ID network (softmax loss + optional metric losses).')
     p.add_argument('--preset', default=None, choices=sorted(PRESETS),
                    help='a recipe: seed (the original softmax baseline) or bot (Bag of Tricks); flags override it')
     p.add_argument('--gpu_ids', default='0', type=str, help='GPU id, e.g. 0 (ignored on a CPU-only machine)')
@@ -89,8 +93,8 @@ def build_parser():
                    help='epochs where the lr drops x0.1, e.g. 40,70 (default: one drop at 2/3 of training)')
     p.add_argument('--cosine', action='store_true', help='cosine learning-rate decay instead of the step')
     p.add_argument('--droprate', default=0.5, type=float)
-    p.add_argument('--h', default=None, type=int, help="input height (default: the prepared layout's, 256 for people; 384 with --PCB)")
-    p.add_argument('--w', default=None, type=int, help="input width (default: the prepared layout's, 128 for people; 192 with --PCB)")
+    p.add_argument('--h', default=None, type=int, help='input height (default: the layout\'s, 256 for people; 384 with --PCB)')
+    p.add_argument('--w', default=None, type=int, help='input width (default: the layout\'s, 128 for people; 192 with --PCB)')
     p.add_argument('--pad', default=None, type=int,
                    help='padding before the random crop (default 10 at width 128, scaled with --w; 0 with --PCB; 0: no crop)')
     p.add_argument('--fp16', action='store_true', help='float16 mixed precision (CUDA)')
@@ -388,7 +392,7 @@ def run_training(opts, stop_after=None, log=print):
     log(f'{len(train_set)} training images of {opts.nclasses} ids'
         + (f', {len(val_set)} val images' if val_set is not None else ', no val split') + f'; device {device}')
     model = build_model(opts, opts.nclasses).to(device, memory_format=memory_format(opts.channels_last == 'on'))
-    metric_losses = build_losses(vars(opts), opts.nclasses, model.feature_dim).to(device)
+    metric_losses = build_losses(vars(opts), opts.nclasses, getattr(model, 'feature_dim', 0)).to(device)
     steps_per_epoch = epoch_steps(train_set, opts)
     optimizer, loss_opt, scheduler = optimizer_and_scheduler(model, metric_losses, opts, steps_per_epoch)
 

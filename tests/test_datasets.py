@@ -91,6 +91,12 @@ def prepare_argv(name, source, out, *extra):
     return [*flags, '--download_path', str(source), '--save_path', str(out), *extra]
 
 
+def snapshot(source):
+    """{path: (size, mtime)} of everything under the raw folder (or beside the CSV file)."""
+    folder = source.parent if source.is_file() else source
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob('*')}
+
+
 def table(prepared):
     with open(prepared / 'images.csv', newline='') as f:
         return list(csv.DictReader(f))
@@ -167,7 +173,10 @@ def market_run(tiny_prepared, tmp_path_factory):
 def test_layout_prepare_train_test_evaluate(name, raw, market_run, tmp_path, capsys):
     source = raw(name)
     prepared = tmp_path / 'pytorch'
+    before = snapshot(source)
     prepare.main(prepare_argv(name, source, prepared))
+    prepare.main(prepare_argv(name, source, prepared))   # a re-run replaces its own output
+    assert snapshot(source) == before                    # the raw set is only read
     printed = capsys.readouterr().out
     assert f'({name})' in printed
     rows = table(prepared)
@@ -251,7 +260,7 @@ def test_no_camera_query_equals_gallery_excludes_only_the_query_itself():
     assert same['cmc'][0] == 1.0
 
 
-def test_cub_result_excludes_each_query_own_image(raw, market_run, tmp_path):
+def test_cub_result_excludes_each_query_own_image(raw, market_run, tmp_path, capsys):
     prepared = tmp_path / 'cub'
     prepare.main(prepare_argv('cub', raw('cub'), prepared))
     res = run_test_py(market_run, prepared, tmp_path / 'cub.mat')
@@ -262,6 +271,14 @@ def test_cub_result_excludes_each_query_own_image(raw, market_run, tmp_path):
     assert n == len(r.query_label) == res['n_valid']
     assert res['cmc'][0] == pytest.approx(rank1) and res['mAP'] == pytest.approx(mean_ap)
     assert res['cmc'][0] < 1.0   # the query's own image (score 1) was not counted as a hit
+    import demo   # demo.py leaves the query's own image out of its top 10 too
+    capsys.readouterr()
+    demo.main(['--query_index', '0', '--test_dir', str(prepared), '--result', str(tmp_path / 'cub.mat'),
+               '--output', str(tmp_path / 'show.png')])
+    lines = capsys.readouterr().out.split('\n')
+    own = Path(lines[0].split(': ', 1)[1].split(' (id')[0]).name
+    shown = [Path(line.split()[-1]).name for line in lines[1:11]]
+    assert len(shown) == 10 and own not in shown and 'camera' not in lines[0]
 
 
 def independent_draw(labels, seed):

@@ -72,3 +72,44 @@ def test_bad_index_and_mismatched_result_are_named(tiny_prepared, tmp_path):
         Image.open(first).save(pid_dir / first.split('/')[-1])
     with pytest.raises(SystemExit, match='run test.py on the same --test_dir'):
         demo.main(['--test_dir', str(other), '--result', str(tmp_path / 'r.mat')])
+
+
+def test_query_image_searches_the_saved_gallery(tiny_prepared, tmp_path, capsys):
+    """--query_image: one photo embedded by the run, ranked against the .mat's gallery features (not re-extracted)."""
+    import shutil
+
+    import torch
+
+    from test_export import H, W, reference_features, write_run
+
+    net = write_run(tmp_path / 'model' / 'run', pcb=False)
+    from data import eval_transform
+    tf = eval_transform(H, W)
+    out = {}
+    for split in ('query', 'gallery'):
+        images = list_reid_images(tiny_prepared / split)
+        batch = torch.stack([tf(Image.open(p).convert('RGB')) for p, _, _ in images])
+        out[split + '_f'] = reference_features(net, batch, pcb=False).numpy()
+        out[split + '_label'] = np.array([[pid for _, pid, _ in images]])
+        out[split + '_cam'] = np.array([[cam for _, _, cam in images]])
+    scipy.io.savemat(tmp_path / 'r.mat', out)
+    gallery = list_reid_images(tiny_prepared / 'gallery')
+    j = next(i for i, (_, pid, _) in enumerate(gallery) if pid > 0)
+    photo = tmp_path / 'my photo.jpg'  # any name: the photo need not follow the Market naming
+    shutil.copy(gallery[j][0], photo)
+    demo.main(['--query_image', str(photo), '--name', 'run', '--model_dir', str(tmp_path / 'model'),
+               '--test_dir', str(tiny_prepared), '--result', str(tmp_path / 'r.mat'), '--output',
+               str(tmp_path / 'photo.png')])
+    lines = [line for line in capsys.readouterr().out.splitlines() if line[:2].strip().isdigit()]
+    shown = [line.split()[-1] for line in lines]
+    # reference: the photo's feature by hand, every gallery score, a plain sort, id -1 left out
+    q = reference_features(net, tf(Image.open(photo).convert('RGB'))[None], pcb=False)[0].numpy()
+    scored = sorted((-float(np.dot(q, f)), i) for i, f in enumerate(out['gallery_f']))
+    expected = [gallery[i][0] for _, i in scored if gallery[i][1] != -1][:10]
+    assert shown == expected and shown[0] == gallery[j][0]
+    assert float(lines[0].split()[4]) == pytest.approx(1.0, abs=1e-4)  # the photo is that gallery image
+    with Image.open(tmp_path / 'photo.png') as img:
+        assert img.width > 3 * img.height
+    with pytest.raises(SystemExit, match='--query_image .*nope.jpg: file not found'):
+        demo.main(['--query_image', str(tmp_path / 'nope.jpg'), '--name', 'run', '--model_dir',
+                   str(tmp_path / 'model'), '--test_dir', str(tiny_prepared), '--result', str(tmp_path / 'r.mat')])

@@ -1,0 +1,215 @@
+"""Use a trained run from Python: load it once, turn images into features, search a gallery (exact or faiss).
+
+    from api import ReIDRun, search
+    run = ReIDRun('model/demo')                     # opts.yaml + net_last.pth (this toolkit's or the original's)
+    gallery = run.features(['a.jpg', 'b.jpg'])      # paths, PIL images or a normalised [N, 3, h, w] batch
+    scores, index = search(run.features(['q.jpg']), gallery, k=10)
+"""
+from pathlib import Path
+
+import torch
+
+import original
+from model import build_model, flip_sum_features, fuse_conv_bn, l2_normalize_features
+from utils import load_checkpoint, load_opts
+
+SEARCH_BLOCK = 65536  # gallery rows per block of the exact search: bounded memory for any gallery
+
+
+class FeatureExtractor(torch.nn.Module):
+    """A network wrapped to the feature contract: images [N, 3, h, w] (normalised) -> flip-summed, L2-normalised
+    features [N, D] (PCB: D = parts x backbone channels), exactly what test.py saves. This is what export.py writes."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images):
+        return l2_normalize_features(flip_sum_features(self.model, images))
+
+
+def checkpoint_path(run_dir, which_epoch):
+    """Return the checkpoint file `--which_epoch` names: net_last.pth, net_init.pth, net_average.pth (--wa) or
+    net_XXX.pth."""
+    if which_epoch in ('last', 'init', 'average'):
+        return Path(run_dir) / f'net_{which_epoch}.pth'
+    if not str(which_epoch).isdigit():
+        raise ValueError(f"--which_epoch {which_epoch}: expected 'last', 'init', 'average' or an epoch number")
+    return Path(run_dir) / f'net_{int(which_epoch):03d}.pth'
+
+
+def image_size(opts):
+    """Return the (h, w) a run was trained at: opts.yaml's `h`/`w` (train.py records them); for a run without
+    them (the original's), its defaults: the backbone's own size (Swin 224x224), PCB 384x192, else 256x128."""
+    from model import backbone_input_size
+
+    pcb = bool(opts.get('PCB'))
+    default = backbone_input_size(opts) or ((384, 192) if pcb else (256, 128))
+    return int(opts.get('h') or default[0]), int(opts.get('w') or default[1])
+
+
+def load_network(run_dir, which_epoch='last'):
+    """Return (model in eval mode on the CPU, model options) of a run: the one place checkpoints become networks.
+
+    Reads `opts.yaml` and the checkpoint; a run of the original repository (its parameter names) is converted
+    (original.py) so it gives the features the original would.
+    """
+    run_dir = Path(run_dir)
+    opts_path = run_dir / 'opts.yaml'
+    opts = load_opts(opts_path)
+    if 'nclasses' not in opts:
+        raise ValueError(f'{opts_path}: no nclasses entry (was it written by train.py?)')
+    state = load_checkpoint(checkpoint_path(run_dir, which_epoch))
+    is_original = original.is_original_state_dict(state)
+    if is_original:
+        opts = original.convert_opts(opts, opts_path)
+        state = original.convert_state_dict(state)
+    model = build_model(opts, int(opts['nclasses']), pretrained=False)
+    if is_original:
+        original.adapt_model(model, opts)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        detail = ' '.join(line.strip() for line in str(e).splitlines()[1:])  # line 0 only names the class
+        raise ValueError(f'{checkpoint_path(run_dir, which_epoch)}: does not fit the network of {opts_path} '
+                         f'({detail[:300]})') from None
+    return model.eval(), opts
+
+
+class ReIDRun:
+    """A trained run loaded once: `features(images)` gives what test.py would save for them.
+
+    `run_dir` is model/<name> (opts.yaml + net_*.pth, this toolkit's or the original repository's).
+    """
+
+    def __init__(self, run_dir, which_epoch='last', device=None):
+        from data import eval_transform
+
+        model, self.opts = load_network(run_dir, which_epoch)
+        self.device = torch.device(device) if device else torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+        self.extractor = FeatureExtractor(fuse_conv_bn(model)).to(self.device).eval()
+        self.size = image_size(self.opts)
+        self.transform = eval_transform(*self.size)
+
+    def images_to_batch(self, images):
+        """Return a normalised [N, 3, h, w] batch from image paths or PIL images (test.py's transform)."""
+        from PIL import Image
+
+        tensors = []
+        for item in images:
+            if isinstance(item, (str, Path)):
+                try:
+                    with Image.open(item) as img:
+                        item = img.convert('RGB')
+                except OSError as e:
+                    raise ValueError(f'{item}: cannot read the image ({e})') from None
+            tensors.append(self.transform(item.convert('RGB')))
+        return torch.stack(tensors)
+
+    @torch.no_grad()
+    def features(self, images, batch_size=64):
+        """Return float32 [N, D] features (flip-summed, L2-normalised) on the CPU.
+
+        `images`: a path, a PIL image, a list of those, or a tensor [N, 3, h, w] already normalised as test.py
+        feeds the network.
+        """
+        if isinstance(images, torch.Tensor):
+            batches = images.split(batch_size)
+        else:
+            if isinstance(images, (str, Path)) or hasattr(images, 'convert'):
+                images = [images]
+            images = list(images)
+            batches = (self.images_to_batch(images[i:i + batch_size]) for i in range(0, len(images), batch_size))
+        out = [self.extractor(b.to(self.device).float()).float().cpu() for b in batches]
+        if not out:
+            raise ValueError('no images given')
+        return torch.cat(out)
+
+
+def _as_tensor(x):
+    import numpy as np
+
+    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)) if not isinstance(x, torch.Tensor) else x.float()
+
+
+def exact_search(query, gallery, k=10, block=SEARCH_BLOCK, device=None):
+    """Return (scores [Q, k], indices [Q, k]) of the k largest inner products of each query over the gallery.
+
+    Exact; the gallery is scored block by block, so memory is Q x block whatever the gallery size. On unit
+    features the inner product is the cosine score evaluate_gpu.py ranks by.
+    """
+    query, gallery = _as_tensor(query), _as_tensor(gallery)
+    device = torch.device(device) if device else query.device
+    q = query.to(device)
+    k = min(k, gallery.shape[0])
+    best_s = torch.full((q.shape[0], 0), float('-inf'), device=device)
+    best_i = torch.zeros((q.shape[0], 0), dtype=torch.long, device=device)
+    for start in range(0, gallery.shape[0], block):
+        scores = q @ gallery[start:start + block].to(device).T
+        s, i = scores.topk(min(k, scores.shape[1]), dim=1)
+        # keep the running top-k: the k best of (previous best, this block's best)
+        best_s, pick = torch.cat([best_s, s], 1).topk(k, dim=1)
+        best_i = torch.cat([best_i, i + start], 1).gather(1, pick)
+    return best_s.cpu(), best_i.cpu()
+
+
+def faiss_index(gallery, kind='flat', nlist=None, hnsw_m=32, seed=0):
+    """Return a faiss inner-product index over `gallery` ([G, D] float32): 'flat' (exact), 'ivf' (IVF-Flat:
+    k-means cells, approximate) or 'hnsw' (graph, approximate). faiss is imported here, only when used."""
+    try:
+        import faiss
+    except ImportError:
+        raise ValueError('faiss is not installed (pip install faiss-cpu)') from None
+    import numpy as np
+
+    g = np.ascontiguousarray(_as_tensor(gallery).cpu().numpy())
+    d = g.shape[1]
+    if kind == 'flat':
+        index = faiss.IndexFlatIP(d)
+    elif kind == 'ivf':
+        # ~sqrt(G) cells (1,000 for a million), with the >= 39 training points per cell faiss's k-means asks for
+        nlist = nlist or max(1, min(4096, int(np.sqrt(len(g))), len(g) // 39))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
+        rng = np.random.default_rng(seed)
+        # k-means on a sample: 64 points per cell is plenty and keeps training time flat in G
+        sample = g[np.sort(rng.choice(len(g), min(len(g), 64 * nlist), replace=False))]
+        index.train(sample)
+    elif kind == 'hnsw':
+        index = faiss.IndexHNSWFlat(d, hnsw_m, faiss.METRIC_INNER_PRODUCT)
+    else:
+        raise ValueError(f"faiss index kind {kind}: expected 'flat', 'ivf' or 'hnsw'")
+    index.add(g)
+    return index
+
+
+def faiss_search(index, query, k=10, nprobe=16, ef_search=64):
+    """Return (scores [Q, k], indices [Q, k]) from a faiss index (`nprobe` cells for IVF, `ef_search` for HNSW)."""
+    import faiss
+
+    if isinstance(index, faiss.IndexIVF):
+        index.nprobe = nprobe
+    elif isinstance(index, faiss.IndexHNSW):
+        index.hnsw.efSearch = max(ef_search, k)
+    import numpy as np
+
+    scores, ids = index.search(np.ascontiguousarray(_as_tensor(query).cpu().numpy()), k)
+    return torch.from_numpy(scores), torch.from_numpy(ids).long()
+
+
+def search(query, gallery, k=10, method='exact', **kwargs):
+    """Return (scores, indices) of the top-k gallery rows per query: method 'exact' (blocked torch, default),
+    'faiss-flat' (exact), 'faiss-ivf' or 'faiss-hnsw' (approximate). For repeated searches build the index
+    once with faiss_index and call faiss_search."""
+    if method == 'exact':
+        return exact_search(query, gallery, k, **kwargs)
+    if method.startswith('faiss-'):
+        index = faiss_index(gallery, method[len('faiss-'):])
+        return faiss_search(index, query, k, **kwargs)
+    raise ValueError(f"search method {method}: expected 'exact', 'faiss-flat', 'faiss-ivf' or 'faiss-hnsw'")
+
+
+def recall_at_k(found, truth):
+    """Return the mean fraction of the true top-k (rows of `truth`) that `found` also returns (recall@k)."""
+    found, truth = torch.as_tensor(found), torch.as_tensor(truth)
+    hits = (found.unsqueeze(2) == truth.unsqueeze(1)).any(1).float()
+    return float(hits.mean())

@@ -1,0 +1,83 @@
+"""Runs trained by the original baseline repository: its net_XXX.pth parameter names and opts.yaml keys.
+
+Converts them to this toolkit's layout so test.py, demo.py, export.py and api.py give the features it would.
+"""
+import re
+
+from torch import nn
+
+# The original's classes and this toolkit's names for the same tensors (ft_net / ft_net_dense / PCB):
+#   model.<resnet or densenet>.*       -> body.*             (model.fc.* / model.classifier.*: unused, dropped)
+#   classifier.add_block.i.*            -> classifier.add_block.i.*
+#   classifier.classifier.0.*           -> classifier.classifier.*
+#   classifier<k>.add_block.i.*  (PCB)  -> classifiers.<k>.add_block.i.*
+#   classifier<k>.classifier.0.* (PCB)  -> classifiers.<k>.classifier.*
+_RENAMES = (
+    (re.compile(r'^model\.'), 'body.'),
+    (re.compile(r'^classifier\.classifier\.0\.'), 'classifier.classifier.'),
+    (re.compile(r'^classifier(\d+)\.classifier\.0\.'), r'classifiers.\1.classifier.'),
+    (re.compile(r'^classifier(\d+)\.add_block\.'), r'classifiers.\1.add_block.'),
+)
+_UNUSED = re.compile(r'^model\.(fc|classifier)\.')
+# Wrappers the original's runs may have saved through (DataParallel, torch.compile).
+_WRAPPER_PREFIXES = ('module.', '_orig_mod.')
+# Backbones of the original this toolkit does not rebuild (each is a flag of its train.py).
+_UNSUPPORTED_FLAGS = ('use_NAS', 'use_swin', 'use_swinv2', 'use_efficient', 'use_hr', 'use_convnext', 'use_vit',
+                      'ibn', 'use_ibn')
+
+
+def _strip_wrappers(key):
+    for prefix in _WRAPPER_PREFIXES:
+        if key.startswith(prefix):
+            key = key[len(prefix):]
+    return key
+
+
+def is_original_state_dict(state_dict):
+    """True when `state_dict` uses the original repository's names (`model.*` backbone, `classifier*.add_block`)."""
+    keys = [_strip_wrappers(k) for k in state_dict]
+    return (any(k.startswith('model.') for k in keys) and not any(k.startswith('body.') for k in keys)
+            and any(re.match(r'^classifier\d*\.add_block\.', k) for k in keys))
+
+
+def convert_state_dict(state_dict):
+    """Return a copy of an original-layout state_dict under this toolkit's parameter names (unused fc dropped)."""
+    out = {}
+    for key, value in state_dict.items():
+        key = _strip_wrappers(key)
+        if _UNUSED.match(key):
+            continue
+        for pattern, replacement in _RENAMES:
+            key, n = pattern.subn(replacement, key)
+            if n:
+                break
+        out[key] = value
+    return out
+
+
+def convert_opts(opts, path='opts.yaml'):
+    """Return the original's opts.yaml values as this toolkit's model options; ValueError for its other backbones.
+
+    The original's keys (`use_dense`, `PCB`, `stride`, `linear_num`, `droprate`, `nclasses`, `h`, `w`) already
+    mean the same here; missing ones take the original defaults. Its PCB is always a ResNet-50.
+    """
+    unsupported = [flag for flag in _UNSUPPORTED_FLAGS if opts.get(flag)]
+    if unsupported:
+        raise ValueError(f'{path}: the original run uses {unsupported[0]}, a backbone this toolkit does not '
+                         f'rebuild (supported: ResNet-50, --use_dense, --PCB)')
+    out = dict(opts)
+    out.setdefault('backbone', 'resnet50')
+    if out.get('PCB'):
+        out['use_dense'] = False
+    return out
+
+
+def adapt_model(model, opts):
+    """Make a model built from `opts` compute the original's features in place; returns it.
+
+    The original's DenseNet feeds `features` (ending in BatchNorm norm5) straight to the pool, without the ReLU
+    torchvision's own forward (and this toolkit's DenseNet body) applies.
+    """
+    if opts.get('use_dense') and not opts.get('PCB') and hasattr(model.body, 'relu'):
+        model.body.relu = nn.Identity()
+    return model

@@ -1,0 +1,72 @@
+"""export.py: the ONNX file (run by onnxruntime) and the TorchScript file give test.py's features on real images,
+for any batch size, and the JSON beside them says how to feed them."""
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+import export
+from data import eval_transform, list_reid_images
+from model import build_model
+from utils import save_opts
+
+H, W = 64, 32
+
+
+def write_run(run_dir, pcb, seed=0):
+    """A run as train.py leaves it (opts.yaml + net_last.pth), with random weights and BatchNorm statistics."""
+    opts = {'name': run_dir.name, 'backbone': 'resnet18', 'scratch': True, 'PCB': pcb, 'h': H, 'w': W,
+            'nclasses': 5, 'linear_num': 64, 'droprate': 0.5, 'stride': 2, 'use_dense': False}
+    torch.manual_seed(seed)
+    net = build_model(opts, 5, pretrained=False)
+    with torch.no_grad():
+        for name, t in net.state_dict().items():
+            if name.endswith('running_mean') or name.endswith('running_var'):
+                t.copy_(torch.rand(t.shape) * 0.5 + (0.75 if name.endswith('var') else -0.25))
+    save_opts(opts, run_dir / 'opts.yaml')
+    torch.save(net.state_dict(), run_dir / 'net_last.pth')
+    return net.eval()
+
+
+def reference_features(net, images, pcb):
+    """test.py's contract computed by hand: feature(image) + feature(flipped image), L2 norm (PCB: per part)."""
+    with torch.no_grad():
+        f = net(images, return_feature=True) + net(images.flip(3), return_feature=True)
+    if pcb:
+        return (F.normalize(f, dim=2) / f.shape[1] ** 0.5).flatten(1)
+    return F.normalize(f, dim=1)
+
+
+def real_images(prepared, n):
+    tf = eval_transform(H, W)
+    return torch.stack([tf(Image.open(p).convert('RGB')) for p, _, _ in list_reid_images(prepared / 'query')[:n]])
+
+
+@pytest.mark.parametrize('fmt,pcb', [('onnx', False), ('onnx', True), ('torchscript', True)])
+def test_export_matches_torch_features(tmp_path, tiny_prepared, capsys, fmt, pcb):
+    net = write_run(tmp_path / 'model' / 'run', pcb)
+    export.main(['--name', 'run', '--model_dir', str(tmp_path / 'model'), '--format', fmt])
+    suffix = '.onnx' if fmt == 'onnx' else '.pt'
+    path = tmp_path / 'model' / 'run' / f'net_last{suffix}'
+    meta = json.loads(path.with_suffix('.json').read_text())
+    assert (meta['h'], meta['w'], meta['run'], meta['format']) == (H, W, 'run', fmt)
+    assert meta['mean'] == pytest.approx([0.485, 0.456, 0.406]) and meta['std'] == pytest.approx([0.229, 0.224, 0.225])
+    assert meta['feature_size'] == (6 * 512 if pcb else 64)
+    assert 'min cosine' in capsys.readouterr().out
+    assert not list(path.parent.glob('*.partial*'))  # written to a temporary name, renamed once checked
+    for n in (1, 5):  # a batch size other than the export example's: the batch axis is dynamic
+        images = real_images(tiny_prepared, n)
+        got = export.exported_features(path, fmt, images)
+        ref = reference_features(net, images, pcb)
+        assert got.shape == (n, meta['feature_size'])
+        assert F.cosine_similarity(got.double(), ref.double(), dim=1).min() >= 0.9999
+
+
+def test_export_errors_are_one_line(tmp_path):
+    with pytest.raises(SystemExit, match='opts.yaml not found'):
+        export.main(['--name', 'missing', '--model_dir', str(tmp_path)])
+    write_run(tmp_path / 'run', pcb=False)
+    with pytest.raises(SystemExit, match='net_007.pth: checkpoint not found'):
+        export.main(['--name', 'run', '--model_dir', str(tmp_path), '--which_epoch', '7'])

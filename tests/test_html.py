@@ -1,0 +1,150 @@
+"""demo.py --html: the static results page, opened by a real browser (headless Chromium) after its folder moved.
+
+Chromium is Debian's `chromium` package (`.ci/run` installs it). Without it the test is skipped on a developer
+machine, but fails in CI (CI=true), so the browser check can never silently vanish there.
+"""
+import html.parser
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import scipy.io
+from PIL import Image
+
+import demo
+from data import list_reid_images
+
+
+def chromium():
+    """Path of a Chromium binary; skip (developer machine) or fail (CI) when there is none."""
+    for name in ('chromium', 'chromium-browser', 'google-chrome'):
+        path = shutil.which(name)
+        if path:
+            return path
+    if os.environ.get('CI', '').lower() in ('1', 'true', 'yes'):
+        pytest.fail('CI: chromium is not installed (apt-get install -y chromium); the HTML page must be '
+                    'browser-tested in CI')
+    pytest.skip('chromium not installed (apt-get install -y chromium): the browser test of demo.py --html is skipped')
+
+
+def run_chromium(binary, *args):
+    # --no-sandbox: CI containers run as root; a throw-away profile keeps runs independent
+    cmd = [binary, '--headless', '--no-sandbox', '--disable-gpu', '--hide-scrollbars', *args]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+class PageRows(html.parser.HTMLParser):
+    """Collect, per <tr class="query">, its attributes, its green/red frame counts and every <img src>."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows, self.images = [], []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        classes = (a.get('class') or '').split()
+        if tag == 'tr' and 'query' in classes:
+            self.rows.append({**a, 'hit': 0, 'miss': 0})
+        elif tag == 'figure' and self.rows:
+            for c in ('hit', 'miss'):
+                self.rows[-1][c] += c in classes
+        elif tag == 'img':
+            self.images.append(a['src'])
+
+
+def write_result(path, prepared, seed=0):
+    """Features that cluster by id (plus noise), so rankings mix right and wrong matches; returns the arrays."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((2000, 16))
+    out = {}
+    for split in ('query', 'gallery'):
+        images = list_reid_images(prepared / split)
+        ids = np.array([pid for _, pid, _ in images])
+        f = centres[ids + 1] + 1.2 * rng.standard_normal((len(ids), 16))
+        out[split + '_f'] = (f / np.linalg.norm(f, axis=1, keepdims=True)).astype(np.float32)
+        out[split + '_label'] = ids[None]
+        out[split + '_cam'] = np.array([[cam for _, _, cam in images]])
+    scipy.io.savemat(path, out)
+    return out
+
+
+def expected_greens(r, top=10):
+    """Reference: per query, the same-id images among the top-`top` of a plain sort with junk skipped; and
+    Rank@1 over the queries that have a valid match."""
+    gl, gc = r['gallery_label'][0], r['gallery_cam'][0]
+    counts, firsts = [], []
+    for q, ql, qc in zip(r['query_f'], r['query_label'][0], r['query_cam'][0]):
+        scored = sorted((-float(np.dot(q, g)), j) for j, g in enumerate(r['gallery_f']))
+        keep = [j for _, j in scored if not (gl[j] == -1 or (gl[j] == ql and gc[j] == qc))]
+        counts.append(sum(gl[j] == ql for j in keep[:top]))
+        if any(gl[j] == ql for j in keep):
+            firsts.append(gl[keep[0]] == ql)
+    return counts, float(np.mean(firsts))
+
+
+def test_html_page_in_a_real_browser(tiny_prepared, tmp_path, capsys):
+    binary = chromium()
+    r = write_result(tmp_path / 'r.mat', tiny_prepared)
+    demo.main(['--html', str(tmp_path / 'page'), '--test_dir', str(tiny_prepared), '--result', str(tmp_path / 'r.mat')])
+    assert 'index.html' in capsys.readouterr().out
+    moved = tmp_path / 'elsewhere' / 'results'
+    shutil.move(tmp_path / 'page', moved)  # the page must not depend on where it was written
+
+    dom = PageRows()
+    page = run_chromium(binary, '--dump-dom', (moved / 'index.html').as_uri())
+    dom.feed(page)
+    n_query = len(r['query_label'][0])
+    assert len(dom.rows) == n_query
+    greens, rank1 = expected_greens(r)
+    assert sum(greens) > 0 and sum(10 - g for g in greens) > 0  # the data has both colours
+    assert {int(row['data-query']): row['hit'] for row in dom.rows} == dict(enumerate(greens))
+    assert all(row['hit'] + row['miss'] == 10 for row in dom.rows)
+    aps = [float(row['data-ap']) for row in dom.rows]
+    valid = [a for a in aps if not np.isnan(a)]
+    assert valid == sorted(valid) and aps[:len(valid)] == valid  # worst first, no-match queries last
+    # the summary metrics come before the first query row
+    assert page.index(f'Rank@1: <b>{100 * rank1:.2f}%</b>') < page.index('<tr class="query"')
+    assert all(not src.startswith(('/', 'file:')) and (moved / src).is_file() for src in dom.images)
+    assert len(dom.images) >= n_query + 10
+
+    # the camera filter, opened through a link (#camera=N)
+    cam = int(r['query_cam'][0][0])
+    filtered = PageRows()
+    filtered.feed(run_chromium(binary, '--dump-dom', (moved / 'index.html').as_uri() + f'#camera={cam}'))
+    visible = [row for row in filtered.rows if 'display: none' not in (row.get('style') or '')]
+    assert len(visible) == int((r['query_cam'][0] == cam).sum()) < n_query
+    assert all(row['data-cam'] == str(cam) for row in visible)
+
+    shot = tmp_path / 'shot.png'
+    run_chromium(binary, f'--screenshot={shot}', '--window-size=1200,900', (moved / 'index.html').as_uri())
+    with Image.open(shot) as img:
+        pixels = np.asarray(img.convert('RGB')).reshape(-1, 3)
+    colours = {tuple(p) for p in pixels[::7]}
+    assert len(colours) > 500  # thumbnails drawn, not a blank or text-only page
+    green = ((pixels[:, 1] > 130) & (pixels[:, 0] < 60) & (pixels[:, 2] < 90)).sum()
+    red = ((pixels[:, 0] > 180) & (pixels[:, 1] < 70) & (pixels[:, 2] < 70)).sum()
+    assert green > 500 and red > 500
+    shutil.copy(shot, os.environ.get('HTML_SCREENSHOT', tmp_path / 'kept.png'))
+
+
+def test_html_rerank_rows_follow_the_reranked_distances(tiny_prepared, tmp_path):
+    """--rerank: each row's green frames are the same-id images among the top-10 of the re-ranked distances."""
+    from rerank import k_reciprocal_rerank
+
+    r = write_result(tmp_path / 'r.mat', tiny_prepared, seed=1)
+    demo.main(['--html', str(tmp_path / 'page'), '--rerank', '--test_dir', str(tiny_prepared), '--result',
+               str(tmp_path / 'r.mat')])
+    dom = PageRows()
+    dom.feed((tmp_path / 'page' / 'index.html').read_text())
+    dist = k_reciprocal_rerank(r['query_f'], r['gallery_f'])
+    gl, gc = r['gallery_label'][0], r['gallery_cam'][0]
+    expected = {}
+    for i, (ql, qc) in enumerate(zip(r['query_label'][0], r['query_cam'][0])):
+        order = sorted(range(len(gl)), key=lambda j: (dist[i, j], j))
+        keep = [j for j in order if not (gl[j] == -1 or (gl[j] == ql and gc[j] == qc))][:10]
+        expected[i] = sum(gl[j] == ql for j in keep)
+    assert {int(row['data-query']): row['hit'] for row in dom.rows} == expected

@@ -1,0 +1,180 @@
+"""Runs of the original repository: state_dicts laid out in its names load here and give its features.
+
+The original's ft_net, ft_net_dense and PCB are rebuilt below independently (torchvision backbone under
+`model`, ClassBlock with `add_block` and `classifier` Sequentials), with its test-time forward and its feature
+normalisation; the toolkit's loader must reproduce those features from the saved state_dict alone.
+"""
+import importlib.util
+import math
+from pathlib import Path
+
+import pytest
+import scipy.io
+import torch
+import torchvision
+import yaml
+from torch import nn
+
+import api
+import original
+from model import flip_sum_features, l2_normalize_features
+
+ROOT = Path(__file__).resolve().parents[1]
+NCLASSES = 7
+
+
+class OrigClassBlock(nn.Module):
+    def __init__(self, input_dim, class_num, droprate=0.5, linear=512):
+        super().__init__()
+        self.add_block = nn.Sequential(nn.Linear(input_dim, linear), nn.BatchNorm1d(linear), nn.Dropout(droprate))
+        self.classifier = nn.Sequential(nn.Linear(linear, class_num))
+
+
+class OrigFtNet(nn.Module):
+    """The original's ft_net at test time (classifier.classifier replaced by an empty Sequential)."""
+
+    def __init__(self, stride=2, linear=512):
+        super().__init__()
+        self.model = torchvision.models.resnet50(weights=None)
+        if stride == 1:
+            self.model.layer4[0].downsample[0].stride = (1, 1)
+            self.model.layer4[0].conv2.stride = (1, 1)
+        self.model.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.classifier = OrigClassBlock(2048, NCLASSES, linear=linear)
+
+    def feature(self, x):
+        m = self.model
+        x = m.layer4(m.layer3(m.layer2(m.layer1(m.maxpool(m.relu(m.bn1(m.conv1(x))))))))
+        return self.classifier.add_block(m.avgpool(x).view(x.size(0), x.size(1)))
+
+
+class OrigDense(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.model = torchvision.models.densenet121(weights=None)
+        self.model.features.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.model.fc = nn.Sequential()
+        self.classifier = OrigClassBlock(1024, NCLASSES)
+
+    def feature(self, x):
+        x = self.model.features(x)
+        return self.classifier.add_block(x.view(x.size(0), x.size(1)))
+
+
+class OrigPCB(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.model = torchvision.models.resnet50(weights=None)
+        self.model.layer4[0].downsample[0].stride = (1, 1)
+        self.model.layer4[0].conv2.stride = (1, 1)
+        self.avgpool = nn.AdaptiveAvgPool2d((6, 1))
+        for i in range(6):
+            setattr(self, f'classifier{i}', OrigClassBlock(2048, NCLASSES, linear=256))
+
+    def feature(self, x):  # PCB_test: [B, 2048, 6]
+        m = self.model
+        x = m.layer4(m.layer3(m.layer2(m.layer1(m.maxpool(m.relu(m.bn1(m.conv1(x))))))))
+        x = self.avgpool(x)
+        return x.view(x.size(0), x.size(1), x.size(2))
+
+
+def randomised(net, seed):
+    """`net` in eval mode with every parameter and BatchNorm statistic random (so a misplaced tensor shows)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, t in net.state_dict().items():
+            if t.dtype.is_floating_point:
+                if name.endswith('running_var'):
+                    t.copy_(torch.rand(t.shape, generator=g) + 0.5)
+                else:
+                    t.copy_(torch.randn(t.shape, generator=g) * (0.05 if t.dim() > 1 else 0.2)
+                            + (1.0 if name.endswith('weight') and t.dim() == 1 else 0.0))
+    return net.eval()
+
+
+def original_features(net, images, pcb=False):
+    """The original test.py: feature of the image + of its flip, then L2 norm (PCB: per part, x sqrt(6))."""
+    with torch.no_grad():
+        ff = net.feature(images) + net.feature(torch.flip(images, dims=[3]))
+    if pcb:
+        ff = ff / (torch.norm(ff, p=2, dim=1, keepdim=True) * math.sqrt(6))
+        return ff.reshape(ff.size(0), -1)
+    return ff / torch.norm(ff, p=2, dim=1, keepdim=True)
+
+
+def write_original_run(run_dir, net, **opts):
+    """model/<name>/ as the original writes it: opts.yaml (its keys) and net_last.pth (a plain state_dict)."""
+    run_dir.mkdir(parents=True)
+    values = {'name': run_dir.name, 'data_dir': '../Market/pytorch', 'train_all': True, 'batchsize': 32,
+              'lr': 0.05, 'erasing_p': 0, 'color_jitter': False, 'warm_epoch': 0, 'total_epoch': 60,
+              'droprate': 0.5, 'stride': 2, 'linear_num': 512, 'use_dense': False, 'use_NAS': False,
+              'use_swin': False, 'PCB': False, 'circle': False, 'fp16': False, 'gpu_ids': '0',
+              'nclasses': NCLASSES, **opts}
+    (run_dir / 'opts.yaml').write_text(yaml.dump(values, default_flow_style=False))
+    torch.save(net.state_dict(), run_dir / 'net_last.pth')
+
+
+@pytest.mark.parametrize('kind', ['ft_net', 'ft_net_stride1', 'dense', 'PCB'])
+def test_original_runs_give_the_original_features(tmp_path, kind):
+    net = randomised({'ft_net': lambda: OrigFtNet(), 'ft_net_stride1': lambda: OrigFtNet(stride=1),
+                      'dense': OrigDense, 'PCB': OrigPCB}[kind](), seed=len(kind))
+    opts = {'ft_net_stride1': {'stride': 1}, 'dense': {'use_dense': True}, 'PCB': {'PCB': True}}.get(kind, {})
+    write_original_run(tmp_path / kind, net, **opts)
+    assert original.is_original_state_dict(torch.load(tmp_path / kind / 'net_last.pth', weights_only=True))
+
+    model, train_opts = api.load_network(tmp_path / kind)
+    assert api.image_size(train_opts) == ((384, 192) if kind == 'PCB' else (256, 128))  # no h/w: its defaults
+    images = torch.randn(3, 3, 64, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ours = l2_normalize_features(flip_sum_features(model, images))
+    ref = original_features(net, images, pcb=kind == 'PCB')
+    if kind == 'PCB':
+        # the original flattens [N, 2048, 6] channel-major, this toolkit part-major: the same numbers, reordered
+        ref = ref.view(3, 2048, 6).transpose(1, 2).reshape(3, -1)
+    assert ours.shape == ref.shape
+    torch.testing.assert_close(ours, ref, atol=2e-5, rtol=1e-4)
+
+
+def test_key_mapping_names_and_drops():
+    sd = {'model.conv1.weight': 1, 'model.layer1.0.bn1.running_mean': 2, 'model.fc.weight': 3,
+          'classifier.add_block.0.weight': 4, 'classifier.add_block.1.running_var': 5,
+          'classifier.classifier.0.bias': 6, 'classifier3.add_block.1.weight': 7, 'classifier3.classifier.0.weight': 8,
+          'model.features.norm5.bias': 9, 'model.classifier.weight': 10}
+    assert original.convert_state_dict({'module.' + k: v for k, v in sd.items()}) == {
+        'body.conv1.weight': 1, 'body.layer1.0.bn1.running_mean': 2, 'classifier.add_block.0.weight': 4,
+        'classifier.add_block.1.running_var': 5, 'classifier.classifier.bias': 6,
+        'classifiers.3.add_block.1.weight': 7, 'classifiers.3.classifier.weight': 8, 'body.features.norm5.bias': 9}
+    assert not original.is_original_state_dict({'body.conv1.weight': 0, 'classifier.add_block.0.weight': 0})
+
+
+def test_unsupported_original_backbone_is_named(tmp_path):
+    write_original_run(tmp_path / 'swin', randomised(OrigFtNet(), 0), use_swin=True)
+    with pytest.raises(ValueError, match='use_swin'):
+        api.load_network(tmp_path / 'swin')
+
+
+def test_test_py_reads_an_original_run(tmp_path, tiny_prepared):
+    """test.py end to end on an original run: its features equal the original's on the same images."""
+    from data import eval_transform, list_reid_images
+    from PIL import Image
+
+    net = randomised(OrigFtNet(), seed=3)
+    write_original_run(tmp_path / 'model' / 'orig', net, h=64, w=32)
+    spec = importlib.util.spec_from_file_location('reid_test_cli', ROOT / 'test.py')
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    result = tmp_path / 'r.mat'
+    cli.main(['--name', 'orig', '--model_dir', str(tmp_path / 'model'), '--test_dir', str(tiny_prepared),
+              '--result', str(result), '--batchsize', '64'])
+    query = [p for p, _, _ in list_reid_images(tiny_prepared / 'query')]
+    tf = eval_transform(64, 32)
+    images = torch.stack([tf(Image.open(p).convert('RGB')) for p in query])
+    ref = original_features(net, images)
+    got = torch.from_numpy(scipy.io.loadmat(result)['query_f'])
+    torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-3)  # test.py fuses conv+BN: float rounding only
+
+
+def test_checkpoint_of_another_network_is_named(tmp_path):
+    write_original_run(tmp_path / 'r', randomised(OrigFtNet(), 0), use_dense=True)  # ResNet weights, dense opts
+    with pytest.raises(ValueError, match=r'net_last.pth: does not fit the network of .*opts.yaml \(Missing key'):
+        api.load_network(tmp_path / 'r')
