@@ -414,7 +414,8 @@ def canonical_order(cams):
 
 
 def check_splits(splits, source, ids_reused=False):
-    """Raise ValueError for an empty split, or an id in both train and test; return the list of warnings."""
+    """Raise ValueError naming the file for an empty split, an id that cannot name a folder, or (unless the
+    layout numbers train and test people separately) an id in both train and test."""
     for split, items in splits.items():
         if not items:
             raise ValueError(f'{source}: split {split} is empty')
@@ -428,7 +429,6 @@ def check_splits(splits, source, ids_reused=False):
             if clash:
                 raise ValueError(f'{clash[0].path}: id {clash[0].id} is in {split} and in train (e.g. '
                                  f'{train[clash[0].id]}); train and test ids must differ')
-    return []
 
 
 def unmatched_queries(splits):

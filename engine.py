@@ -139,7 +139,7 @@ def evaluate_epoch(model, loader, device, amp_dtype=None, desc='val'):
     return loss_sum / max(seen, 1), 1.0 - correct / max(seen, 1)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def extract_features(model, loader, device, scales=(1.0,), amp_dtype=None, desc='features'):
     """Return the retrieval features of every image in `loader`, in order: float32 [N, D] on the CPU.
 

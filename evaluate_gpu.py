@@ -6,7 +6,8 @@
     python evaluate_gpu.py --trials 10                  # VehicleID: mean and std over 10 re-drawn galleries
     python evaluate_gpu.py --result viper0.mat viper1.mat ...     # VIPeR: mean and std over several splits
 
-Runs on CUDA when present, else on the CPU. The first printed line keeps the original's format (with several
+Runs on CUDA when present, else on the CPU, one block of queries at a time (re-ranking included: memory stays far
+below queries x gallery). The first printed line keeps the original's format (with several
 trials it holds the means; the standard deviations follow on the next line, per-trial values go to *_trials.mat).
 """
 import argparse
@@ -133,10 +134,11 @@ def evaluate_all(result, multi=None, rerank_params=None):
     for title, query_features, note in runs:
         reports.append((title, metrics.compute_cmc_map(query_features, ql, qc, gf, gl, gc), note))
         if rerank_params is not None:
-            dist = rerank.k_reciprocal_rerank(query_features, gf, **rerank_params)
+            # streamed per block of queries: the (Q, G) re-ranked matrix never exists
+            blocks = rerank.k_reciprocal_rerank_blocks(query_features, gf, **rerank_params)
             label = 'k1=%(k1)d k2=%(k2)d lambda=%(lambda_value)g' % rerank_params
             reports.append(((title or 'single query:').rstrip(':') + f', re-ranked ({label}):',
-                            metrics.compute_cmc_map_from_dist(dist, ql, qc, gl, gc), None))
+                            metrics.compute_cmc_map_from_blocks(blocks, ql, qc, gl, gc), None))
     return reports
 
 

@@ -41,7 +41,8 @@ def export_onnx(extractor, example, path):
     """
     try:
         torch.onnx.export(extractor, (example,), str(path), input_names=['images'], output_names=['features'],
-                          dynamo=True, dynamic_shapes=({0: torch.export.Dim('batch', min=1)},), verbose=False)
+                          dynamo=True, dynamic_shapes=({0: torch.export.Dim('batch', min=1)},), verbose=False,
+                          external_data=False)  # one self-contained file (weights inside), movable alone
         return 'dynamo'
     except Exception as e:  # noqa: BLE001 -- any capture failure: try the other exporter, report both if it fails
         first = e

@@ -162,16 +162,25 @@ def _block_query_stats(keys, ql, qc, gl, gc, label_order, sorted_labels, junk_co
     return n_good, first, market_ap, standard_ap, inp
 
 
-def _evaluate_blocks(block_keys, n_query, ql, qc, gl, gc, rows_per_block):
-    """Aggregate per-query statistics over blocks of query rows into the metrics dict."""
+def _evaluate_blocks(key_blocks, n_query, ql, qc, gl, gc):
+    """Aggregate per-query statistics over (start, stop, keys) blocks of query rows into the metrics dict.
+
+    The blocks must cover the query rows in order; each `keys` is changed in place.
+    """
     n_gallery = len(gl)
     label_order = torch.sort(gl, stable=True).indices
     sorted_labels = gl[label_order]
     junk_columns = (gl == JUNK_ID).nonzero().squeeze(1)
-    parts = [_block_query_stats(block_keys(start, min(start + rows_per_block, n_query)),
-                                ql[start:start + rows_per_block], qc[start:start + rows_per_block], gl, gc,
-                                label_order, sorted_labels, junk_columns)
-             for start in range(0, n_query, rows_per_block)]
+    parts, covered = [], 0
+    for start, stop, keys in key_blocks:
+        if start != covered or stop > n_query or tuple(keys.shape) != (stop - start, n_gallery):
+            raise ValueError(f'distance blocks: rows {start}:{stop} of shape {tuple(keys.shape)} do not continue '
+                             f'rows 0:{covered} of a ({n_query}, {n_gallery}) matrix')
+        parts.append(_block_query_stats(keys, ql[start:stop], qc[start:stop], gl, gc, label_order, sorted_labels,
+                                        junk_columns))
+        covered = stop
+    if covered != n_query:
+        raise ValueError(f'distance blocks: cover {covered} of {n_query} query rows')
     if parts:
         n_good, first, market_ap, standard_ap, inp = (torch.cat(p).cpu() for p in zip(*parts))
     else:
@@ -216,11 +225,11 @@ def compute_cmc_map(qf, ql, qc, gf, gl, gc, device=None, block=None):
         raise ValueError('features: NaN or infinite values')
     negated = -qf
 
-    def block_keys(start, stop):
-        # -score, with -0.0 turned into 0.0 so that equal scores get equal keys
-        return torch.mm(negated[start:stop], gf.T).add_(0.0)
-
-    return _evaluate_blocks(block_keys, len(qf), ql, qc, gl, gc, _rows_per_block(block, len(gf)))
+    rows = _rows_per_block(block, len(gf))
+    # -score, with -0.0 turned into 0.0 so that equal scores get equal keys
+    key_blocks = ((start, min(start + rows, len(qf)), torch.mm(negated[start:start + rows], gf.T).add_(0.0))
+                  for start in range(0, len(qf), rows))
+    return _evaluate_blocks(key_blocks, len(qf), ql, qc, gl, gc)
 
 
 def compute_cmc_map_from_dist(dist, ql, qc, gl, gc, device=None, block=None):
@@ -239,13 +248,39 @@ def compute_cmc_map_from_dist(dist, ql, qc, gl, gc, device=None, block=None):
     _check_lengths(dist.shape[0], ql, qc, 'query')
     _check_lengths(dist.shape[1], gl, gc, 'gallery')
 
-    def block_keys(start, stop):
-        keys = dist[start:stop].to(device=device, dtype=torch.float32)
-        if not _all_finite(keys):
-            raise ValueError('dist: NaN or infinite values')
-        return keys + 0.0  # a copy (the block is changed in place), with -0.0 turned into 0.0
+    return _evaluate_blocks(_checked_keys([(0, dist.shape[0], dist)], device, block, dist.shape[1]),
+                            dist.shape[0], ql, qc, gl, gc)
 
-    return _evaluate_blocks(block_keys, dist.shape[0], ql, qc, gl, gc, _rows_per_block(block, dist.shape[1]))
+
+def compute_cmc_map_from_blocks(blocks, ql, qc, gl, gc, device=None, block=None):
+    """Return the metrics of compute_cmc_map from distance blocks, never holding the (Q, G) matrix.
+
+    `blocks`: an iterable of (start, stop, dist) with dist the (stop - start, G) distances of query rows
+    start..stop (smaller = better), in order and covering every query, e.g. rerank.k_reciprocal_rerank_blocks.
+    Each block is evaluated in pieces of `block` rows (default: 2**22 values), so its size bounds nothing here.
+    The result equals compute_cmc_map_from_dist on the stacked blocks.
+    """
+    device = pick_device(device)
+    ql, qc = _as_ids(ql, device, 'query labels'), _as_ids(qc, device, 'query cameras')
+    gl, gc = _as_ids(gl, device, 'gallery labels'), _as_ids(gc, device, 'gallery cameras')
+    _check_lengths(len(ql), ql, qc, 'query')
+    return _evaluate_blocks(_checked_keys(blocks, device, block, len(gl)), len(ql), ql, qc, gl, gc)
+
+
+def _checked_keys(blocks, device, block, n_gallery):
+    """Yield (start, stop, keys): each block split into metric-sized pieces, as float32 copies on `device`."""
+    rows = _rows_per_block(block, n_gallery)
+    for start, stop, dist in blocks:
+        if not isinstance(dist, torch.Tensor):
+            dist = torch.as_tensor(np.asarray(dist))
+        if dist.dim() != 2:
+            raise ValueError(f'dist: expected a (Q, G) matrix, got shape {tuple(dist.shape)}')
+        for piece in range(0, stop - start, rows):
+            keys = dist[piece:piece + rows].to(device=device, dtype=torch.float32)
+            if not _all_finite(keys):
+                raise ValueError('dist: NaN or infinite values')
+            # a copy (the block is changed in place), with -0.0 turned into 0.0
+            yield start + piece, min(start + piece + rows, stop), keys + 0.0
 
 
 def junk_mask(ql, qc, gl, gc):

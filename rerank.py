@@ -1,7 +1,7 @@
 """k-reciprocal re-ranking (Zhong et al., CVPR 2017) with sparse neighbour sets and blocked matrix products.
 
-Never builds an (N+M)^2 matrix: besides the (queries x gallery) output it keeps N x k neighbour lists and the sparse
-k-reciprocal feature vectors, so Market-1501 (3368 x 19732) needs a few hundred MB instead of ~13 GB.
+Never builds an (N+M)^2 matrix nor the (queries x gallery) one: it keeps N x k neighbour lists and the sparse
+k-reciprocal feature vectors and yields the final distance per block of queries (k_reciprocal_rerank_blocks).
 """
 import warnings
 
@@ -58,8 +58,8 @@ def _merge_later_columns(values, indices, block, first_index):
     values[rows], indices[rows] = _merge_smallest(values[rows], indices[rows], new_values, new_indices)
 
 
-def _neighbours_and_query_distances(x, n_query, k, rows_per_block):
-    """Return (neighbours (N, k) in stable ascending distance order, row maxima (N,), query-gallery distances).
+def _neighbours_and_row_max(x, k, rows_per_block):
+    """Return (neighbours (N, k) in stable ascending distance order, row maxima (N,)).
 
     Equal distances are ordered by image index (queries first, then gallery). The distance matrix is symmetric:
     each block of rows computes only the columns from its own first row on (half the products); the part
@@ -69,7 +69,6 @@ def _neighbours_and_query_distances(x, n_query, k, rows_per_block):
     values = torch.full((n, k), float('inf'), device=x.device)
     indices = torch.full((n, k), torch.iinfo(torch.int64).max, dtype=torch.int64, device=x.device)
     row_max = torch.zeros(n, dtype=torch.float32, device=x.device)
-    query_gallery = torch.empty(n_query, n - n_query, dtype=torch.float32, device=x.device)
     for start in range(0, n, rows_per_block):
         stop = min(start + rows_per_block, n)
         dist = _squared_distance(x[start:stop], x[start:])
@@ -81,9 +80,7 @@ def _neighbours_and_query_distances(x, n_query, k, rows_per_block):
             later = dist[:, stop - start:].T.contiguous()
             row_max[stop:] = torch.maximum(row_max[stop:], later.amax(1))
             _merge_later_columns(values[stop:], indices[stop:], later, start)
-        if start < n_query:
-            query_gallery[start:min(stop, n_query)] = dist[:min(stop, n_query) - start, n_query - start:]
-    return indices, row_max, query_gallery
+    return indices, row_max
 
 
 def _is_member(keys, members):
@@ -166,21 +163,25 @@ def _query_expansion(rows, cols, vals, neighbours, k2, rows_per_block):
     return torch.cat(out_rows), torch.cat(out_cols), torch.cat(out_vals)
 
 
-def _jaccard_into(final, rows, cols, vals, n, lambda_value, row_max_query):
-    """Turn `final` (original query-gallery distances) into (1-lambda)*Jaccard + lambda*(distance/row max).
+def _final_blocks(x, n_query, rows, cols, vals, lambda_value, row_max_query):
+    """Yield (start, stop, block): (1-lambda)*Jaccard + lambda*(distance/row max) for query rows start..stop.
 
-    (rows, cols, vals): the sparse V over all n images, sorted by row. Jaccard(q, g) = 1 - sum_k min(V[q,k],
+    (rows, cols, vals): the sparse V over all images, sorted by row. Jaccard(q, g) = 1 - sum_k min(V[q,k],
     V[g,k]) / sum_k max(V[q,k], V[g,k]); only columns where both rows are non-zero add to the min (the
-    original's inverted index), and sum max = sum V[q] + sum V[g] - sum min.
+    original's inverted index), and sum max = sum V[q] + sum V[g] - sum min. The original distances of a block
+    are recomputed from the features, so no (queries x gallery) matrix exists at any time.
     """
-    n_query, n_gallery = final.shape
+    n = len(x)
+    n_gallery = n - n_query
     row_sum = torch.zeros(n, dtype=torch.float32, device=vals.device).index_add_(0, rows, vals)
     is_query = rows < n_query
     q_rows, q_cols, q_vals = rows[is_query], cols[is_query], vals[is_query]
     by_col = torch.sort(cols[~is_query], stable=True).indices
     g_rows = rows[~is_query][by_col] - n_query
     g_cols, g_vals = cols[~is_query][by_col], vals[~is_query][by_col]
+    del by_col
     col_count = torch.bincount(g_cols, minlength=n)
+    del g_cols
     col_start = torch.cumsum(col_count, 0) - col_count
     pairs_per_entry = col_count[q_cols]
     pairs_before_entry = torch.zeros(len(q_cols) + 1, dtype=torch.int64, device=vals.device)
@@ -198,16 +199,32 @@ def _jaccard_into(final, rows, cols, vals, n, lambda_value, row_max_query):
         flat = (q_rows[lo:hi][owner] - start) * n_gallery + g_rows[position]
         sum_min = torch.zeros((stop - start) * n_gallery, dtype=torch.float32, device=vals.device)
         sum_min = sum_min.index_add_(0, flat, mins).view(stop - start, n_gallery)
+        del owner, position, mins, flat
         sum_max = torch.add(row_sum[start:stop, None], row_sum[None, n_query:]).sub_(sum_min).clamp_(min=1e-12)
         jaccard = sum_min.div_(sum_max).neg_().add_(1)
-        block = final[start:stop]
+        del sum_max
+        block = _squared_distance(x[start:stop], x[n_query:])
         block.div_(row_max_query[start:stop, None]).mul_(lambda_value).add_(jaccard.mul_(1 - lambda_value))
+        del jaccard
+        yield start, stop, block
         start = stop
-    return final
 
 
 def k_reciprocal_rerank(qf, gf, k1=20, k2=6, lambda_value=0.3, device=None):
     """Return the (Q, G) re-ranked distance (float32 numpy array, smaller = more similar).
+
+    The stacked blocks of k_reciprocal_rerank_blocks (same arguments); it holds the whole (Q, G) matrix, so for
+    evaluation prefer the blocks with metrics.compute_cmc_map_from_blocks.
+    """
+    blocks = k_reciprocal_rerank_blocks(qf, gf, k1, k2, lambda_value, device)
+    out = torch.zeros(len(qf), len(gf))
+    for start, stop, block in blocks:
+        out[start:stop] = block.cpu()
+    return out.numpy()
+
+
+def k_reciprocal_rerank_blocks(qf, gf, k1=20, k2=6, lambda_value=0.3, device=None):
+    """Return an iterator of (start, stop, block): the re-ranked distance of query rows start..stop (float32 torch).
 
     qf (Q, D) and gf (G, D): L2-normalised features (torch or numpy). Follows Zhong et al. 2017 and the authors'
     code on the concatenated query+gallery set, with two fixes: the original distance is 2 - 2cos (already the
@@ -216,7 +233,9 @@ def k_reciprocal_rerank(qf, gf, k1=20, k2=6, lambda_value=0.3, device=None):
     sets R(i, k1) expanded by the 2/3 rule with R(c, round(k1/2)); weights exp(-d) normalised per row; local
     query expansion over the first k2 neighbours (skipped for k2 = 1, as the authors do); Jaccard distance
     1 - sum(min)/sum(max); final = (1 - lambda) * Jaccard + lambda * original, restricted to query x gallery.
-    Runs on `device` (default CUDA when present, else CPU); results on CPU are deterministic.
+    The neighbour lists and sparse vectors are built here (input errors raise ValueError at once); the blocks,
+    on `device` (default CUDA when present, else CPU), are computed as the iterator is consumed, each at most
+    2**24 values. Results on CPU are deterministic.
     """
     device = pick_device(device)
     qf = torch.as_tensor(qf).to(device=device, dtype=torch.float32)
@@ -227,12 +246,13 @@ def k_reciprocal_rerank(qf, gf, k1=20, k2=6, lambda_value=0.3, device=None):
         raise ValueError(f'k1={k1}, k2={k2}, lambda={lambda_value}: need k1 >= 1, k2 >= 1, 0 <= lambda <= 1')
     n_query = len(qf)
     if n_query == 0 or len(gf) == 0:
-        return torch.zeros(n_query, len(gf)).numpy()
+        return iter([(0, n_query, torch.zeros(n_query, len(gf), device=device))])
     x = torch.cat([qf, gf])
+    del qf, gf
     n = len(x)
     k_forward, k_half, k2 = min(k1 + 1, n), min(round(k1 / 2) + 1, n), min(k2, n)
     rows_per_block = max(1, _BLOCK_ELEMENTS // n)
-    neighbours, row_max, final = _neighbours_and_query_distances(x, n_query, max(k_forward, k2), rows_per_block)
+    neighbours, row_max = _neighbours_and_row_max(x, max(k_forward, k2), rows_per_block)
     row_max.clamp_(min=1e-12)  # all images identical: avoid 0/0
 
     small_rows = max(1, (1 << 21) // (k_forward * k_half))
@@ -241,7 +261,9 @@ def k_reciprocal_rerank(qf, gf, k1=20, k2=6, lambda_value=0.3, device=None):
     weights = torch.exp(-_pair_distances(x, rows, cols, row_max))
     row_sum = torch.zeros(n, dtype=torch.float32, device=device).index_add_(0, rows, weights)
     vals = weights / row_sum[rows]
+    del weights
     if k2 > 1:
         entries_per_row = k2 * max(1, len(rows) // n)
         rows, cols, vals = _query_expansion(rows, cols, vals, neighbours, k2, max(1, (1 << 21) // entries_per_row))
-    return _jaccard_into(final, rows, cols, vals, n, lambda_value, row_max[:n_query]).cpu().numpy()
+    del neighbours, forward, half
+    return _final_blocks(x, n_query, rows, cols, vals, lambda_value, row_max[:n_query])

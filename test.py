@@ -26,6 +26,7 @@ from data import (ReIDImageFolder, eval_transform, input_size, list_reid_images,
 from engine import extract_features
 from metrics import compute_cmc_map, format_result, pool_multi_query
 from model import fuse_conv_bn
+from speed import memory_format, resolve_cpu_bf16, set_cpu_threads, use_channels_last
 from utils import ensure_writable_folder, load_opts, loader_workers, os_error_line, select_device
 
 
@@ -44,6 +45,10 @@ def build_parser():
                    help="scales as area ratios, e.g. '1,1.1' (each image is resized by sqrt(s), as the original)")
     p.add_argument('--fp16', action='store_true', help='float16 inference (CUDA)')
     p.add_argument('--bf16', action='store_true', help='bfloat16 inference (CUDA or CPU)')
+    p.add_argument('--cpu_bf16', default='auto', choices=('auto', 'on', 'off'),
+                   help='on the CPU: bf16 inference (auto: where the CPU has native bf16, e.g. avx512_bf16 or AMX)')
+    p.add_argument('--channels_last', default='auto', choices=('auto', 'on', 'off'),
+                   help='run convolutions in the channels_last memory format (auto: on)')
     p.add_argument('--result', default='pytorch_result.mat', type=str,
                    help='where to write the features (multi_query.mat goes beside it)')
     p.add_argument('--num_workers', default=None, type=int,
@@ -125,7 +130,10 @@ def run_test(opts, log=print):
         log(note)
     if opts.fp16 and device.type != 'cuda':
         raise ValueError('--fp16 needs CUDA; use --bf16 on the CPU')
-    amp_dtype = torch.float16 if opts.fp16 else torch.bfloat16 if opts.bf16 else None
+    if device.type == 'cpu':
+        set_cpu_threads(loader_workers(opts.num_workers, device))
+    cpu_bf16, _ = resolve_cpu_bf16(opts.cpu_bf16, device)
+    amp_dtype = torch.float16 if opts.fp16 else torch.bfloat16 if opts.bf16 or cpu_bf16 else None
     scales = parse_scales(opts.ms)
 
     existing_checkpoint(run_dir, opts.which_epoch)
@@ -137,7 +145,7 @@ def run_test(opts, log=print):
     if result_path.is_dir():
         raise ValueError(f'--result {result_path}: is a folder; give a file name such as pytorch_result.mat')
     model, train_opts = load_network(run_dir, opts.which_epoch)  # this toolkit's runs and the original's
-    model = fuse_conv_bn(model).to(device)
+    model = fuse_conv_bn(model).to(device, memory_format=memory_format(use_channels_last(opts.channels_last, device)))
     pcb = bool(train_opts.get('PCB'))
     size = input_size(test_dir, train_opts.get('h'), train_opts.get('w'), pcb)   # the run's size wins
     gf, gl, gc = split_features(model, test_dir / 'gallery', opts, device, size, scales, amp_dtype)

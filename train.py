@@ -6,14 +6,18 @@
     python train.py --name demo --data_dir data/demo/pytorch --train_all --backbone resnet18 --scratch \
         --h 64 --w 32 --total_epoch 30 --warm_epoch 1                                   # ~3 min on 2 CPU cores
     python train.py --name ft_ResNet50 --resume                                           # continue a run
+    torchrun --nproc_per_node 4 train.py --name ft_ResNet50 --data_dir ../Market/pytorch --train_all --sync_bn
+    torchrun --nnodes 2 --node_rank 0 --nproc_per_node 8 --rdzv_backend c10d --rdzv_endpoint HOST:29500 \
+        train.py ...                                      # two machines: the same line on each, --node_rank 1 there
 
 Outputs in model/<name>/: opts.yaml (every flag), net_init.pth (the network before training),
 net_XXX.pth (every 10 epochs, XXX = 0-based epoch), net_last.pth, net_average.pth (--wa), resume.pth (optimizer,
 scheduler, scaler, RNG states, curves, the losses' parameters and their optimizer, --wa's average; written before
 the first epoch too), train.jpg (loss / top-1 error curves) and a copy of the code.
 Structure: parse flags (presets as defaults) -> data -> model + losses -> optimizers -> epoch loop -> save.
---resume takes every option from the run's opts.yaml except --gpu_ids, --num_workers, --data_dir, --model_dir;
-Ctrl-C prints the command that continues it.
+--resume takes every option from the run's opts.yaml except --gpu_ids, --num_workers, --data_dir, --model_dir,
+--cache_dir; Ctrl-C prints the command that continues it. With torchrun (distributed.py) --batchsize is the global
+batch, split over the processes; rank 0 alone logs and writes; resume.pth keeps every rank's RNG state.
 """
 import argparse
 import math
@@ -26,18 +30,20 @@ import torch
 from torch.utils.data import DataLoader
 
 from data import ReIDImageFolder, eval_transform, input_size, require_readable_images, train_transform
+import distributed
 from dg_market import dg_market
 from engine import evaluate_epoch, lr_factor, train_one_epoch
 from losses import active_loss_names, build_losses, loss_optimizer, shared_loss_parameters
 from model import (BACKBONE_FLAGS, PretrainedWeightsUnavailable, backbone_input_size, build_model,
                    parameter_groups)
 from samplers import PKSampler, pk_epoch_length
+from speed import memory_format, resolve_cpu_bf16, set_cpu_threads, use_channels_last
 from utils import (FORMAT_VERSION, copy_code, draw_curves, ensure_writable_folder, load_checkpoint, load_opts,
                    load_weights, loader_workers, os_error_line, restore_rng_states, rng_states, save_atomic,
                    save_opts, seed_everything, select_device)
 
 # On --resume these come from the command line (they describe the machine); the rest from opts.yaml.
-MACHINE_OPTIONS = ('gpu_ids', 'num_workers', 'data_dir', 'model_dir')
+MACHINE_OPTIONS = ('gpu_ids', 'num_workers', 'data_dir', 'model_dir', 'cache_dir')
 SNAPSHOT_EVERY = 10
 # Options that change the network: --resume refuses them when they differ from the run's opts.yaml.
 ARCHITECTURE_OPTIONS = ('backbone', 'PCB', 'stride', 'linear_num', 'h', 'w', 'bnneck', 'usam') + tuple(BACKBONE_FLAGS)
@@ -132,6 +138,16 @@ def build_parser():
     p.add_argument('--sampler', default=None, choices=('random', 'pk'),
                    help='random (shuffle) or pk (P ids x K images per batch; the default with a metric loss)')
     p.add_argument('--num_instances', default=4, type=int, help='K: images per id in a P x K batch')
+    g = p.add_argument_group('speed', 'memory format, CPU bf16, compile, image cache, several processes')
+    g.add_argument('--cpu_bf16', default='auto', choices=('auto', 'on', 'off'),
+                   help='on the CPU: bf16 autocast (auto: where the CPU has native bf16, e.g. avx512_bf16 or AMX)')
+    g.add_argument('--channels_last', default='auto', choices=('auto', 'on', 'off'),
+                   help='run convolutions in the channels_last memory format (auto: on)')
+    g.add_argument('--compile', action='store_true', help='torch.compile the network for training (PyTorch 2)')
+    g.add_argument('--cache', action='store_true',
+                   help='decode every training image once into a uint8 cache and augment whole batches on the device')
+    g.add_argument('--cache_dir', default=None, type=str, help='where --cache writes (default <data_dir>/cache)')
+    g.add_argument('--sync_bn', action='store_true', help='with torchrun on CUDA: BatchNorm statistics over all GPUs')
     p.add_argument('--resume', action='store_true', help='continue <model_dir>/<name> from resume.pth')
     p.add_argument('--overwrite', action='store_true',
                    help='replace an existing run of the same --name (its net_*.pth are deleted)')
@@ -243,7 +259,8 @@ def optimizer_and_scheduler(model, metric_losses, opts, steps_per_epoch):
     class weights (arcface/cosface/sphere) at lr; the centres of --center in their own SGD (losses.py).
     """
     groups = parameter_groups(model, opts.lr, opts.backbone_lr_mult, shared_loss_parameters(metric_losses))
-    fused = {'fused': True} if opts.FSGD else {}
+    # one fused kernel per update with --FSGD and on CUDA; the multi-tensor (foreach) update elsewhere
+    fused = {'fused': True} if opts.FSGD or next(model.parameters()).is_cuda else {'foreach': True}
     if opts.optimizer == 'adam':
         optimizer = torch.optim.Adam(groups, lr=opts.lr, weight_decay=opts.weight_decay, **fused)
     else:
@@ -265,6 +282,46 @@ def train_loader(train_set, opts, epoch, steps_per_epoch, pin):
         return DataLoader(train_set, batch_sampler=sampler, **common)
     drop_last = len(train_set) > opts.batchsize
     return DataLoader(train_set, batch_size=opts.batchsize, shuffle=True, drop_last=drop_last, **common)
+
+
+def training_batches(train_set, opts, device, epoch, steps_per_epoch, pin, pixels=None):
+    """Return epoch `epoch`'s (images, labels) batches: train_loader's DataLoader, or with torchrun this rank's
+    share of each of its batches, or with --cache whole batches augmented on `device` from `pixels`; always in
+    train_loader's sample order."""
+    loader = train_loader(train_set, opts, epoch, steps_per_epoch, pin)
+    rank, world = distributed.rank(), distributed.world_size()
+    if pixels is None and world == 1:
+        return loader
+    sampler = loader.batch_sampler
+    # the draw a DataLoader makes first (its workers' base seed); then the sampler gives the DataLoader's order
+    seed = int(torch.empty((), dtype=torch.int64).random_(generator=loader.generator))
+    if world > 1:  # every rank draws the same global batches and keeps its share
+        sampler = distributed.ShardedBatches(sampler, rank, world)
+    if pixels is None:
+        return DataLoader(train_set, batch_sampler=sampler, num_workers=opts.num_workers, pin_memory=pin,
+                          generator=torch.Generator().manual_seed(seed + rank))
+    from augment import CachedBatches
+    return CachedBatches(pixels, train_set.targets, sampler, device, seed + rank, pad=opts.pad,
+                         erasing_p=opts.erasing_p, jitter=opts.color_jitter)
+
+
+def cached_pixels(train_set, opts):
+    """Return the uint8 (N, h, w, 3) memory map of the training images (augment.image_cache), built once."""
+    from augment import CACHE_FOLDER, image_cache
+    cache_dir = Path(opts.cache_dir) if opts.cache_dir else Path(opts.data_dir) / CACHE_FOLDER
+    return image_cache([p for p, _ in train_set.samples], opts.h, opts.w, cache_dir, train_set.root.name)
+
+
+def apply_speed_settings(opts, device, log=print):
+    """Resolve --cpu_bf16 and --channels_last for `device` into opts (recorded in opts.yaml); set CPU threads."""
+    if device.type == 'cpu':
+        set_cpu_threads(opts.num_workers)
+        if not opts.bf16:
+            on, reason = resolve_cpu_bf16(opts.cpu_bf16, device)
+            opts.bf16, opts.cpu_bf16_reason = on, reason
+            if on:
+                log(f'bf16 autocast on the CPU ({reason})')
+    opts.channels_last = 'on' if use_channels_last(opts.channels_last, device) else 'off'
 
 
 def epoch_steps(train_set, opts):
@@ -292,7 +349,7 @@ def dg_batches(opts, epoch, pin):
                               drop_last=True, num_workers=opts.num_workers, pin_memory=pin, generator=generator)
 
 
-def restored_progress(path, model, optimizer, scheduler, scaler, metric_losses, loss_opt, classes=None):
+def restored_progress(path, model, optimizer, scheduler, scaler, metric_losses, loss_opt, rank=0, classes=None):
     """Load resume.pth into the training objects and the RNGs; return (history, completed epochs).
 
     ValueError naming the file when it was written by a newer toolkit, for other ids than `classes`, or for
@@ -319,7 +376,8 @@ def restored_progress(path, model, optimizer, scheduler, scaler, metric_losses, 
     metric_losses.load_state_dict(state.get('losses', {}))
     if loss_opt is not None:
         loss_opt.load_state_dict(state['loss_optimizer'])
-    restore_rng_states(state['rng'])
+    per_rank = state.get('rng_per_rank') or [state['rng']]  # torchrun: each rank its own RNG state
+    restore_rng_states(per_rank[rank] if rank < len(per_rank) else state['rng'])
     return state['history'], state['epoch']
 
 
@@ -329,6 +387,9 @@ def run_training(opts, stop_after=None, log=print):
     `stop_after` ends this session after that many epochs (its checkpoints allow --resume), for tests.
     """
     run_dir = Path(opts.model_dir) / opts.name
+    rank, world, local_rank = distributed.init_process_group()
+    if rank != 0:  # rank 0 alone logs and writes files
+        log = lambda *args: None  # noqa: E731
     if opts.resume:
         saved = load_opts(run_dir / 'opts.yaml')
         defaults = vars(build_parser().parse_args([]))
@@ -345,10 +406,15 @@ def run_training(opts, stop_after=None, log=print):
                             **{k: getattr(opts, k) for k in MACHINE_OPTIONS}, 'resume': True})
     opts = resolved_opts(opts)
     device, note = select_device(opts.gpu_ids)
+    if world > 1 and device.type == 'cuda':
+        device = torch.device('cuda', local_rank)
+    if opts.sync_bn and world > 1 and device.type != 'cuda':
+        raise ValueError('--sync_bn needs CUDA (BatchNorm statistics are synchronised over GPUs)')
     if note:
         log(note)
-    amp_dtype, scaler = amp_settings(opts, device)
     opts.num_workers = loader_workers(opts.num_workers, device)
+    apply_speed_settings(opts, device, log)
+    amp_dtype, scaler = amp_settings(opts, device)
     seed_everything(opts.seed)
     if device.type == 'cuda':
         torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels
@@ -357,7 +423,7 @@ def run_training(opts, stop_after=None, log=print):
     opts.nclasses = len(train_set.classes)
     log(f'{len(train_set)} training images of {opts.nclasses} ids'
         + (f', {len(val_set)} val images' if val_set is not None else ', no val split') + f'; device {device}')
-    model = build_model(opts, opts.nclasses).to(device)
+    model = build_model(opts, opts.nclasses).to(device, memory_format=memory_format(opts.channels_last == 'on'))
     metric_losses = build_losses(vars(opts), opts.nclasses, getattr(model, 'feature_dim', 0)).to(device)
     steps_per_epoch = epoch_steps(train_set, opts)
     optimizer, loss_opt, scheduler = optimizer_and_scheduler(model, metric_losses, opts, steps_per_epoch)
@@ -366,19 +432,20 @@ def run_training(opts, stop_after=None, log=print):
     first_epoch, averaged = 0, None
     if opts.DG:
         dg_market(opts.dg_dir, None)  # a missing folder fails now, not after 80% of training
+    if not opts.resume and (run_dir / 'opts.yaml').exists() and not opts.overwrite:
+        raise ValueError(f'{run_dir}: a run of this --name exists; continue it with --resume, pick another '
+                         f'--name, or replace it with --overwrite')
+    distributed.barrier()  # every rank has looked at the run folder before rank 0 writes into it
     if opts.resume:
         history, first_epoch = restored_progress(run_dir / 'resume.pth', model, optimizer, scheduler, scaler,
-                                                 metric_losses, loss_opt, train_set.classes)
+                                                 metric_losses, loss_opt, rank, train_set.classes)
         saved_average = load_checkpoint(run_dir / 'resume.pth').get('averaged')
         if saved_average is not None:
             averaged = weight_average(model)
             averaged.load_state_dict(saved_average)
         log(f'resuming {run_dir} after epoch {first_epoch} of {opts.total_epoch}'
             + (' (already complete)' if first_epoch >= opts.total_epoch else ''))
-    else:
-        if (run_dir / 'opts.yaml').exists() and not opts.overwrite:
-            raise ValueError(f'{run_dir}: a run of this --name exists; continue it with --resume, pick another '
-                             f'--name, or replace it with --overwrite')
+    elif rank == 0:
         ensure_writable_folder(run_dir, '--model_dir/--name')
         for stale in run_dir.glob('net_*.pth'):  # snapshots of the run being replaced must not mix with ours
             stale.unlink()
@@ -391,6 +458,10 @@ def run_training(opts, stop_after=None, log=print):
                                    averaged, train_set.classes), run_dir / 'resume.pth')
 
     pin = device.type == 'cuda'
+    pixels = cached_pixels(train_set, opts) if opts.cache else None
+    network = distributed.wrap(model, device, opts.sync_bn)  # DDP with several processes
+    # the compiled wrapper shares the parameters; checkpoints keep saving `model`'s plain state_dict
+    network = torch.compile(network) if opts.compile else network
     val_loader = None
     if val_set is not None:
         val_loader = DataLoader(val_set, batch_size=opts.batchsize, shuffle=False,
@@ -402,8 +473,8 @@ def run_training(opts, stop_after=None, log=print):
             averaged = weight_average(model)
         # the original: DG's consistency term joins strictly after --wa starts, with the average as teacher
         dg = dg_batches(opts, epoch, pin) if opts.DG and epoch > opts.wa_start * opts.total_epoch else None
-        loader = train_loader(train_set, opts, epoch, steps_per_epoch, pin)
-        loss, err = train_one_epoch(model, loader, optimizer, scheduler, device, amp_dtype, scaler,
+        loader = training_batches(train_set, opts, device, epoch, steps_per_epoch, pin, pixels)
+        loss, err = train_one_epoch(network, loader, optimizer, scheduler, device, amp_dtype, scaler,
                                     desc=f'epoch {epoch + 1}/{opts.total_epoch}', metric_losses=metric_losses,
                                     loss_optimizer=loss_opt, label_smoothing=opts.label_smoothing,
                                     adversarial=(opts.adv, opts.aiter) if opts.adv > 0 else None,
@@ -418,27 +489,34 @@ def run_training(opts, stop_after=None, log=print):
 
             averaged.update_parameters(model)
             update_bn(train_loader(train_set, opts, epoch, steps_per_epoch, pin), averaged, device)
-            save_atomic(averaged.module.state_dict(), run_dir / 'net_average.pth')
+            if rank == 0:
+                save_atomic(averaged.module.state_dict(), run_dir / 'net_average.pth')
+        loss, err = distributed.mean_over_ranks(loss, err)
         history['train_loss'].append(loss)
         history['train_err'].append(err)
         line = f'epoch {epoch + 1}/{opts.total_epoch} train loss {loss:.4f} err {err:.4f}'
-        if val_loader is not None:
+        if val_loader is not None and rank == 0:
             val_loss, val_err = evaluate_epoch(model, val_loader, device, amp_dtype)
             history['val_loss'].append(val_loss)
             history['val_err'].append(val_err)
             line += f' | val loss {val_loss:.4f} err {val_err:.4f}'
         log(f'{line} | lr {lr:.2e} | {time.perf_counter() - start:.0f}s')
 
-        weights = model.state_dict()
-        if epoch % SNAPSHOT_EVERY == SNAPSHOT_EVERY - 1:
-            save_atomic(weights, run_dir / f'net_{epoch:03d}.pth')
-        save_atomic(weights, run_dir / 'net_last.pth')
-        save_atomic(training_state(epoch + 1, model, optimizer, scheduler, scaler, history, metric_losses, loss_opt,
-                                   averaged, train_set.classes), run_dir / 'resume.pth')
-        draw_curves(history, run_dir / 'train.jpg')
-        if train_set.skipped:
-            log(f'{len(train_set.skipped)} unreadable image(s) skipped so far (others took their place): '
-                + ', '.join(list(train_set.skipped)[:5]))
+        rng_per_rank = distributed.gathered(rng_states())  # every rank takes part; rank 0 saves them all
+        if rank == 0:
+            weights = model.state_dict()
+            if epoch % SNAPSHOT_EVERY == SNAPSHOT_EVERY - 1:
+                save_atomic(weights, run_dir / f'net_{epoch:03d}.pth')
+            save_atomic(weights, run_dir / 'net_last.pth')
+            state = training_state(epoch + 1, model, optimizer, scheduler, scaler, history, metric_losses, loss_opt,
+                                   averaged, train_set.classes)
+            state['rng_per_rank'] = rng_per_rank
+            save_atomic(state, run_dir / 'resume.pth')
+            draw_curves(history, run_dir / 'train.jpg')
+            if train_set.skipped:
+                log(f'{len(train_set.skipped)} unreadable image(s) skipped so far (others took their place): '
+                    + ', '.join(list(train_set.skipped)[:5]))
+        distributed.barrier()  # resume.pth is complete before any rank may stop
     return history
 
 
@@ -468,6 +546,8 @@ def main(argv=None):
         raise SystemExit(f'train.py: {interrupted_message(opts)}') from None
     except OSError as e:
         raise SystemExit(f'train.py: {os_error_line(e)}') from None
+    finally:
+        distributed.shutdown()
 
 
 if __name__ == '__main__':

@@ -56,6 +56,8 @@ def test_export_matches_torch_features(tmp_path, tiny_prepared, capsys, fmt, pcb
     assert meta['feature_size'] == (6 * 512 if pcb else 64)
     assert 'min cosine' in capsys.readouterr().out
     assert not list(path.parent.glob('*.partial*'))  # written to a temporary name, renamed once checked
+    assert sorted(p.name for p in path.parent.glob('net_last.*')) == sorted(
+        ['net_last.pth', path.name, 'net_last.json'])  # one self-contained file: no external weights beside it
     for n in (1, 5):  # a batch size other than the export example's: the batch axis is dynamic
         images = real_images(tiny_prepared, n)
         got = export.exported_features(path, fmt, images)

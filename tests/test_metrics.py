@@ -106,6 +106,28 @@ def test_deep_matches_and_ties_on_a_large_gallery():
     assert_same_metrics(got, reference_metrics((-dist.astype(np.float64)).tolist(), ql, qc, gl, gc))
 
 
+@pytest.mark.parametrize('cuts', [[30], [0, 7, 8, 30], [1, 2, 3, 29, 30]])
+def test_streamed_blocks_match_reference(cuts):
+    """Uneven blocks (empty ones too), each split again into 2-row pieces, give the brute-force metrics."""
+    rng = np.random.default_rng(12)
+    gl, gc = labelled_set(rng, 400, 20, 6, junk=0.05, distractors=0.1)
+    ql, qc = labelled_set(rng, 30, 22, 6)
+    dist = np.round(rng.random((30, 400)), 2).astype(np.float32)  # many ties
+    edges = [0] + cuts
+    blocks = ((a, b, torch.from_numpy(dist[a:b])) for a, b in zip(edges[:-1], edges[1:]))
+    got = metrics.compute_cmc_map_from_blocks(blocks, ql, qc, gl, gc, device='cpu', block=2)
+    assert_same_metrics(got, reference_metrics((-dist.astype(np.float64)).tolist(), ql, qc, gl, gc))
+
+
+def test_streamed_blocks_must_cover_the_queries_in_order():
+    ql, qc, gl, gc = np.ones(4, int), np.ones(4, int), np.ones(5, int), np.full(5, 2)
+    dist = np.zeros((4, 5), np.float32)
+    with pytest.raises(ValueError, match='cover 3 of 4'):
+        metrics.compute_cmc_map_from_blocks([(0, 3, dist[:3])], ql, qc, gl, gc, device='cpu')
+    with pytest.raises(ValueError, match='do not continue'):
+        metrics.compute_cmc_map_from_blocks([(0, 2, dist[:2]), (3, 4, dist[3:])], ql, qc, gl, gc, device='cpu')
+
+
 def test_all_ties_keep_gallery_order():
     ql, qc = np.array([1, 1]), np.array([1, 2])
     gl, gc = np.array([0, 1, 1, -1, 1, 0]), np.array([2, 1, 2, 2, 3, 3])

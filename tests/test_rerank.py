@@ -123,3 +123,28 @@ def test_rerank_rejects_bad_input():
         rerank.k_reciprocal_rerank(f, np.eye(3, dtype=np.float32), device='cpu')
     with pytest.raises(ValueError, match='k1'):
         rerank.k_reciprocal_rerank(f, f, k1=0, device='cpu')
+
+
+def test_streamed_blocks_give_the_matrix_and_its_metrics(monkeypatch):
+    """The blocks stack to the dense reference, and metrics from the blocks equal those from the stacked matrix."""
+    rng = np.random.default_rng(8)
+    qf, gf = clustered_features(rng, 23, 90, n_ids=6, dim=12, noise=0.5)
+    ql, gl = rng.integers(1, 6, 23), rng.integers(-1, 6, 90)
+    qc, gc = rng.integers(1, 4, 23), rng.integers(1, 4, 90)
+    monkeypatch.setattr(rerank, '_BLOCK_ELEMENTS', 500)  # blocks of 5 query rows
+    blocks = list(rerank.k_reciprocal_rerank_blocks(qf, gf, device='cpu'))
+    assert len(blocks) > 3 and max(stop - start for start, stop, _ in blocks) <= 5
+    assert [b[0] for b in blocks[1:]] == [b[1] for b in blocks[:-1]] and blocks[-1][1] == 23
+    stacked = np.concatenate([block.numpy() for _, _, block in blocks])
+    np.testing.assert_allclose(stacked, dense_rerank_reference(qf, gf, 20, 6, 0.3), atol=1e-5, rtol=0)
+    streamed = metrics.compute_cmc_map_from_blocks(iter(blocks), ql, qc, gl, gc, device='cpu', block=2)
+    dense = metrics.compute_cmc_map_from_dist(stacked, ql, qc, gl, gc, device='cpu')
+    np.testing.assert_array_equal(streamed['cmc'], dense['cmc'])
+    assert [streamed[k] for k in ('mAP', 'mAP_standard', 'mINP', 'n_valid')] == \
+        [dense[k] for k in ('mAP', 'mAP_standard', 'mINP', 'n_valid')]
+
+
+def test_rerank_blocks_check_input_at_once():
+    f = np.eye(4, dtype=np.float32)
+    with pytest.raises(ValueError, match='k1'):
+        rerank.k_reciprocal_rerank_blocks(f, f, k1=0, device='cpu')

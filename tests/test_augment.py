@@ -1,0 +1,157 @@
+"""Tests of augment.py against data.train_transform's torchvision pipeline: the cache holds exactly the resized
+pixels, deterministic parts are equal, random parts (crop offsets, flips, erasing, jitter) have the same
+distribution (sample statistics within a few standard errors)."""
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision import transforms
+from torchvision.transforms import functional as F
+
+import augment
+from data import IMAGENET_MEAN, IMAGENET_STD, ReIDImageFolder
+
+
+def write_images(folder, n, seed=0):
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True)
+    paths = []
+    for i in range(n):
+        path = folder / f'{i:04d}_c1s1_000000_00.jpg'
+        Image.fromarray(rng.integers(0, 256, (40 + i, 20 + i, 3), dtype=np.uint8)).save(path)
+        paths.append(str(path))
+    return paths
+
+
+def reference_tensor(path, h, w):
+    """ToTensor + Normalize after the torchvision Resize of data.train_transform."""
+    with Image.open(path) as img:
+        img = F.resize(img.convert('RGB'), [h, w], interpolation=transforms.InterpolationMode.BICUBIC)
+    return F.normalize(F.to_tensor(img), IMAGENET_MEAN, IMAGENET_STD)
+
+
+def test_cache_holds_the_resized_pixels_and_follows_file_changes(tmp_path):
+    paths = write_images(tmp_path / 'raw', 5)
+    cache = augment.image_cache(paths, 32, 16, tmp_path / 'cache', name='train', progress=False)
+    assert cache.dtype == np.uint8 and cache.shape == (5, 32, 16, 3)
+    for i, path in enumerate(paths):
+        np.testing.assert_array_equal(cache[i], augment.resized_pixels(path, 32, 16))
+        want = np.asarray(transforms.Resize((32, 16), transforms.InterpolationMode.BICUBIC)(
+            Image.open(path).convert('RGB')))
+        np.testing.assert_array_equal(cache[i], want)
+    files = sorted(p.name for p in (tmp_path / 'cache').iterdir())
+    assert len(files) == 1 and files[0].startswith('train_32x16_')
+    assert sorted(os.listdir(tmp_path / 'raw')) == sorted(os.path.basename(p) for p in paths)  # input untouched
+    augment.image_cache(paths, 32, 16, tmp_path / 'cache', name='train', progress=False)
+    assert len(list((tmp_path / 'cache').iterdir())) == 1  # reused
+    os.utime(paths[2], ns=(1, 1))
+    augment.image_cache(paths, 32, 16, tmp_path / 'cache', name='train', progress=False)
+    assert len(list((tmp_path / 'cache').iterdir())) == 2  # a changed image: a new key
+
+
+def test_no_random_part_equals_the_per_image_transform_up_to_a_flip(tmp_path):
+    paths = write_images(tmp_path / 'raw', 6)
+    cache = augment.image_cache(paths, 32, 16, tmp_path / 'cache', progress=False)
+    out = augment.augment_batch(torch.from_numpy(np.array(cache)), torch.Generator().manual_seed(0), pad=0)
+    for i, path in enumerate(paths):
+        want = reference_tensor(path, 32, 16)
+        assert torch.allclose(out[i], want, atol=1e-6, rtol=0) or torch.allclose(out[i], want.flip(-1), atol=1e-6,
+                                                                                 rtol=0)
+
+
+def test_crop_at_equals_torchvision_pad_and_crop():
+    img = torch.rand(2, 3, 12, 8)
+    padded = torch.nn.functional.pad(img, (3, 3, 3, 3))
+    top, left = torch.tensor([0, 5]), torch.tensor([6, 2])
+    got = augment.crop_at(padded, top, left, 12, 8)
+    for b in range(2):
+        want = F.crop(F.pad(img[b], [3]), int(top[b]), int(left[b]), 12, 8)
+        torch.testing.assert_close(got[b], want, atol=0, rtol=0)
+
+
+def test_crop_offsets_and_flips_are_uniform():
+    n, pad = 6000, 2
+    # one bright pixel at (0, 0): after the crop it lies at (pad - top, pad - left), flipped: mirrored column
+    img = torch.zeros(n, 3, 8, 6)
+    img[:, :, 0, 0] = 1
+    out = augment.random_flip(augment.pad_crop(img, pad, torch.Generator().manual_seed(1)),
+                              torch.Generator().manual_seed(2))
+    b, _, row, col = (out[:, 0] == 1).unsqueeze(1).nonzero(as_tuple=True)
+    # the pixel survives a crop with top <= pad and left <= pad (9 of 25 offsets): 9/25 of the images
+    seen = len(b) / n
+    assert abs(seen - 9 / 25) < 4 * np.sqrt(9 / 25 * 16 / 25 / n)
+    counts = np.bincount(row.numpy(), minlength=pad + 1)[:pad + 1]
+    expected = len(b) / (pad + 1)
+    assert np.all(np.abs(counts - expected) < 4 * np.sqrt(expected))
+    mirrored = (col >= 6 - pad - 1).float().mean()  # flipped copies land in the last columns
+    assert abs(float(mirrored) - 0.5) < 4 * np.sqrt(0.25 / len(b))
+
+
+def erased_fraction_stats(images):
+    erased = (images == 0).all(1).flatten(1).float().mean(1)
+    return float((erased > 0).float().mean()), float(erased[erased > 0].mean())
+
+
+def test_random_erasing_matches_torchvision_in_distribution():
+    n, p = 3000, 0.5
+    ones = torch.ones(n, 3, 32, 16)
+    got = augment.random_erasing(ones, torch.Generator().manual_seed(3), p)
+    torch.manual_seed(4)
+    reference = transforms.RandomErasing(p=p, scale=(0.02, 0.4), ratio=(0.3, 1 / 0.3), value=0)
+    want = torch.stack([reference(img) for img in ones])
+    (got_p, got_area), (want_p, want_area) = erased_fraction_stats(got), erased_fraction_stats(want)
+    assert abs(got_p - want_p) < 4 * np.sqrt(2 * p * (1 - p) / n)
+    assert abs(got_area - want_area) < 0.02  # areas are uniform in [0.02, 0.4]: sd 0.11 / sqrt(1500) each
+
+
+def test_color_jitter_matches_torchvision_in_distribution():
+    rng = np.random.default_rng(5)
+    pixels = rng.integers(30, 220, (16, 8, 3), dtype=np.uint8)
+    n = 1500
+    batch = torch.from_numpy(pixels).permute(2, 0, 1).float().div(255).expand(n, 3, 16, 8).contiguous()
+    got = augment.color_jitter(batch, torch.Generator().manual_seed(6))
+    torch.manual_seed(7)
+    jitter = transforms.ColorJitter(brightness=0.1, contrast=0.1, saturation=0.1, hue=0)
+    want = torch.stack([F.to_tensor(jitter(Image.fromarray(pixels))) for _ in range(n)])
+    # per-image mean brightness and spread: same mean and sd across draws (uint8 rounding: 1/255 slack)
+    for stat in (lambda x: x.mean((1, 2, 3)), lambda x: x.std((1, 2, 3))):
+        g, w = stat(got), stat(want)
+        assert abs(float(g.mean() - w.mean())) < 4 * float(w.std()) / np.sqrt(n) + 1 / 255
+        assert abs(float(g.std() / w.std()) - 1) < 0.15
+
+
+def test_cached_batches_follow_the_sampler_and_labels(tmp_path):
+    write_images(tmp_path / 'split' / '0001', 3)
+    write_images(tmp_path / 'split' / '0002', 2, seed=1)
+    data = ReIDImageFolder(tmp_path / 'split')
+    cache = augment.image_cache([p for p, _ in data.samples], 16, 8, tmp_path / 'cache', progress=False)
+    batches = augment.CachedBatches(cache, data.targets, [[4, 0], [2, 3]], 'cpu', seed=0, pad=0)
+    got = list(batches)
+    assert len(batches) == 2 and [b[1].tolist() for b in got] == [[1, 0], [0, 1]]
+    assert got[0][0].shape == (2, 3, 16, 8)
+    want = reference_tensor(data.samples[4][0], 16, 8)
+    assert torch.allclose(got[0][0][0], want, atol=1e-6) or torch.allclose(got[0][0][0], want.flip(-1), atol=1e-6)
+
+
+def test_train_with_cache_writes_only_under_cache_dir_and_keeps_the_sample_order(tiny_prepared, tmp_path):
+    import train
+    before = sorted(p.name for p in tiny_prepared.iterdir())
+    opts = train.build_parser().parse_args(
+        ['--data_dir', str(tiny_prepared), '--model_dir', str(tmp_path / 'model'), '--backbone', 'resnet18',
+         '--scratch', '--h', '32', '--w', '16', '--batchsize', '16', '--num_workers', '0', '--lr', '0.01',
+         '--name', 'cached', '--total_epoch', '1', '--cache', '--cache_dir', str(tmp_path / 'cache'),
+         '--erasing_p', '0.5', '--color_jitter'])
+    history = train.run_training(opts, log=lambda line: None)
+    assert len(history['train_loss']) == 1 and np.isfinite(history['train_loss'][0])
+    assert sorted(p.name for p in tiny_prepared.iterdir()) == before  # nothing written beside the user's data
+    assert len(list((tmp_path / 'cache').glob('train_32x16_*.npy'))) == 1
+    # the cached path visits the samples in the DataLoader's order, batch for batch
+    resolved = train.resolved_opts(opts)
+    data, _ = train.datasets(resolved)
+    pixels = train.cached_pixels(data, resolved)
+    steps = train.epoch_steps(data, resolved)
+    cached = train.training_batches(data, resolved, torch.device('cpu'), 3, steps, False, pixels)
+    plain = train.training_batches(data, resolved, torch.device('cpu'), 3, steps, False)
+    assert [b[1].tolist() for b in cached] == [b[1].tolist() for b in plain]

@@ -1,0 +1,105 @@
+"""DDP on the CPU with gloo and 2 processes (torch.multiprocessing, torchrun's environment variables):
+one step's averaged gradients equal one process's on the same global batch, training runs, the loss falls,
+one set of checkpoints, and resume restores every rank's state."""
+import os
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+import distributed
+import model as M
+import train
+
+TINY = {'backbone': 'resnet18', 'scratch': True, 'droprate': 0.0, 'linear_num': 32}
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def in_group(rank, world, port, fn, *args):
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR='127.0.0.1',
+                      MASTER_PORT=str(port), OMP_NUM_THREADS='1')
+    torch.set_num_threads(1)
+    try:
+        fn(rank, *args)
+    finally:
+        distributed.shutdown()
+
+
+def spawn(fn, *args):
+    mp.spawn(in_group, args=(2, free_port(), fn) + args, nprocs=2, join=True)
+
+
+def frozen_bn_net():
+    torch.manual_seed(0)
+    net = M.build_model(TINY, num_classes=5).train()
+    for module in net.modules():  # BN statistics frozen: eval-mode BN inside a training-mode network
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.eval()
+    return net
+
+
+def global_batch():
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(8, 3, 32, 16, generator=g), torch.randint(0, 5, (8,), generator=g)
+
+
+def rank_gradients(rank, out):
+    distributed.init_process_group()
+    net = frozen_bn_net()
+    ddp = distributed.wrap(net, torch.device('cpu'))
+    images, labels = global_batch()
+    share = list(distributed.ShardedBatches([list(range(8))], rank, 2))[0]
+    M.cross_entropy_loss(ddp(images[share]), labels[share]).backward()
+    torch.save({k: p.grad for k, p in net.named_parameters()}, f'{out}/grad{rank}.pt')
+
+
+def test_averaged_gradients_equal_one_process_on_the_global_batch(tmp_path):
+    spawn(rank_gradients, str(tmp_path))
+    net = frozen_bn_net()
+    images, labels = global_batch()
+    M.cross_entropy_loss(net(images), labels).backward()
+    for rank in (0, 1):
+        got = torch.load(tmp_path / f'grad{rank}.pt', weights_only=True)
+        for name, p in net.named_parameters():
+            torch.testing.assert_close(got[name], p.grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_sharded_batches_split_each_global_batch():
+    batches = [[5, 1, 4, 0], [2, 3, 7, 6]]
+    assert list(distributed.ShardedBatches(batches, 0, 2)) == [[5, 1], [2, 3]]
+    assert list(distributed.ShardedBatches(batches, 1, 2)) == [[4, 0], [7, 6]]
+    with pytest.raises(ValueError, match='divisible'):
+        list(distributed.ShardedBatches([[1, 2, 3]], 0, 2))
+
+
+def rank_training(rank, data_dir, model_dir, resume, stop_after):
+    args = ['--data_dir', data_dir, '--model_dir', model_dir, '--backbone', 'resnet18', '--scratch', '--h', '32',
+            '--w', '16', '--batchsize', '16', '--num_workers', '0', '--lr', '0.01', '--name', 'ddp',
+            '--total_epoch', '3', '--channels_last', 'off']
+    opts = train.build_parser().parse_args(args + (['--resume'] if resume else []))
+    history = train.run_training(opts, stop_after=stop_after, log=lambda line: None)
+    torch.save({'history': history, 'rng': torch.get_rng_state()}, f'{model_dir}/history{rank}_{int(resume)}.pt')
+
+
+def test_two_process_training_one_set_of_checkpoints_and_resume(tiny_prepared, tmp_path):
+    model_dir = tmp_path / 'model'
+    spawn(rank_training, str(tiny_prepared), str(model_dir), False, 2)
+    run = model_dir / 'ddp'
+    assert sorted(p.name for p in run.glob('*.pth')) == ['net_init.pth', 'net_last.pth', 'resume.pth']
+    assert sorted(p.name for p in run.glob('*.yaml')) == ['opts.yaml']
+    first = [torch.load(model_dir / f'history{r}_0.pt', weights_only=True) for r in (0, 1)]
+    losses = first[0]['history']['train_loss']
+    assert len(losses) == 2 and losses[1] < losses[0]
+    assert first[1]['history']['train_loss'] == losses  # averaged over the ranks: the same on both
+    state = torch.load(run / 'resume.pth', weights_only=True)
+    assert state['epoch'] == 2 and len(state['rng_per_rank']) == 2
+    spawn(rank_training, str(tiny_prepared), str(model_dir), True, None)
+    resumed = torch.load(model_dir / 'history0_1.pt', weights_only=True)['history']
+    assert resumed['train_loss'][:2] == losses and len(resumed['train_loss']) == 3
+    assert torch.load(run / 'resume.pth', weights_only=True)['epoch'] == 3

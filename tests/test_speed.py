@@ -1,0 +1,67 @@
+"""Tests of speed.py: CPU feature detection, the bf16 / channels_last choices, and that the fast paths keep the
+features (bf16 within cosine 0.999 of fp32, channels_last + fused conv-BN equal up to float rounding)."""
+import torch
+
+import model as M
+import speed
+from engine import extract_features
+from model import fuse_conv_bn
+
+SMALL = {'backbone': 'resnet18', 'scratch': True, 'droprate': 0.0}
+
+
+def test_cpu_flags_and_native_bf16(tmp_path):
+    info = tmp_path / 'cpuinfo'
+    info.write_text('processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16\nbugs\t\t: none\n')
+    assert 'avx512_bf16' in speed.cpu_flags(info) and 'bugs' not in speed.cpu_flags(info)
+    assert speed.cpu_flags(tmp_path / 'missing') == set()
+    assert speed.native_cpu_bf16({'avx2', 'amx_bf16'}) == 'amx_bf16'
+    cpu = torch.device('cpu')
+    assert speed.resolve_cpu_bf16('auto', cpu, {'avx512_bf16'}) == (True, 'auto: the CPU has avx512_bf16')
+    assert speed.resolve_cpu_bf16('off', cpu, {'avx512_bf16'})[0] is False
+    assert speed.resolve_cpu_bf16('on', cpu, set())[0] is True
+    assert speed.resolve_cpu_bf16('on', torch.device('cuda'), set())[0] is False
+    assert speed.use_channels_last('auto', cpu) and not speed.use_channels_last('off', cpu)
+
+
+def randomised_net():
+    torch.manual_seed(0)
+    net = M.build_model(SMALL, num_classes=5)
+    for module in net.modules():  # non-trivial BN statistics, so the fusion has something to fold
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.2, 0.2)
+            module.running_var.uniform_(0.5, 2.0)
+    return net.eval()
+
+
+def features_of(net, images, **kwargs):
+    loader = [(images[i:i + 4], None) for i in range(0, len(images), 4)]
+    return extract_features(net, loader, torch.device('cpu'), **kwargs)
+
+
+def test_bf16_features_stay_within_cosine_0999_of_fp32():
+    net = randomised_net()
+    images = torch.randn(8, 3, 64, 32, generator=torch.Generator().manual_seed(1))
+    fp32 = features_of(net, images)
+    bf16 = features_of(net, images, amp_dtype=torch.bfloat16)
+    cosine = (fp32 * bf16).sum(1)  # both L2-normalised
+    assert cosine.min() >= 0.999, cosine
+    assert not torch.equal(fp32, bf16)  # bf16 really ran
+
+
+def test_channels_last_and_fused_conv_bn_keep_the_features():
+    net = randomised_net()
+    images = torch.randn(8, 3, 64, 32, generator=torch.Generator().manual_seed(2))
+    plain = features_of(net, images)
+    fast = fuse_conv_bn(net).to(memory_format=torch.channels_last)
+    assert next(p for p in fast.parameters() if p.dim() == 4).is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(features_of(fast, images), plain, atol=1e-5, rtol=0)
+
+
+def test_set_cpu_threads_leaves_cores_to_the_workers():
+    before = torch.get_num_threads()
+    try:
+        assert speed.set_cpu_threads(data_workers=10**6) == 1 == torch.get_num_threads()
+        assert speed.set_cpu_threads() == speed.available_cores()
+    finally:
+        torch.set_num_threads(before)
