@@ -2,6 +2,7 @@
 
 Tests must treat both trees as read-only (copy them to tmp_path before changing anything).
 """
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -27,3 +28,23 @@ def tiny_prepared(tiny_market, tmp_path_factory):
     out = tmp_path_factory.mktemp('tiny_prepared') / 'pytorch'
     prepare.main(['--download_path', str(tiny_market), '--save_path', str(out)])
     return out
+
+
+def load_test_cli():
+    """Return the repository's test.py as a module, loaded by path (`import test` can find Python's own package)."""
+    spec = importlib.util.spec_from_file_location('reid_test_cli', Path(__file__).resolve().parents[1] / 'test.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def expect_prepare_exit(argv, *fragments):
+    """Run prepare.main(argv), expect SystemExit with a one-line message holding every fragment; return it."""
+    import prepare
+    with pytest.raises(SystemExit) as err:
+        prepare.main(argv)
+    message = str(err.value.code)
+    assert '\n' not in message
+    for fragment in fragments:
+        assert str(fragment) in message, message
+    return message

@@ -3,7 +3,6 @@ layouts' protocols (no cameras, self-match exclusion, VehicleID gallery trials, 
 independent brute-force computations, and the one-line errors of the user's own data (--custom, --csv).
 """
 import csv
-import importlib.util
 import re
 import shutil
 import statistics
@@ -21,17 +20,11 @@ import synthetic
 import train
 from data import list_reid_images, parse_market_name
 
+from conftest import expect_prepare_exit as expect_exit, load_test_cli
+
 ROOT = Path(__file__).resolve().parents[1]
 LAYOUTS = ('duke', 'msmt17', 'cuhk03', 'veri', 'vehicleid', 'cub', 'viper')
 SIZE = ['--h', '32', '--w', '16']
-
-
-def load_test_cli():
-    # `import test` could find Python's own `test` package; load ours by path.
-    spec = importlib.util.spec_from_file_location('reid_test_cli', ROOT / 'test.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 T = load_test_cli()
@@ -348,16 +341,6 @@ def test_viper_splits_are_seeded_and_results_average(raw, tmp_path, capsys):
     assert values['rank1'] == pytest.approx([w[0] for w in want])
     assert mean['mAP'] == pytest.approx(statistics.fmean(w[1] for w in want))
     assert std['mAP'] == pytest.approx(statistics.pstdev(w[1] for w in want))
-
-
-def expect_exit(argv, *fragments):
-    with pytest.raises(SystemExit) as err:
-        prepare.main(argv)
-    message = str(err.value.code)
-    assert '\n' not in message
-    for fragment in fragments:
-        assert str(fragment) in message, message
-    return message
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ The original's ft_net, ft_net_dense and PCB are rebuilt below independently (tor
 `model`, ClassBlock with `add_block` and `classifier` Sequentials), with its test-time forward and its feature
 normalisation; the toolkit's loader must reproduce those features from the saved state_dict alone.
 """
-import importlib.util
 import math
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from torch import nn
 import api
 import original
 from model import flip_sum_features, l2_normalize_features
+from conftest import load_test_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 NCLASSES = 7
@@ -160,9 +160,7 @@ def test_test_py_reads_an_original_run(tmp_path, tiny_prepared):
 
     net = randomised(OrigFtNet(), seed=3)
     write_original_run(tmp_path / 'model' / 'orig', net, h=64, w=32)
-    spec = importlib.util.spec_from_file_location('reid_test_cli', ROOT / 'test.py')
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
+    cli = load_test_cli()
     result = tmp_path / 'r.mat'
     cli.main(['--name', 'orig', '--model_dir', str(tmp_path / 'model'), '--test_dir', str(tiny_prepared),
               '--result', str(result), '--batchsize', '64'])

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import prepare
+from conftest import expect_prepare_exit as expect_exit
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -145,16 +146,6 @@ def test_duke_layout_without_gt_bbox(market_copy, tmp_path, capsys):
     assert 'multi-query' in out and 'gt_bbox' in out
     assert not (duke / 'pytorch' / 'multi-query').exists()
     assert folder_of_ids(duke / 'pytorch' / 'query') == raw_by_id(duke / 'query')
-
-
-def expect_exit(argv, *fragments):
-    with pytest.raises(SystemExit) as err:
-        prepare.main(argv)
-    message = str(err.value.code)
-    assert '\n' not in message
-    for fragment in fragments:
-        assert str(fragment) in message, message
-    return message
 
 
 def test_missing_download_folder(tmp_path):

@@ -6,7 +6,6 @@ in-process; subprocesses only where a process must be killed.
 """
 import errno
 import hashlib
-import importlib.util
 import os
 import pickle
 import shutil
@@ -27,11 +26,10 @@ import prepare
 import train
 import utils
 from data import ReIDImageFolder, list_reid_images
+from conftest import load_test_cli
 
 ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location('reid_test_cli_rel', ROOT / 'test.py')
-T = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(T)
+T = load_test_cli()
 
 CLIS = {'prepare': prepare.main, 'train': train.main, 'test': T.main, 'evaluate': evaluate_gpu.main,
         'demo': demo.main}

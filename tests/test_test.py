@@ -1,7 +1,6 @@
 """Tests of test.py: checkpoint choice, --ms, the .mat contract (keys, dtypes, shapes, ids from names), features
 recomputed independently, --multi, and one end-to-end run of prepare.py -> train.py -> test.py as a user types it.
 """
-import importlib.util
 import math
 import os
 import subprocess
@@ -19,15 +18,9 @@ from data import eval_transform, parse_market_name
 from model import build_model
 from utils import load_checkpoint, load_opts
 
+from conftest import load_test_cli
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_test_cli():
-    # `import test` could find Python's own `test` package; load ours by path.
-    spec = importlib.util.spec_from_file_location('reid_test_cli', ROOT / 'test.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 T = load_test_cli()
