@@ -5,9 +5,11 @@
     python bench/bench_train.py --cuda_epochs 2      # with CUDA: train.py on a Market-sized generated set too
 
 CPU rows (random images, so only the network is timed):
-  straightforward: fp32, contiguous tensors, unfused BatchNorm, torch.no_grad -- what the original does;
+  straightforward: fp32, contiguous tensors, torch's multi-tensor SGD, unfused BatchNorm, torch.no_grad --
+  what the original does;
   default: what train.py / test.py pick on this machine (speed.py: channels_last, bf16 autocast where the CPU
-  has native bf16, fused conv-BN and torch.inference_mode for extraction, threads fitted to the cores).
+  has native bf16, the fused SGD update, fused conv-BN and torch.inference_mode for extraction, threads fitted
+  to the cores).
 Prints img/s of each and the ratios. With CUDA present it also trains train.py on the 'market'-size generated set
 (ResNet-50, batch 32, --fp16; not yet run on a GPU) and prints img/s, epoch seconds and
 torch.cuda.max_memory_allocated.
@@ -39,12 +41,12 @@ def images_per_second(step, batch, iters, warmup=1):
     return batch * iters / (time.perf_counter() - start)
 
 
-def train_rate(net, images, labels, iters, fmt, amp_dtype):
-    """Forward + backward + SGD step of `net` on one fixed batch; img/s."""
+def train_rate(net, images, labels, iters, fmt, amp_dtype, fused):
+    """Forward + backward + SGD step of `net` on one fixed batch; img/s. `fused`: torch's fused update."""
     device = torch.device('cpu')
     net = net.train().to(memory_format=fmt)
     images = images.contiguous(memory_format=fmt)
-    optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4, fused=fused)
 
     def step():
         with autocast(device, amp_dtype):
@@ -87,7 +89,7 @@ def cpu_bench(args):
     for what, run in (
             ('train fwd+bwd', lambda fast: train_rate(net, train_images, labels, args.iters,
                                                       fmt if fast else torch.contiguous_format,
-                                                      amp if fast else None)),
+                                                      amp if fast else None, fast)),
             ('inference', lambda fast: inference_rate(net, test_images, args.iters,
                                                       fmt if fast else torch.contiguous_format,
                                                       amp if fast else None, fast))):

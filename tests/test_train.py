@@ -2,10 +2,11 @@
 
 Training runs use resnet18 from scratch on 32x16 inputs of the tiny synthetic set, in-process, num_workers 0.
 """
+import importlib.util
 import math
+from pathlib import Path
 
 import numpy as np
-
 import pytest
 import torch
 import yaml
@@ -216,6 +217,26 @@ def test_presets_are_defaults_that_explicit_flags_override():
     assert all(getattr(seed, k) == v for k, v in train.PRESETS['seed'].items())
     resolved = [{k: v for k, v in vars(train.resolved_opts(o)).items() if k != 'preset'} for o in (seed, plain)]
     assert resolved[0] == resolved[1]  # the defaults are the original recipe
+
+
+def test_quick_preset_is_the_quick_starts_recipe_and_metric_losses_still_get_pk_batches():
+    quick = train.resolved_opts(train.parse_options(['--preset', 'quick']))
+    assert (quick.backbone, quick.scratch, quick.h, quick.w, quick.total_epoch) == ('resnet18', True, 64, 32, 6)
+    assert (quick.optimizer, quick.lr, quick.cosine, quick.warm_epoch, quick.label_smoothing) == \
+        ('adam', 1e-3, True, 0, 0.1)
+    assert (quick.bnneck, quick.stride, quick.cache, quick.sampler) == (True, 1, True, 'random')
+    with_triplet = train.resolved_opts(train.parse_options(['--preset', 'quick', '--triplet', '--stride', '2']))
+    assert (with_triplet.sampler, with_triplet.stride) == ('pk', 2)
+    # quickstart.sh and bench/tricks.py train the same recipe
+    repo = Path(__file__).resolve().parents[1]
+    script = (repo / 'quickstart.sh').read_text().replace('\\\n', ' ')
+    line = next(line.split() for line in script.splitlines() if 'train.py' in line)
+    tricks_quick = ['--preset', 'quick', '--train_all']
+    assert all(flag in line for flag in tricks_quick), line
+    spec = importlib.util.spec_from_file_location('tricks', repo / 'bench' / 'tricks.py')
+    tricks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tricks)
+    assert tricks.QUICK == tricks_quick and next(iter(tricks.OPTIONS.values())) == tricks_quick
 
 
 def test_bot_preset_with_adversarial_training_trains_tests_and_records_resolved_values(tiny_prepared, tmp_path):
