@@ -30,12 +30,18 @@ def tiny_prepared(tiny_market, tmp_path_factory):
     return out
 
 
-def load_test_cli():
-    """Return the repository's test.py as a module, loaded by path (`import test` can find Python's own package)."""
-    spec = importlib.util.spec_from_file_location('reid_test_cli', Path(__file__).resolve().parents[1] / 'test.py')
+def load_repo_module(relative_path, name):
+    """Return the repository's file `relative_path` as a module named `name`, loaded by path (for scripts that a
+    plain import would miss or mistake: test.py shadows Python's own `test` package, bench/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / relative_path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def load_test_cli():
+    """Return the repository's test.py as a module."""
+    return load_repo_module('test.py', 'reid_test_cli')
 
 
 def expect_prepare_exit(argv, *fragments):

@@ -2,7 +2,6 @@
 
 Training runs use resnet18 from scratch on 32x16 inputs of the tiny synthetic set, in-process, num_workers 0.
 """
-import importlib.util
 import math
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import torch
 import yaml
 
 import train
+from conftest import load_repo_module, load_test_cli
 from data import ReIDImageFolder
 from engine import lr_factor
 from utils import load_checkpoint
@@ -145,7 +145,6 @@ def test_every_loss_and_trick_trains_resumes_exactly_and_tests(tiny_prepared, tm
     consistency (the tiny train split stands in for DG-Market): the losses'
     parameters and the average are saved in resume.pth and restored; the resumed run equals an uninterrupted
     one; test.py evaluates the last and the averaged network."""
-    from tests.test_test import load_test_cli
 
     args = ('--total_epoch', '2', '--bnneck', '--usam', '--FSGD', '--wa', '--wa_start', '0', '--DG', '--dg_dir',
             str(tiny_prepared / 'train'), *ALL_LOSSES)
@@ -233,14 +232,20 @@ def test_quick_preset_is_the_quick_starts_recipe_and_metric_losses_still_get_pk_
     line = next(line.split() for line in script.splitlines() if 'train.py' in line)
     tricks_quick = ['--preset', 'quick', '--train_all']
     assert all(flag in line for flag in tricks_quick), line
-    spec = importlib.util.spec_from_file_location('tricks', repo / 'bench' / 'tricks.py')
-    tricks = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tricks)
+    tricks = load_repo_module('bench/tricks.py', 'bench_tricks')
     assert tricks.QUICK == tricks_quick and next(iter(tricks.OPTIONS.values())) == tricks_quick
 
 
+def test_optimizers_take_torchs_fused_update_on_the_cpu_too():
+    import model as M
+    net = M.build_model({'backbone': 'resnet18', 'scratch': True}, num_classes=5)
+    for optimizer in ('sgd', 'adam'):
+        opts = train.resolved_opts(train.parse_options(['--optimizer', optimizer, '--scratch']))
+        step, _, _ = train.optimizer_and_scheduler(net, {}, opts, steps_per_epoch=3)
+        assert step.defaults['fused'] is True and all(p.device.type == 'cpu' for p in net.parameters())
+
+
 def test_bot_preset_with_adversarial_training_trains_tests_and_records_resolved_values(tiny_prepared, tmp_path):
-    from tests.test_test import load_test_cli
 
     argv = ['--preset', 'bot', '--data_dir', str(tiny_prepared), '--model_dir', str(tmp_path), '--name', 'bot',
             '--backbone', 'resnet18', '--scratch', '--h', '32', '--w', '16', '--batchsize', '16', '--num_workers',
@@ -301,7 +306,6 @@ def test_the_original_train_commands_parse_and_resolve(command):
 
 
 def test_the_original_test_commands_parse():
-    from tests.test_test import load_test_cli
     parser = load_test_cli().build_parser()
     for command in ORIGINAL_TEST_COMMANDS:
         parser.parse_args(command.split())
