@@ -12,9 +12,9 @@ searches the gallery features already saved in --result, so the gallery is never
 import argparse
 import os
 
-from data import list_reid_images
-from report import ranked_gallery
-from utils import os_error_line
+from reid.data.images import list_reid_images
+from reid.evaluation.report import ranked_gallery
+from reid.runs import os_error_line
 
 
 def parse_args(argv=None):
@@ -38,7 +38,7 @@ def parse_args(argv=None):
 def query_keys(result, index, rerank):
     """Return the (G,) ranking keys of one query (smaller = better): -cosine, or the re-ranked distance."""
     if rerank:
-        from rerank import k_reciprocal_rerank
+        from reid.evaluation.rerank import k_reciprocal_rerank
 
         return k_reciprocal_rerank(result.query_f, result.gallery_f)[index]
     return -(result.gallery_f @ result.query_f[index])
@@ -73,7 +73,7 @@ def draw_ranking(query, shown, path):
 
 def photo_keys(args, gallery_f):
     """Return the (G,) ranking keys (-cosine) of the photo --query_image against the saved gallery features."""
-    from api import ReIDRun
+    from reid.api import ReIDRun
 
     if not os.path.isfile(args.query_image):
         raise SystemExit(f'--query_image {args.query_image}: file not found')
@@ -104,11 +104,11 @@ def show_photo(args, result, gallery_images):
 
 def write_html(args, result, query_images, gallery_images):
     """Write the static results page of every query into --html; print its path."""
-    import metrics
-    from report import write_report
+    from reid.evaluation import metrics
+    from reid.evaluation.report import write_report
 
     if args.rerank:
-        from rerank import k_reciprocal_rerank
+        from reid.evaluation.rerank import k_reciprocal_rerank
 
         dist = k_reciprocal_rerank(result.query_f, result.gallery_f)
     else:
@@ -133,7 +133,7 @@ def main(argv=None):
 def show_ranking(args):
     """Print the top --top gallery images of one query and save the picture (the work of main)."""
     from evaluate_gpu import load_result
-    from utils import ensure_writable_folder
+    from reid.runs import ensure_writable_folder
 
     result = load_result(args.result)
     query_images = list_reid_images(os.path.join(args.test_dir, 'query'))

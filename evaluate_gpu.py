@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
-import datasets
-import metrics
-import rerank
+from reid.data import layouts as datasets
+from reid.evaluation import metrics
+from reid.evaluation import rerank
 
 # The arrays of pytorch_result.mat / multi_query.mat, named by their .mat keys, in the argument order of
 # metrics.compute_cmc_map / metrics.pool_multi_query.

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 
-from api import FeatureExtractor, checkpoint_path, image_size, load_network
-from data import IMAGENET_MEAN, IMAGENET_STD
-from model import fuse_conv_bn
+from reid.api import FeatureExtractor, checkpoint_path, image_size, load_network
+from reid.data.images import IMAGENET_MEAN, IMAGENET_STD
+from reid.models.backbones import fuse_conv_bn
 
 MIN_COSINE = 0.9999  # an export whose features drift further from torch's is refused
 

@@ -24,9 +24,9 @@ import shutil
 from collections import defaultdict
 from pathlib import Path
 
-import datasets
-from data import IMAGE_TABLE, PREPARED_MARKER as OUTPUT_MARKER   # only a folder with the marker is replaced
-from datasets import split_train_val  # noqa: F401  (kept importable here: the val rule of prepare.py)
+from reid.data import layouts as datasets
+from reid.data.images import IMAGE_TABLE, PREPARED_MARKER as OUTPUT_MARKER   # only a folder with the marker is replaced
+from reid.data.layouts import split_train_val  # noqa: F401  (kept importable here: the val rule of prepare.py)
 
 SPLITS = ('train', 'val', 'train_all', 'query', 'gallery', 'multi-query')
 LAYOUT_OPTION = {'cuhk03': 'cuhk03', 'vehicleid': 'test_size', 'viper': 'split', 'custom': 'pattern'}   # recorded
@@ -42,7 +42,7 @@ def verify_images(paths, progress=True):
 
     A full decode (data.unreadable_images): PIL's header-level verify() passes a JPEG cut in half.
     """
-    from data import require_readable_images
+    from reid.data.images import require_readable_images
     require_readable_images(paths, progress=progress)
 
 
@@ -115,7 +115,7 @@ def write_split(splits, save_path, link=False, progress=True, info=None):
     try:
         save_path.parent.mkdir(parents=True, exist_ok=True)
     except OSError:   # say why in one line (utils imports torch, which prepare.py otherwise never needs)
-        from utils import ensure_writable_folder
+        from reid.runs import ensure_writable_folder
         ensure_writable_folder(save_path.parent, '--save_path')
         raise
     building = save_path.parent / f'.{save_path.name}.partial'
@@ -156,7 +156,7 @@ def write_split(splits, save_path, link=False, progress=True, info=None):
 
 
 def _make_demo(args):
-    import synthetic
+    from reid.data import synthetic
     if args.layout == 'market':
         counts = synthetic.make_dataset(args.make_demo, size=args.size, seed=args.seed, n_cameras=args.cameras)
         what = f'a synthetic Market-style set ({args.size}, seed {args.seed}, {args.cameras} cameras)'

@@ -20,14 +20,14 @@ import scipy.io
 import torch
 from torch.utils.data import DataLoader
 
-from api import checkpoint_path, load_network
-from data import (ReIDImageFolder, eval_transform, input_size, list_reid_images, prepared_info,
+from reid.api import checkpoint_path, load_network
+from reid.data.images import (ReIDImageFolder, eval_transform, input_size, list_reid_images, prepared_info,
                   require_readable_images)
-from engine import extract_features
-from metrics import compute_cmc_map, format_result, pool_multi_query
-from model import fuse_conv_bn
-from speed import memory_format, resolve_cpu_bf16, set_cpu_threads, use_channels_last
-from utils import ensure_writable_folder, load_opts, loader_workers, os_error_line, select_device
+from reid.training.loop import extract_features
+from reid.evaluation.metrics import compute_cmc_map, format_result, pool_multi_query
+from reid.models.backbones import fuse_conv_bn
+from reid.runtime import memory_format, resolve_cpu_bf16, set_cpu_threads, use_channels_last
+from reid.runs import ensure_writable_folder, load_opts, loader_workers, os_error_line, select_device
 
 
 def build_parser():

@@ -29,16 +29,16 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from data import ReIDImageFolder, eval_transform, input_size, require_readable_images, train_transform
-import distributed
-from dg_market import dg_market
-from engine import evaluate_epoch, lr_factor, train_one_epoch
-from losses import active_loss_names, build_losses, loss_optimizer, shared_loss_parameters
-from model import (BACKBONE_FLAGS, PretrainedWeightsUnavailable, backbone_input_size, build_model,
+from reid.data.images import ReIDImageFolder, eval_transform, input_size, require_readable_images, train_transform
+from reid.training import distributed
+from reid.data.dg_market import dg_market
+from reid.training.loop import evaluate_epoch, lr_factor, train_one_epoch
+from reid.training.losses import active_loss_names, build_losses, loss_optimizer, shared_loss_parameters
+from reid.models.backbones import (BACKBONE_FLAGS, PretrainedWeightsUnavailable, backbone_input_size, build_model,
                    parameter_groups)
-from samplers import PKSampler, pk_epoch_length
-from speed import memory_format, resolve_cpu_bf16, set_cpu_threads, use_channels_last
-from utils import (FORMAT_VERSION, copy_code, draw_curves, ensure_writable_folder, load_checkpoint, load_opts,
+from reid.data.samplers import PKSampler, pk_epoch_length
+from reid.runtime import memory_format, resolve_cpu_bf16, set_cpu_threads, use_channels_last
+from reid.runs import (FORMAT_VERSION, copy_code, draw_curves, ensure_writable_folder, load_checkpoint, load_opts,
                    load_weights, loader_workers, os_error_line, restore_rng_states, rng_states, save_atomic,
                    save_opts, seed_everything, select_device)
 
@@ -304,14 +304,14 @@ def training_batches(train_set, opts, device, epoch, steps_per_epoch, pin, pixel
     if pixels is None:
         return DataLoader(train_set, batch_sampler=sampler, num_workers=opts.num_workers, pin_memory=pin,
                           generator=torch.Generator().manual_seed(seed + rank))
-    from augment import CachedBatches
+    from reid.data.augment import CachedBatches
     return CachedBatches(pixels, train_set.targets, sampler, device, seed + rank, pad=opts.pad,
                          erasing_p=opts.erasing_p, jitter=opts.color_jitter)
 
 
 def cached_pixels(train_set, opts):
     """Return the uint8 (N, h, w, 3) memory map of the training images (augment.image_cache), built once."""
-    from augment import CACHE_FOLDER, image_cache
+    from reid.data.augment import CACHE_FOLDER, image_cache
     cache_dir = Path(opts.cache_dir) if opts.cache_dir else Path(opts.data_dir) / CACHE_FOLDER
     return image_cache([p for p, _ in train_set.samples], opts.h, opts.w, cache_dir, train_set.root.name)
 

@@ -159,8 +159,8 @@ def run_child(variant, mat, out, threads):
     if threads:
         torch.set_num_threads(threads)
     import evaluate_gpu
-    import metrics
-    import rerank
+    from reid.evaluation import metrics
+    from reid.evaluation import rerank
     qf, ql, qc, gf, gl, gc = evaluate_gpu.load_result(mat)
     report = {}
     start = time.perf_counter()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from anywhere: modules live one level up
 
-from data import image_problem, unreadable_images  # noqa: E402
+from reid.data.images import image_problem, unreadable_images  # noqa: E402
 
 
 def verify_only(paths):
@@ -35,7 +35,7 @@ def main(argv=None):
     p.add_argument('--size', default='demo', choices=('tiny', 'demo', 'market'))
     args = p.parse_args(argv)
     if not Path(args.data).is_dir():
-        import synthetic
+        from reid.data import synthetic
         synthetic.make_dataset(args.data, size=args.size, seed=0)
     paths = sorted(glob.glob(str(Path(args.data) / '**' / '*.jpg'), recursive=True))
     verify_only(paths[:200])  # warm the page cache so the first variant is not charged for disk reads

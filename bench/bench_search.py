@@ -79,7 +79,7 @@ def run_child(method, gallery_path, query_path, k, out_path):
     sys.path.insert(0, str(ROOT))
     import torch
 
-    import api
+    from reid import api
 
     torch.set_num_threads(os.cpu_count())
     if method.startswith('faiss'):

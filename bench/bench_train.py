@@ -25,10 +25,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import model as M  # noqa: E402
-import speed  # noqa: E402
-from engine import autocast  # noqa: E402
-from model import cross_entropy_loss, fuse_conv_bn  # noqa: E402
+from reid.models import backbones as M  # noqa: E402
+from reid import runtime as speed  # noqa: E402
+from reid.training.loop import autocast  # noqa: E402
+from reid.models.backbones import cross_entropy_loss, fuse_conv_bn  # noqa: E402
 
 
 def images_per_second(step, batch, iters, warmup=1):
@@ -106,7 +106,7 @@ def cpu_bench(args):
 
 def cuda_bench(args):
     """train.py on the generated Market-sized set, ResNet-50 bs32 --fp16 (written for CUDA; not yet run on a GPU)."""
-    import synthetic
+    from reid.data import synthetic
     import prepare
     import train
     torch.cuda.reset_peak_memory_stats()

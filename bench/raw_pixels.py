@@ -13,7 +13,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from anywhere: modules live one level up
 
-from data import is_image_file, parse_market_name  # noqa: E402
+from reid.data.images import is_image_file, parse_market_name  # noqa: E402
 
 
 def load_pixel_features(folder, size):
@@ -47,8 +47,8 @@ def main(argv=None):
     if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
         raise SystemExit(f'--resize {args.resize}: expected HxW, e.g. 64x32')
     size = (int(parts[0]), int(parts[1]))
-    import metrics
-    import synthetic
+    from reid.evaluation import metrics
+    from reid.data import synthetic
 
     root = Path(args.data)
     if not (root / 'query').is_dir():

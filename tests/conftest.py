@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 @pytest.fixture(scope='session')
 def tiny_market(tmp_path_factory):
     """Path of a raw tiny synthetic Market-style set (bounding_box_train, bounding_box_test, query, gt_bbox)."""
-    import synthetic
+    from reid.data import synthetic
     root = tmp_path_factory.mktemp('tiny_market') / 'Market'
     synthetic.make_dataset(root, size='tiny', seed=0)
     return root

@@ -3,9 +3,9 @@ turn the feature away from the clean one; the model's mode and weights are untou
 import torch
 import torch.nn.functional as F
 
-import model as M
-from adversarial import opposite_direction_images
-from data import IMAGENET_MEAN, IMAGENET_STD
+from reid.models import backbones as M
+from reid.training.adversarial import opposite_direction_images
+from reid.data.images import IMAGENET_MEAN, IMAGENET_STD
 
 
 def test_opposite_direction_images_respect_the_budget_and_turn_the_feature():

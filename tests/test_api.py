@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-import api
-from data import eval_transform, list_reid_images
+from reid import api
+from reid.data.images import eval_transform, list_reid_images
 from test_export import H, W, reference_features, write_run
 
 

@@ -10,8 +10,8 @@ from PIL import Image
 from torchvision import transforms
 from torchvision.transforms import functional as F
 
-import augment
-from data import IMAGENET_MEAN, IMAGENET_STD, ReIDImageFolder
+from reid.data import augment
+from reid.data.images import IMAGENET_MEAN, IMAGENET_STD, ReIDImageFolder
 
 
 def write_images(folder, n, seed=0):

@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 import scipy.io
 
-import datasets
+from reid.data import layouts as datasets
 import evaluate_gpu
-import metrics
+from reid.evaluation import metrics
 import prepare
-import synthetic
+from reid.data import synthetic
 import train
-from data import list_reid_images, parse_market_name
+from reid.data.images import list_reid_images, parse_market_name
 
 from conftest import expect_prepare_exit as expect_exit, load_test_cli
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-import distributed
-import model as M
+from reid.training import distributed
+from reid.models import backbones as M
 import train
 
 TINY = {'backbone': 'resnet18', 'scratch': True, 'droprate': 0.0, 'linear_num': 32}

@@ -8,9 +8,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 import export
-from data import eval_transform, list_reid_images
-from model import build_model
-from utils import save_opts
+from reid.data.images import eval_transform, list_reid_images
+from reid.models.backbones import build_model
+from reid.runs import save_opts
 
 H, W = 64, 32
 

@@ -14,7 +14,7 @@ import scipy.io
 from PIL import Image
 
 import demo
-from data import list_reid_images
+from reid.data.images import list_reid_images
 
 
 def chromium():
@@ -133,7 +133,7 @@ def test_html_page_in_a_real_browser(tiny_prepared, tmp_path, capsys):
 
 def test_html_rerank_rows_follow_the_reranked_distances(tiny_prepared, tmp_path):
     """--rerank: each row's green frames are the same-id images among the top-10 of the re-ranked distances."""
-    from rerank import k_reciprocal_rerank
+    from reid.evaluation.rerank import k_reciprocal_rerank
 
     r = write_result(tmp_path / 'r.mat', tiny_prepared, seed=1)
     demo.main(['--html', str(tmp_path / 'page'), '--rerank', '--test_dir', str(tiny_prepared), '--result',

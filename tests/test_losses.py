@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-import losses
-from model import cross_entropy_loss
+from reid.training import losses
+from reid.models.backbones import cross_entropy_loss
 
 LABELS = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 3, 3, 3, 5])
 NUM_CLASSES, DIM = 6, 5

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-import metrics
-from data import parse_market_name
+from reid.evaluation import metrics
+from reid.data.images import parse_market_name
 
 
 def reference_metrics(score, ql, qc, gl, gc):

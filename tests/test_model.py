@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import model as M
+from reid.models import backbones as M
 import train
 
 SMALL = {'backbone': 'resnet18', 'scratch': True}

@@ -14,9 +14,9 @@ import torchvision
 import yaml
 from torch import nn
 
-import api
-import original
-from model import flip_sum_features, l2_normalize_features
+from reid import api
+from reid.models import original
+from reid.models.backbones import flip_sum_features, l2_normalize_features
 from conftest import load_test_cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -155,7 +155,7 @@ def test_unsupported_original_backbone_is_named(tmp_path):
 
 def test_test_py_reads_an_original_run(tmp_path, tiny_prepared):
     """test.py end to end on an original run: its features equal the original's on the same images."""
-    from data import eval_transform, list_reid_images
+    from reid.data.images import eval_transform, list_reid_images
     from PIL import Image
 
     net = randomised(OrigFtNet(), seed=3)

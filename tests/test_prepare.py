@@ -236,7 +236,7 @@ def test_make_demo_of_another_layout_then_prepare_detects_it(tmp_path, capsys):
     assert '(veri)' in out and '256x256' in out
     info = json.loads((demo / 'pytorch' / prepare.OUTPUT_MARKER).read_text())
     assert info['layout'] == 'veri' and info['input_size'] == [256, 256]
-    from data import input_size
+    from reid.data.images import input_size
     assert input_size(demo / 'pytorch') == (256, 256) and input_size(demo / 'pytorch', 64) == (64, 256)
     assert input_size(demo / 'pytorch', pcb=True) == (384, 192) and input_size(tmp_path) == (256, 128)
 

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from random_erasing import random_erasing
+from reid.data.transforms import random_erasing
 
 
 def test_erasing_fills_one_rectangle_within_the_area_range():

@@ -24,8 +24,8 @@ import demo
 import evaluate_gpu
 import prepare
 import train
-import utils
-from data import ReIDImageFolder, list_reid_images
+from reid import runs as utils
+from reid.data.images import ReIDImageFolder, list_reid_images
 from conftest import load_test_cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -456,7 +456,7 @@ def test_ctrl_c_in_prepare_and_test_leaves_nothing_half_done(run, raw_copy, odd_
 
 
 def test_a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_prepared, tmp_path, capsys, monkeypatch):
-    import engine
+    from reid.training import loop as engine
     argv = train_argv(tiny_prepared, tmp_path / 'm', 'x', '--total_epoch', '3')
     train.run_training(train.build_parser().parse_args(argv), stop_after=1, log=lambda line: None)
     kept = digest(tmp_path / 'm' / 'x')

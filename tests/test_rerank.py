@@ -6,8 +6,8 @@ small inputs, which is all the tests need.
 import numpy as np
 import pytest
 
-import metrics
-import rerank
+from reid.evaluation import metrics
+from reid.evaluation import rerank
 
 
 def k_reciprocal_set(rank, i, k):

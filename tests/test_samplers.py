@@ -4,7 +4,7 @@ from collections import Counter
 import pytest
 import torch
 
-from samplers import PKSampler, pk_batches, pk_epoch_length
+from reid.data.samplers import PKSampler, pk_batches, pk_epoch_length
 
 # 7 ids with 1..9 images each (id 3 has fewer images than K)
 TARGETS = [pid for pid, n in enumerate([9, 5, 8, 2, 4, 6, 7]) for _ in range(n)]

@@ -2,10 +2,10 @@
 features (bf16 within cosine 0.999 of fp32, channels_last + fused conv-BN equal up to float rounding)."""
 import torch
 
-import model as M
-import speed
-from engine import extract_features
-from model import fuse_conv_bn
+from reid.models import backbones as M
+from reid import runtime as speed
+from reid.training.loop import extract_features
+from reid.models.backbones import fuse_conv_bn
 
 SMALL = {'backbone': 'resnet18', 'scratch': True, 'droprate': 0.0}
 

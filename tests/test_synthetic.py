@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import synthetic
-from data import parse_market_name
+from reid.data import synthetic
+from reid.data.images import parse_market_name
 
 
 def checksums(root):

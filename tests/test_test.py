@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 
 import train
-from data import eval_transform, parse_market_name
-from model import build_model
-from utils import load_checkpoint, load_opts
+from reid.data.images import eval_transform, parse_market_name
+from reid.models.backbones import build_model
+from reid.runs import load_checkpoint, load_opts
 
 from conftest import load_test_cli
 

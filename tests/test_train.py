@@ -12,9 +12,9 @@ import yaml
 
 import train
 from conftest import load_repo_module, load_test_cli
-from data import ReIDImageFolder
-from engine import lr_factor
-from utils import load_checkpoint
+from reid.data.images import ReIDImageFolder
+from reid.training.loop import lr_factor
+from reid.runs import load_checkpoint
 
 
 def tiny_opts(data_dir, model_dir, *extra):
@@ -78,7 +78,7 @@ def test_one_epoch_run_writes_every_output(tiny_prepared, tmp_path):
     run = tmp_path / 'one'
     assert len(history['train_loss']) == len(history['val_loss']) == 1
     for name in ('opts.yaml', 'net_init.pth', 'net_last.pth', 'resume.pth', 'train.jpg', 'train.py',
-                 'model.py', 'data.py'):
+                 'model.py', 'reid/data/images.py'):
         assert (run / name).is_file(), name
     assert not list(run.glob('net_0*.pth'))  # snapshots come every 10 epochs only
     saved = yaml.safe_load((run / 'opts.yaml').read_text())
@@ -237,7 +237,7 @@ def test_quick_preset_is_the_quick_starts_recipe_and_metric_losses_still_get_pk_
 
 
 def test_optimizers_take_torchs_fused_update_on_the_cpu_too():
-    import model as M
+    from reid.models import backbones as M
     net = M.build_model({'backbone': 'resnet18', 'scratch': True}, num_classes=5)
     for optimizer in ('sgd', 'adam'):
         opts = train.resolved_opts(train.parse_options(['--optimizer', optimizer, '--scratch']))

@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-import utils
+from reid import runs as utils
 
 
 def test_opts_yaml_round_trip_keeps_every_value(tmp_path):

@@ -1,6 +1,6 @@
 """Use a trained run from Python: load it once, turn images into features, search a gallery (exact or faiss).
 
-    from api import ReIDRun, search
+    from reid.api import ReIDRun, search
     run = ReIDRun('model/demo')                     # opts.yaml + net_last.pth (this toolkit's or the original's)
     gallery = run.features(['a.jpg', 'b.jpg'])      # paths, PIL images or a normalised [N, 3, h, w] batch
     scores, index = search(run.features(['q.jpg']), gallery, k=10)
@@ -9,9 +9,9 @@ from pathlib import Path
 
 import torch
 
-import original
-from model import build_model, flip_sum_features, fuse_conv_bn, l2_normalize_features
-from utils import load_checkpoint, load_opts
+from reid.models import original
+from reid.models.backbones import build_model, flip_sum_features, fuse_conv_bn, l2_normalize_features
+from reid.runs import load_checkpoint, load_opts
 
 SEARCH_BLOCK = 65536  # gallery rows per block of the exact search: bounded memory for any gallery
 
@@ -41,7 +41,7 @@ def checkpoint_path(run_dir, which_epoch):
 def image_size(opts):
     """Return the (h, w) a run was trained at: opts.yaml's `h`/`w` (train.py records them); for a run without
     them (the original's), its defaults: the backbone's own size (Swin 224x224), PCB 384x192, else 256x128."""
-    from model import backbone_input_size
+    from reid.models.backbones import backbone_input_size
 
     pcb = bool(opts.get('PCB'))
     default = backbone_input_size(opts) or ((384, 192) if pcb else (256, 128))
@@ -83,7 +83,7 @@ class ReIDRun:
     """
 
     def __init__(self, run_dir, which_epoch='last', device=None):
-        from data import eval_transform
+        from reid.data.images import eval_transform
 
         model, self.opts = load_network(run_dir, which_epoch)
         self.device = torch.device(device) if device else torch.device('cuda' if torch.cuda.is_available() else 'cpu')

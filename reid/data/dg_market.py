@@ -3,7 +3,7 @@
 """
 from pathlib import Path
 
-from data import ReIDImageFolder
+from reid.data.images import ReIDImageFolder
 
 
 class TwoViewFolder(ReIDImageFolder):

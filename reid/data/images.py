@@ -203,7 +203,7 @@ def train_transform(h=256, w=128, pad=10, erasing_p=0.0, color_jitter=False):
     # torchvision is imported here, not at the top: it takes seconds, and prepare.py only parses names.
     from torchvision import transforms
 
-    from random_erasing import random_erasing
+    from reid.data.transforms import random_erasing
 
     steps = [transforms.Resize((h, w), interpolation=transforms.InterpolationMode.BICUBIC)]
     if pad > 0:

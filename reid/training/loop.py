@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from adversarial import opposite_direction_images
-from losses import metric_loss, unweight_own_gradients
-from model import cross_entropy_loss, flip_sum_features, l2_normalize_features, predicted_classes
+from reid.training.adversarial import opposite_direction_images
+from reid.training.losses import metric_loss, unweight_own_gradients
+from reid.models.backbones import cross_entropy_loss, flip_sum_features, l2_normalize_features, predicted_classes
 
 
 def lr_factor(step, steps_per_epoch, total_epoch, warm_epoch=0, cosine=False, milestones=None):

@@ -7,7 +7,7 @@ import warnings
 
 import torch
 
-from metrics import expand_segments, pick_device, stable_smallest_k
+from reid.evaluation.metrics import expand_segments, pick_device, stable_smallest_k
 
 # Distances of (rows x all images) computed at once: 2**24 floats = 64 MB per temporary.
 _BLOCK_ELEMENTS = 1 << 24

@@ -49,7 +49,7 @@ def ranked_gallery(keys, ql, qc, gl, gc):
 
     `ql`/`qc` None (a photo of unknown id and camera): only the id -1 images are removed.
     """
-    from metrics import JUNK_ID, junk_mask
+    from reid.evaluation.metrics import JUNK_ID, junk_mask
 
     order = np.argsort(keys, kind='stable')
     if ql is None:
@@ -59,7 +59,7 @@ def ranked_gallery(keys, ql, qc, gl, gc):
 
 def query_average_precisions(dist, ql, qc, gl, gc):
     """Return each query's AP (Market-1501 rule; NaN without a valid match) from a (Q, G) distance matrix."""
-    from metrics import compute_cmc_map_from_dist
+    from reid.evaluation.metrics import compute_cmc_map_from_dist
 
     return np.array([compute_cmc_map_from_dist(dist[i:i + 1], ql[i:i + 1], qc[i:i + 1], gl, gc, device='cpu')['mAP']
                      for i in range(len(ql))])
@@ -90,7 +90,7 @@ def write_report(out_dir, dist, query_images, gallery_images, summary, top=10, t
     """
     from tqdm import tqdm
 
-    from metrics import rank_at
+    from reid.evaluation.metrics import rank_at
 
     out_dir = Path(out_dir)
     thumbs = out_dir / 'thumbs'

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data import is_image_file, parse_market_name
+from reid.data.images import is_image_file, parse_market_name
 
 # What an adapter returns per image: the source file, the id as a string (it names the output folder) and the
 # camera (an int, a string naming a camera, or None when the layout has no cameras).
