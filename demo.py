@@ -12,8 +12,8 @@ searches the gallery features already saved in --result, so the gallery is never
 import argparse
 import os
 
-from reid.data.images import list_reid_images
-from reid.evaluation.report import ranked_gallery
+from reid.data.prepared import list_reid_images
+from reid.evaluation.report import draw_ranking, ranked_gallery
 from reid.runs import os_error_line
 
 
@@ -42,33 +42,6 @@ def query_keys(result, index, rerank):
 
         return k_reciprocal_rerank(result.query_f, result.gallery_f)[index]
     return -(result.gallery_f @ result.query_f[index])
-
-
-def draw_ranking(query, shown, path):
-    """Save a 1 x (1 + len(shown)) figure: the query, then (image, is_match, caption) with green/red frames."""
-    import matplotlib
-    matplotlib.use('Agg')  # headless: never needs a display
-    import matplotlib.pyplot as plt
-    from PIL import Image
-
-    fig, axes = plt.subplots(1, 1 + len(shown), figsize=(1.6 * (1 + len(shown)), 3.6), squeeze=False)
-    panels = [(query[0], None, query[1])] + list(shown)
-    for ax, (img_path, match, caption) in zip(axes[0], panels):
-        try:
-            with Image.open(img_path) as img:
-                ax.imshow(img.convert('RGB'))
-        except Exception as err:  # a damaged image gets an empty panel, named, instead of no picture at all
-            print(f'warning: {img_path}: unreadable image ({type(err).__name__}), left blank')
-        ax.set_xticks([])
-        ax.set_yticks([])
-        colour = 'black' if match is None else ('green' if match else 'red')
-        for spine in ax.spines.values():
-            spine.set_edgecolor(colour)
-            spine.set_linewidth(4 if match is not None else 1)
-        ax.set_xlabel(caption, fontsize=8, color=colour)  # id and score under each image
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def photo_keys(args, gallery_f):
@@ -132,7 +105,7 @@ def main(argv=None):
 
 def show_ranking(args):
     """Print the top --top gallery images of one query and save the picture (the work of main)."""
-    from evaluate_gpu import load_result
+    from reid.evaluation.results import load_result
     from reid.runs import ensure_writable_folder
 
     result = load_result(args.result)

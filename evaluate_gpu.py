@@ -11,86 +11,13 @@ below queries x gallery). The first printed line keeps the original's format (wi
 trials it holds the means; the standard deviations follow on the next line, per-trial values go to *_trials.mat).
 """
 import argparse
-from collections import namedtuple
 from pathlib import Path
 
-import numpy as np
 import scipy.io
 
-from reid.data import layouts as datasets
 from reid.evaluation import metrics
-from reid.evaluation import rerank
-
-# The arrays of pytorch_result.mat / multi_query.mat, named by their .mat keys, in the argument order of
-# metrics.compute_cmc_map / metrics.pool_multi_query.
-ReIDResult = namedtuple('ReIDResult', 'query_f query_label query_cam gallery_f gallery_label gallery_cam')
-MultiQuery = namedtuple('MultiQuery', 'mquery_f mquery_label mquery_cam')
-
-
-def _load_mat_fields(path, prefixes):
-    """Return [(features, labels, cams)] from a .mat file for each key prefix; SystemExit naming what is wrong."""
-    path = Path(path)
-    if path.is_dir():
-        raise SystemExit(f'{path}: is a folder, not a .mat file (pass the file test.py wrote)')
-    if not path.is_file():
-        raise SystemExit(f'{path}: file not found (run test.py first, or pass the right path)')
-    try:
-        mat = scipy.io.loadmat(str(path))
-    except Exception as e:  # scipy raises several types for a damaged or foreign file
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise SystemExit(f'{path}: not a readable .mat file ({reason}); run test.py again to rewrite it')
-    groups = []
-    for prefix in prefixes:
-        names = [prefix + '_f', prefix + '_label', prefix + '_cam']
-        missing = [name for name in names if name not in mat]
-        if missing:
-            raise SystemExit(f'{path}: missing key(s) {", ".join(missing)}')
-        labels, cams = (_integer_row(mat[name], path, name) for name in names[1:])
-        try:
-            features = np.asarray(mat[names[0]], dtype=np.float32)
-        except (TypeError, ValueError):
-            raise SystemExit(f'{path}: {names[0]} is not a numeric array') from None
-        if features.ndim != 2 or not len(features) == len(labels) == len(cams):
-            raise SystemExit(f'{path}: {names[0]} has shape {features.shape} but {names[1]} has {len(labels)} '
-                             f'and {names[2]} {len(cams)} entries')
-        if len(features) == 0:
-            raise SystemExit(f'{path}: {names[0]} is empty (no {prefix} image); run test.py on a prepared set')
-        if not np.isfinite(features).all():
-            bad = int((~np.isfinite(features).all(axis=1)).sum())
-            raise SystemExit(f'{path}: {names[0]} has NaN or infinite values in {bad} row(s); the network that '
-                             'wrote it diverged: test another --which_epoch')
-        groups.append((features, labels, cams))
-    if len(groups) == 2 and groups[0][0].shape[1] != groups[1][0].shape[1]:
-        raise SystemExit(f'{path}: {prefixes[0]}_f has {groups[0][0].shape[1]} columns but {prefixes[1]}_f has '
-                         f'{groups[1][0].shape[1]}; both must come from the same network')
-    return groups
-
-
-def _integer_row(values, path, name):
-    """Return a .mat field as a 1-D int64 array; SystemExit naming the key when it holds anything but integers."""
-    values = np.asarray(values)
-    if values.dtype.kind in 'iub':
-        return values.reshape(-1).astype(np.int64)
-    if values.dtype.kind == 'f' and np.isfinite(values).all() and (values == np.round(values)).all():
-        return values.reshape(-1).astype(np.int64)  # MATLAB's default double
-    raise SystemExit(f'{path}: {name} must hold integer ids, found {values.dtype} values'
-                     + (f' such as {values.reshape(-1)[0]!r}' if values.size else ''))
-
-
-def load_result(path):
-    """Return ReIDResult(query_f, query_label, query_cam, gallery_f, gallery_label, gallery_cam) from a .mat.
-
-    Features are float32 (N, D); labels and cameras 1-D int64 (savemat stores them as 1 x N rows).
-    Unpacks in metrics.compute_cmc_map's argument order; fields also read as result.query_f.
-    SystemExit naming the file when it or a key is missing.
-    """
-    (qf, ql, qc), (gf, gl, gc) = _load_mat_fields(path, ['query', 'gallery'])
-    return ReIDResult(qf, ql, qc, gf, gl, gc)
-
-
-def load_multi_query(path):
-    """Return MultiQuery(mquery_f, mquery_label, mquery_cam) from multi_query.mat (same rules as load_result)."""
-    return MultiQuery(*_load_mat_fields(path, ['mquery'])[0])
+from reid.evaluation.protocols import evaluate_all, format_trials, redrawn_galleries, trial_summary
+from reid.evaluation.results import load_multi_query, load_result
 
 
 def parse_args(argv=None):
@@ -117,66 +44,6 @@ def parse_args(argv=None):
     if (args.trials or len(args.result) > 1) and (args.multi or args.rerank):
         parser.error('--multi and --rerank evaluate one result; not with --trials or several --result files')
     return args
-
-
-def evaluate_all(result, multi=None, rerank_params=None):
-    """Return [(title or None, metrics dict, note or None)] for single-query, multi-query and re-ranked runs.
-
-    `multi`: a MultiQuery or None; `rerank_params`: dict(k1=, k2=, lambda_value=) or None.
-    """
-    qf, ql, qc, gf, gl, gc = result
-    runs = [(None, qf, None)]
-    if multi is not None:
-        pooled, n_fallback = metrics.pool_multi_query(qf, ql, qc, *multi)
-        note = f'{n_fallback} of {len(ql)} queries had no multi-query image of their id and camera: single query used'
-        runs.append(('multi-query (mean of the images of the same id and camera):', pooled, note))
-    reports = []
-    for title, query_features, note in runs:
-        reports.append((title, metrics.compute_cmc_map(query_features, ql, qc, gf, gl, gc), note))
-        if rerank_params is not None:
-            # streamed per block of queries: the (Q, G) re-ranked matrix never exists
-            blocks = rerank.k_reciprocal_rerank_blocks(query_features, gf, **rerank_params)
-            label = 'k1=%(k1)d k2=%(k2)d lambda=%(lambda_value)g' % rerank_params
-            reports.append(((title or 'single query:').rstrip(':') + f', re-ranked ({label}):',
-                            metrics.compute_cmc_map_from_blocks(blocks, ql, qc, gl, gc), None))
-    return reports
-
-
-def redrawn_galleries(result, trials):
-    """Return [ReIDResult] of `trials` gallery draws (seeds 0, 1, ...) over all the images of `result`.
-
-    Query and gallery are pooled, put in prepare.py's order, and per id one random image goes to the gallery
-    (datasets.gallery_draw; seed 0 gives the split prepare.py wrote). Needs one camera value per image, as
-    prepare.py gives a layout without cameras (VehicleID): ValueError otherwise.
-    """
-    features, labels, cams = (np.concatenate(pair) for pair in zip(result[:3], result[3:]))
-    if len(np.unique(cams)) != len(cams):
-        raise ValueError('--trials re-draws the gallery of a layout without cameras (VehicleID), where each image '
-                         'has its own camera value; these cameras repeat')
-    order = datasets.canonical_order(cams)
-    features, labels, cams = features[order], labels[order], cams[order]
-    draws = [datasets.gallery_draw(labels, seed) for seed in range(trials)]
-    return [ReIDResult(features[~g], labels[~g], cams[~g], features[g], labels[g], cams[g]) for g in draws]
-
-
-TRIAL_KEYS = ('rank1', 'rank5', 'rank10', 'mAP', 'mAP_standard', 'mINP', 'n_valid', 'n_skipped')
-
-
-def trial_summary(reports):
-    """Return {key: per-trial values (numpy)} of metrics dicts, then their means and standard deviations."""
-    values = {key: np.array([metrics.rank_at(r, int(key[4:])) if key.startswith('rank') else r[key]
-                             for r in reports], dtype=np.float64) for key in TRIAL_KEYS}
-    return values, {k: float(v.mean()) for k, v in values.items()}, {k: float(v.std()) for k, v in values.items()}
-
-
-def format_trials(mean, std, n):
-    """The original's first line (of the means), then the standard deviations, then the other metrics."""
-    line = 'Rank@1:%f Rank@5:%f Rank@10:%f mAP:%f'
-    return '\n'.join([line % tuple(mean[k] for k in TRIAL_KEYS[:4]),
-                      ('std ' + line + ' (over %d trials)') % (tuple(std[k] for k in TRIAL_KEYS[:4]) + (n,)),
-                      'mAP(standard):%f+-%f mINP:%f+-%f (queries per trial: %.1f evaluated, %.1f skipped)' % (
-                          mean['mAP_standard'], std['mAP_standard'], mean['mINP'], std['mINP'],
-                          mean['n_valid'], mean['n_skipped'])])
 
 
 def evaluate_trials(args):

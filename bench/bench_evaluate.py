@@ -1,10 +1,10 @@
 """Benchmark of evaluate_gpu.py's engine and re-ranking against naive references on a synthetic set of a real size.
 
-    python bench/bench_evaluate.py                        # Market size (3368 x 19732 x 512), dense re-ranking too
-    python bench/bench_evaluate.py --scale 0.5            # half the queries, gallery and ids
-    python bench/bench_evaluate.py --skip_dense           # leave out the dense re-ranking (~13 GB at full size)
-    python bench/bench_evaluate.py --size msmt17          # MSMT17 size (11659 x 82161 x 512), no naive references
-    python bench/bench_evaluate.py --size msmt17 --whole_process_only   # just `python evaluate_gpu.py [--rerank]`
+    python -m bench.bench_evaluate                        # Market size (3368 x 19732 x 512), dense re-ranking too
+    python -m bench.bench_evaluate --scale 0.5            # half the queries, gallery and ids
+    python -m bench.bench_evaluate --skip_dense           # leave out the dense re-ranking (~13 GB at full size)
+    python -m bench.bench_evaluate --size msmt17          # MSMT17 size (11659 x 82161 x 512), no naive references
+    python -m bench.bench_evaluate --size msmt17 --whole_process_only   # just `python evaluate_gpu.py [--rerank]`
 
 Each variant runs in its own subprocess, so its peak RSS (os.wait4) is its own; 'load only' is the baseline
 (python, torch, the .mat) that the other peaks are compared with. Times cover the computation only, except the
@@ -154,14 +154,12 @@ def dense_rerank(qf, gf, k1=20, k2=6, lambda_value=0.3):
 # ---- one variant per subprocess ----
 
 def run_child(variant, mat, out, threads):
-    sys.path.insert(0, str(ROOT))
     import torch
     if threads:
         torch.set_num_threads(threads)
-    import evaluate_gpu
-    from reid.evaluation import metrics
-    from reid.evaluation import rerank
-    qf, ql, qc, gf, gl, gc = evaluate_gpu.load_result(mat)
+    from reid.evaluation import metrics, rerank
+    from reid.evaluation.results import load_result
+    qf, ql, qc, gf, gl, gc = load_result(mat)
     report = {}
     start = time.perf_counter()
     if variant == 'engine':
@@ -195,13 +193,13 @@ def run_variant(variant, mat, workdir, threads):
     if variant.startswith('evaluate_gpu.py'):  # the whole command a user runs
         command = [sys.executable, str(ROOT / 'evaluate_gpu.py'), '--result', str(mat)] + variant.split()[1:]
     else:
-        command = [sys.executable, __file__, '--child', variant, '--mat', str(mat), '--out', out]
+        command = [sys.executable, '-m', 'bench.bench_evaluate', '--child', variant, '--mat', str(mat), '--out', out]
     env = dict(os.environ)
     if threads:  # numpy's BLAS (the dense re-ranking) as well as torch; evaluate_gpu.py reads the variables
         command += [] if variant.startswith('evaluate_gpu.py') else ['--threads', str(threads)]
         env.update({name: str(threads) for name in ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS')})
     wall = time.perf_counter()
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
     stdout = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - wall

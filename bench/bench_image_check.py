@@ -1,18 +1,16 @@
 """Cost of the start-up image check (data.unreadable_images) against PIL's header-only verify(), which misses
 truncated files.
 
-    python bench/bench_image_check.py [--data data/demo] [--size demo]
+    python -m bench.bench_image_check [--data data/demo] [--size demo]
 Generates the set at --data when it is not there, then times each way over every image and prints ratios.
 """
 import argparse
 import glob
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from anywhere: modules live one level up
 
-from reid.data.images import image_problem, unreadable_images  # noqa: E402
+from reid.data.images import image_problem, unreadable_images
 
 
 def verify_only(paths):

@@ -1,8 +1,8 @@
 """Benchmark of gallery search (api.py) on a synthetic clustered gallery: time, peak memory and recall@10.
 
-    python bench/bench_search.py                          # 1,000,000 x 512 gallery, 256 queries (about 2 GB)
-    python bench/bench_search.py --gallery 100000         # a smaller gallery
-    python bench/bench_search.py --methods exact,faiss-ivf,faiss-hnsw   # HNSW builds for many minutes at 1M
+    python -m bench.bench_search                          # 1,000,000 x 512 gallery, 256 queries (about 2 GB)
+    python -m bench.bench_search --gallery 100000         # a smaller gallery
+    python -m bench.bench_search --methods exact,faiss-ivf,faiss-hnsw   # HNSW builds for many minutes at 1M
 
 Methods: 'naive' (the whole query x gallery score matrix and a full argsort, the original demo's way),
 'exact' (api.exact_search: blocked torch top-k), 'faiss-flat' (exact inner product), 'faiss-ivf' (IVF-Flat,
@@ -76,7 +76,6 @@ def peak_rss_mb():
 
 def run_child(method, gallery_path, query_path, k, out_path):
     """One method in this process: load, build, search; write timings, peak memory and the top-k to out_path."""
-    sys.path.insert(0, str(ROOT))
     import torch
 
     from reid import api
@@ -132,8 +131,8 @@ def main(argv=None):
         results = {}
         for method in ['exact'] + [m for m in methods if m != 'exact']:  # exact first: the recall reference
             out = os.path.join(tmp, method)
-            done = subprocess.run([sys.executable, __file__, '--child', method, g, q, str(args.k), out],
-                                  capture_output=True, text=True)
+            done = subprocess.run([sys.executable, '-m', 'bench.bench_search', '--child', method, g, q, str(args.k),
+                                   out], capture_output=True, text=True, cwd=ROOT)
             if done.returncode != 0:
                 print(f'{method}: failed\n{done.stderr[-2000:]}')
                 continue

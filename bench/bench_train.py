@@ -1,13 +1,13 @@
 """Benchmark of training and feature extraction: the straightforward path against the toolkit's default, one run.
 
-    python bench/bench_train.py                      # CPU: ResNet-50 256x128, fwd+bwd at batch 16, inference at 64
-    python bench/bench_train.py --iters 5 --backbone resnet18 --h 64 --w 32    # smaller and quicker
-    python bench/bench_train.py --cuda_epochs 2      # with CUDA: train.py on a Market-sized generated set too
+    python -m bench.bench_train                      # CPU: ResNet-50 256x128, fwd+bwd at batch 16, inference at 64
+    python -m bench.bench_train --iters 5 --backbone resnet18 --h 64 --w 32    # smaller and quicker
+    python -m bench.bench_train --cuda_epochs 2      # with CUDA: train.py on a Market-sized generated set too
 
 CPU rows (random images, so only the network is timed):
   straightforward: fp32, contiguous tensors, torch's multi-tensor SGD, unfused BatchNorm, torch.no_grad --
   what the original does;
-  default: what train.py / test.py pick on this machine (speed.py: channels_last, bf16 autocast where the CPU
+  default: what train.py / test.py pick on this machine (runtime.py: channels_last, bf16 autocast where the CPU
   has native bf16, the fused SGD update, fused conv-BN and torch.inference_mode for extraction, threads fitted
   to the cores).
 Prints img/s of each and the ratios. With CUDA present it also trains train.py on the 'market'-size generated set
@@ -15,20 +15,17 @@ Prints img/s of each and the ratios. With CUDA present it also trains train.py o
 torch.cuda.max_memory_allocated.
 """
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from reid.models import backbones as M  # noqa: E402
-from reid import runtime as speed  # noqa: E402
-from reid.training.loop import autocast  # noqa: E402
-from reid.models.backbones import cross_entropy_loss, fuse_conv_bn  # noqa: E402
+from reid import runtime
+from reid.models.features import fuse_conv_bn
+from reid.models.heads import build_model, cross_entropy_loss
+from reid.runtime import autocast
+from reid.spec import NetworkSpec
 
 
 def images_per_second(step, batch, iters, warmup=1):
@@ -71,15 +68,15 @@ def inference_rate(net, images, iters, fmt, amp_dtype, fast):
 
 
 def cpu_bench(args):
-    threads = speed.set_cpu_threads()
-    bf16, reason = speed.resolve_cpu_bf16(args.cpu_bf16, torch.device('cpu'))
-    fmt = speed.memory_format(speed.use_channels_last(args.channels_last, torch.device('cpu')))
+    threads = runtime.set_cpu_threads()
+    bf16, reason = runtime.resolve_cpu_bf16(args.cpu_bf16, torch.device('cpu'))
+    fmt = runtime.memory_format(runtime.use_channels_last(args.channels_last, torch.device('cpu')))
     amp = torch.bfloat16 if bf16 else None
-    print(f'CPU: {speed.available_cores()} cores, {threads} torch threads, capability '
+    print(f'CPU: {runtime.available_cores()} cores, {threads} torch threads, capability '
           f'{torch.backends.cpu.get_cpu_capability()}; default = channels_last {fmt == torch.channels_last}, '
           f'bf16 {bf16} ({reason})')
     torch.manual_seed(0)
-    net = M.build_model({'backbone': args.backbone, 'scratch': True}, num_classes=751)
+    net = build_model(NetworkSpec(backbone=args.backbone), num_classes=751, pretrained=False)
     state = {k: v.clone() for k, v in net.state_dict().items()}
     g = torch.Generator().manual_seed(0)
     train_images = torch.randn(args.train_batch, 3, args.h, args.w, generator=g)
@@ -107,14 +104,16 @@ def cpu_bench(args):
 def cuda_bench(args):
     """train.py on the generated Market-sized set, ResNet-50 bs32 --fp16 (written for CUDA; not yet run on a GPU)."""
     from reid.data import synthetic
-    import prepare
-    import train
+    from reid.data.layouts import plan_splits
+    from reid.data.prepared import write_split
+    from reid.training.recipe import parse_options
+    from reid.training.trainer import run_training
     torch.cuda.reset_peak_memory_stats()
     with tempfile.TemporaryDirectory(prefix='bench_train_') as work:
         raw = Path(work) / 'Market'
         synthetic.make_dataset(raw, size='market', seed=0)
-        prepare.write_split(prepare.plan_market_split(raw), Path(work) / 'pytorch', progress=False)
-        opts = train.build_parser().parse_args([
+        write_split(plan_splits('market', raw), Path(work) / 'pytorch', progress=False)
+        opts = parse_options([
             '--name', 'bench', '--model_dir', str(Path(work) / 'model'), '--data_dir', str(Path(work) / 'pytorch'),
             '--train_all', '--batchsize', '32', '--fp16', '--scratch', '--total_epoch', str(args.cuda_epochs)])
         ends = []
@@ -124,7 +123,7 @@ def cuda_bench(args):
                 ends.append(time.perf_counter())
             print(line, flush=True)
         start = time.perf_counter()
-        train.run_training(opts, log=log)
+        run_training(opts, log=log)
         n_images = sum(1 for _ in (Path(work) / 'pytorch' / 'train_all').rglob('*.jpg'))
         seconds = [b - a for a, b in zip([start] + ends[:-1], ends)]
         print(f'CUDA {torch.cuda.get_device_name()}: {n_images} images, epoch seconds '

@@ -1,19 +1,17 @@
 """Raw-pixel retrieval on the synthetic demo set: the floor any learned feature must beat clearly.
 
-    python bench/raw_pixels.py [--data data/demo] [--size demo] [--seed 0] [--resize 64x32]
+    python -m bench.raw_pixels [--data data/demo] [--size demo] [--seed 0] [--resize 64x32]
 Generates the set at --data when it is not there, then prints Rank@k / mAP of raw pixels next to random features.
 """
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from anywhere: modules live one level up
 
-from reid.data.images import is_image_file, parse_market_name  # noqa: E402
+from reid.data.images import is_image_file, parse_market_name
 
 
 def load_pixel_features(folder, size):

@@ -1,19 +1,17 @@
 """Each main training option on the demo set under the same budget: Rank@1 / mAP / mINP per option and seed.
 
-    python bench/tricks.py [--data data/demo] [--epochs 6] [--seeds 0,1] [--only 1,2]
+    python -m bench.tricks [--data data/demo] [--epochs 6] [--seeds 0,1] [--only 1,2]
 Generates and prepares the demo set when --data lacks it; every option trains ResNet-18 from scratch at 64x32 for
 --epochs on train_all (the quick start's setting and budget), then test.py scores it. Runs go to --model_dir
 (default bench/runs, replaced on each call). Prints one row per option and seed, then the mean over seeds.
 """
 import argparse
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from anywhere: modules live one level up
 
-import prepare  # noqa: E402
-import train  # noqa: E402
+import prepare
+import train
 
 # The quick start's recipe (quickstart.sh trains `--preset quick --train_all`), chosen from this table.
 QUICK = ['--preset', 'quick', '--train_all']

@@ -10,70 +10,43 @@ from pathlib import Path
 import torch
 
 from reid.models import original
-from reid.models.backbones import build_model, flip_sum_features, fuse_conv_bn, l2_normalize_features
-from reid.runs import load_checkpoint, load_opts
+from reid.models.features import FeatureExtractor, fuse_conv_bn
+from reid.models.heads import build_model
+from reid.runs import RunFolder, load_checkpoint
+from reid.runtime import cuda_available
+from reid.spec import NetworkSpec
 
 SEARCH_BLOCK = 65536  # gallery rows per block of the exact search: bounded memory for any gallery
 
 
-class FeatureExtractor(torch.nn.Module):
-    """A network wrapped to the feature contract: images [N, 3, h, w] (normalised) -> flip-summed, L2-normalised
-    features [N, D] (PCB: D = parts x backbone channels), exactly what test.py saves. This is what export.py writes."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, images):
-        return l2_normalize_features(flip_sum_features(self.model, images))
-
-
-def checkpoint_path(run_dir, which_epoch):
-    """Return the checkpoint file `--which_epoch` names: net_last.pth, net_init.pth, net_average.pth (--wa) or
-    net_XXX.pth."""
-    if which_epoch in ('last', 'init', 'average'):
-        return Path(run_dir) / f'net_{which_epoch}.pth'
-    if not str(which_epoch).isdigit():
-        raise ValueError(f"--which_epoch {which_epoch}: expected 'last', 'init', 'average' or an epoch number")
-    return Path(run_dir) / f'net_{int(which_epoch):03d}.pth'
-
-
-def image_size(opts):
-    """Return the (h, w) a run was trained at: opts.yaml's `h`/`w` (train.py records them); for a run without
-    them (the original's), its defaults: the backbone's own size (Swin 224x224), PCB 384x192, else 256x128."""
-    from reid.models.backbones import backbone_input_size
-
-    pcb = bool(opts.get('PCB'))
-    default = backbone_input_size(opts) or ((384, 192) if pcb else (256, 128))
-    return int(opts.get('h') or default[0]), int(opts.get('w') or default[1])
-
-
 def load_network(run_dir, which_epoch='last'):
-    """Return (model in eval mode on the CPU, model options) of a run: the one place checkpoints become networks.
+    """Return (model in eval mode on the CPU, its NetworkSpec, the run's opts.yaml) of a run: the one place
+    checkpoints become networks.
 
     Reads `opts.yaml` and the checkpoint; a run of the original repository (its parameter names) is converted
-    (original.py) so it gives the features the original would.
+    (reid.models.original) so it gives the features the original would.
     """
-    run_dir = Path(run_dir)
-    opts_path = run_dir / 'opts.yaml'
-    opts = load_opts(opts_path)
+    run = RunFolder(run_dir)
+    opts = run.read_opts()
     if 'nclasses' not in opts:
-        raise ValueError(f'{opts_path}: no nclasses entry (was it written by train.py?)')
-    state = load_checkpoint(checkpoint_path(run_dir, which_epoch))
+        raise ValueError(f'{run.opts_file}: no nclasses entry (was it written by train.py?)')
+    path = run.checkpoint(which_epoch)
+    state = load_checkpoint(path)
     is_original = original.is_original_state_dict(state)
     if is_original:
-        opts = original.convert_opts(opts, opts_path)
+        spec = original.original_spec(opts, run.opts_file)
         state = original.convert_state_dict(state)
-    model = build_model(opts, int(opts['nclasses']), pretrained=False)
+    else:
+        spec = NetworkSpec.from_opts(opts)
+    model = build_model(spec, int(opts['nclasses']), pretrained=False)
     if is_original:
-        original.adapt_model(model, opts)
+        original.adapt_model(model, spec)
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
         detail = ' '.join(line.strip() for line in str(e).splitlines()[1:])  # line 0 only names the class
-        raise ValueError(f'{checkpoint_path(run_dir, which_epoch)}: does not fit the network of {opts_path} '
-                         f'({detail[:300]})') from None
-    return model.eval(), opts
+        raise ValueError(f'{path}: does not fit the network of {run.opts_file} ({detail[:300]})') from None
+    return model.eval(), spec, opts
 
 
 class ReIDRun:
@@ -83,12 +56,12 @@ class ReIDRun:
     """
 
     def __init__(self, run_dir, which_epoch='last', device=None):
-        from reid.data.images import eval_transform
+        from reid.data.transforms import eval_transform
 
-        model, self.opts = load_network(run_dir, which_epoch)
-        self.device = torch.device(device) if device else torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+        model, self.spec, self.opts = load_network(run_dir, which_epoch)
+        self.device = torch.device(device) if device else torch.device('cuda' if cuda_available() else 'cpu')
         self.extractor = FeatureExtractor(fuse_conv_bn(model)).to(self.device).eval()
-        self.size = image_size(self.opts)
+        self.size = self.spec.input_size()
         self.transform = eval_transform(*self.size)
 
     def images_to_batch(self, images):

@@ -1,7 +1,7 @@
-"""Plumbing shared by train.py and test.py: device choice, atomic checkpoints, opts.yaml, RNG states, curves.
-
-The checkpoint format lives here: `net_*.pth` is a plain model state_dict (as the original writes it) and
-`resume.pth` holds everything needed to continue a run (see `training_state` in train.py).
+"""A run folder, model/<name>/: its files and their formats, known here only. opts.yaml (the recipe, and under
+`runtime` what each session ran on), net_*.pth (a plain model state_dict, as the original writes it: net_last,
+net_init, net_average and every 10th epoch's net_XXX), resume.pth (everything needed to continue), train.jpg,
+result.txt and the copy of the code that trained it; atomic writes and weights-only loading.
 """
 import glob
 import os
@@ -15,37 +15,15 @@ import torch
 import yaml
 
 
-def select_device(gpu_ids=''):
-    """Return (torch.device, note): the first id of `gpu_ids` ('0' or '0,1') when CUDA exists, else the CPU.
-
-    `note` is None or a sentence the CLI prints (ignored ids on CPU, extra ids unused).
-    """
-    try:
-        ids = [int(s) for s in str(gpu_ids or '').replace(' ', '').split(',') if s.strip() not in ('', '-1')]
-    except ValueError:
-        raise ValueError(f"--gpu_ids {gpu_ids}: expected GPU numbers such as '0' or '0,1'") from None
-    if not torch.cuda.is_available():
-        note = f'CUDA is not available: --gpu_ids {gpu_ids} ignored, running on the CPU' if ids else None
-        return torch.device('cpu'), note
-    if not ids:
-        return torch.device('cuda', 0), None
-    if ids[0] >= torch.cuda.device_count():
-        raise ValueError(f'--gpu_ids {gpu_ids}: only {torch.cuda.device_count()} CUDA device(s) present')
-    note = f'--gpu_ids {gpu_ids}: one process uses one GPU, running on cuda:{ids[0]}' if len(ids) > 1 else None
-    return torch.device('cuda', ids[0]), note
-
-
-def loader_workers(requested, device):
-    """Return the DataLoader worker count: `requested`, or by default 2 with CUDA and 0 on the CPU, where
-    worker processes would compete with the network for the same few cores."""
-    if requested is not None:
-        return requested
-    return 2 if device.type == 'cuda' else 0
-
-
 # Written into opts.yaml ('format_version') and resume.pth ('format'): a run written by a newer toolkit is refused.
 FORMAT_VERSION = 1
 TMP_SUFFIX = '.tmp'
+OPTS_FILE, RESUME_FILE, CURVES_FILE, RESULT_FILE = 'opts.yaml', 'resume.pth', 'train.jpg', 'result.txt'
+NAMED_CHECKPOINTS = ('last', 'init', 'average')   # net_last.pth, net_init.pth, net_average.pth (--wa)
+SNAPSHOT_EVERY = 10                               # net_XXX.pth (0-based epoch XXX) after every 10th epoch
+RUNTIME_KEY = 'runtime'                           # opts.yaml: one entry per session, what it ran on
+# Keys of runs written before the runtime had its own entry: the machine's choices, not requests.
+_OLD_MACHINE_KEYS = ('cpu_bf16_reason',)
 
 
 def save_atomic(obj, path):
@@ -220,7 +198,7 @@ def draw_curves(history, path):
     fig.savefig(path)
 
 
-def copy_code(src_dir, dst_dir):
+def _copy_code(src_dir, dst_dir):
     """Copy the commands (the top-level .py files of `src_dir`) and the reid/ package into `dst_dir`, so a run
     keeps the code that produced it."""
     src_dir, dst_dir = Path(src_dir), Path(dst_dir)
@@ -229,3 +207,162 @@ def copy_code(src_dir, dst_dir):
         dst = dst_dir / src.relative_to(src_dir)
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src, dst)
+
+
+class RunFolder:
+    """model/<name>: the one place that knows a run's file names, opts.yaml's layout and resume.pth's keys."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+
+    def __repr__(self):
+        return f'RunFolder({str(self.path)!r})'
+
+    @property
+    def opts_file(self):
+        return self.path / OPTS_FILE
+
+    @property
+    def resume_file(self):
+        return self.path / RESUME_FILE
+
+    @property
+    def curves_file(self):
+        return self.path / CURVES_FILE
+
+    @property
+    def result_file(self):
+        return self.path / RESULT_FILE
+
+    def exists(self):
+        """True when a run was started here (its opts.yaml exists)."""
+        return self.opts_file.exists()
+
+    def checkpoint(self, which_epoch='last'):
+        """Return the checkpoint file `--which_epoch` names: net_last.pth, net_init.pth, net_average.pth (--wa) or
+        net_XXX.pth (a 0-based epoch number)."""
+        if which_epoch in NAMED_CHECKPOINTS:
+            return self.path / f'net_{which_epoch}.pth'
+        if not str(which_epoch).isdigit():
+            raise ValueError(f"--which_epoch {which_epoch}: expected 'last', 'init', 'average' or an epoch number")
+        return self.path / f'net_{int(which_epoch):03d}.pth'
+
+    def export_file(self, which_epoch, suffix):
+        """Return export.py's default output for `--which_epoch` (net_last.onnx, net_9.pt, ...)."""
+        return self.path / f'net_{which_epoch}{suffix}'
+
+    @staticmethod
+    def snapshot_due(epoch):
+        """True when 0-based `epoch` is one whose weights are kept as net_XXX.pth."""
+        return epoch % SNAPSHOT_EVERY == SNAPSHOT_EVERY - 1
+
+    def saved_epochs(self):
+        """Return the --which_epoch values with a checkpoint here: 'last', 'init', 'average', then the epochs."""
+        names = {p.name[4:-4] for p in self.path.glob('net_*.pth')}
+        return ([n for n in NAMED_CHECKPOINTS if n in names]
+                + sorted((str(int(n)) for n in names if n.isdigit()), key=int))
+
+    def existing_checkpoint(self, which_epoch='last'):
+        """Return checkpoint(which_epoch); ValueError listing the epochs saved when it is missing."""
+        path = self.checkpoint(which_epoch)
+        if not path.is_file():
+            raise ValueError(f'{path}: checkpoint not found; --which_epoch can be '
+                             + (', '.join(self.saved_epochs()) or 'nothing yet (no net_*.pth in this run)'))
+        return path
+
+    def read_opts(self):
+        """Return the whole opts.yaml (recipe, nclasses, runtime entries); ValueError naming the file."""
+        return load_opts(self.opts_file)
+
+    def recipe(self):
+        """Return opts.yaml without what the machines chose: the options to continue the run with.
+
+        Runs written before the runtime had its own entry recorded the choice of bf16 autocast in `bf16`;
+        where their `cpu_bf16_reason` shows the machine chose it ('auto: ...'), it was no request.
+        """
+        values = self.read_opts()
+        values.pop(RUNTIME_KEY, None)
+        reason = str(values.get('cpu_bf16_reason', ''))
+        if reason.startswith('auto') and values.get('bf16'):
+            values['bf16'] = False
+        for key in _OLD_MACHINE_KEYS:
+            values.pop(key, None)
+        return values
+
+    def runtimes(self):
+        """Return the runtime entries of opts.yaml, one per session (start, then each --resume)."""
+        return list(self.read_opts().get(RUNTIME_KEY) or [])
+
+    def write_opts(self, recipe, runtimes=()):
+        """Write opts.yaml: the recipe's keys, and the sessions' runtime entries under `runtime`."""
+        values = {k: v for k, v in dict(recipe).items() if k != RUNTIME_KEY}
+        save_opts({**values, RUNTIME_KEY: list(runtimes)}, self.opts_file)
+
+    def add_runtime(self, entry):
+        """Append one session's runtime entry to opts.yaml (--resume: what the resumed session runs on)."""
+        values = self.read_opts()
+        save_opts({**values, RUNTIME_KEY: list(values.get(RUNTIME_KEY) or []) + [entry]}, self.opts_file)
+
+    def start(self, recipe, runtime_entry, code_dir):
+        """Begin a new run here: the folder made writable, net_*.pth of a replaced run removed (they must not mix
+        with this run's), opts.yaml written, the code copied (the commands and the reid package of `code_dir`)."""
+        ensure_writable_folder(self.path, '--model_dir/--name')
+        for stale in self.path.glob('net_*.pth'):
+            stale.unlink()
+        self.write_opts(dict(recipe, format_version=FORMAT_VERSION), [runtime_entry])
+        _copy_code(code_dir, self.path)
+
+    def save(self, obj, name):
+        """Write `obj` to the file `name` here atomically (save_atomic); return its path."""
+        save_atomic(obj, self.path / name)
+        return self.path / name
+
+    def save_weights(self, state_dict, which_epoch):
+        """Write a model state_dict as the checkpoint `which_epoch` names (checkpoint())."""
+        save_atomic(state_dict, self.checkpoint(which_epoch))
+
+    def read_resume_state(self, classes=None):
+        """Return resume.pth (on the CPU), checked: ValueError naming the file when it is not one, was written by
+        a newer toolkit, or for other ids than `classes` (the training id folders)."""
+        path = self.resume_file
+        # CPU first: RNG states must stay CPU tensors; load_state_dict moves the rest to the model's device.
+        state = load_checkpoint(path, map_location='cpu')
+        if not isinstance(state, dict) or 'model' not in state or 'epoch' not in state:
+            raise ValueError(f'{path}: not a resume.pth written by train.py')
+        if int(state.get('format', 0) or 0) > FORMAT_VERSION:
+            raise ValueError(f'{path}: written by a newer version of this toolkit (format {state["format"]}); '
+                             'update the code')
+        saved = state.get('classes')
+        if saved is not None and classes is not None and list(saved) != list(classes):
+            extra, lost = sorted(set(classes) - set(saved)), sorted(set(saved) - set(classes))
+            raise ValueError(f'{path}: the run was trained on {len(saved)} ids, --data_dir now has {len(classes)} '
+                             f'(new: {extra[:5]}, missing: {lost[:5]}); resume with the original --data_dir '
+                             f'or start a new --name')
+        return state
+
+    def completed_epochs(self):
+        """Return the epochs resume.pth holds, or None when it cannot be read."""
+        try:
+            return int(load_checkpoint(self.resume_file)['epoch'])
+        except (ValueError, KeyError, TypeError):
+            return None
+
+
+def resume_state(epoch, model, optimizer, scheduler, scaler, history, loss_modules, loss_opt, averaged,
+                 classes=None, rng_per_rank=None):
+    """Return what resume.pth holds: everything needed to continue after `epoch` completed epochs (the
+    losses' own parameters, e.g. centres and ArcFace weights, the centres' optimizer, --wa's average, the RNG
+    states of every rank).
+
+    `classes` (the training id folders) lets --resume refuse a data folder with other ids.
+    """
+    state = {'format': FORMAT_VERSION, 'epoch': epoch, 'model': model.state_dict(),
+             'optimizer': optimizer.state_dict(), 'scheduler': scheduler.state_dict(),
+             'scaler': scaler.state_dict() if scaler else None, 'rng': rng_states(), 'history': history,
+             'losses': loss_modules.state_dict(),
+             'loss_optimizer': loss_opt.state_dict() if loss_opt is not None else None,
+             'averaged': averaged.state_dict() if averaged is not None else None,
+             'classes': list(classes) if classes is not None else None}
+    if rng_per_rank is not None:
+        state['rng_per_rank'] = rng_per_rank
+    return state

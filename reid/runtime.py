@@ -1,17 +1,25 @@
-"""Speed settings chosen from the machine at run time: bf16 autocast where the CPU computes bf16 natively,
-the channels_last memory format, CPU thread counts.
+"""What this machine chose for a run, apart from what the user asked for: the device, the autocast precision, the
+memory format, CPU threads and data-loading workers; decided anew on every run from the machine and the flags.
 
-train.py and test.py call these and record what they chose in opts.yaml; none of them changes results beyond
-float rounding (bf16 features stay within cosine 0.999 of fp32, tests/test_speed.py).
+train.py records the choice in opts.yaml under `runtime` (a reader sees what ran); --resume never reads it back as
+a request. Each machine-dependent decision can be forced, so one machine runs every path: REID_NATIVE_BF16=1|0
+(decide as if the CPU had / lacked native bf16) and REID_DEVICE=cpu (decide as if CUDA were absent).
 """
+import contextlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import torch
 
 # /proc/cpuinfo flags of CPUs that compute bf16 dot products in hardware (AVX512-BF16: Zen 4+, Cooper Lake+;
 # AMX: Sapphire Rapids+). Elsewhere bf16 autocast is emulated and slower than fp32.
 NATIVE_BF16_FLAGS = ('avx512_bf16', 'amx_bf16')
+# 1 or 0: decide as if this CPU had (or lacked) native bf16, so every machine can run both paths (tests, CI).
+FORCE_NATIVE_BF16 = 'REID_NATIVE_BF16'
+# cpu: decide as if CUDA were absent (the CPU paths on a GPU machine).
+FORCE_DEVICE = 'REID_DEVICE'
 
 
 def cpu_flags(path='/proc/cpuinfo'):
@@ -25,8 +33,26 @@ def cpu_flags(path='/proc/cpuinfo'):
     return set()
 
 
+def cpu_model(path='/proc/cpuinfo'):
+    """Return the CPU's model name (the first 'model name' line of `path`), or the platform's processor string."""
+    try:
+        for line in Path(path).read_text().splitlines():
+            if line.startswith('model name'):
+                return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or 'unknown'
+
+
 def native_cpu_bf16(flags=None):
-    """Return the flag that gives this CPU native bf16 (e.g. 'avx512_bf16'), or None."""
+    """Return the flag that gives this CPU native bf16 (e.g. 'avx512_bf16'), or None (REID_NATIVE_BF16 forces it)."""
+    forced = os.environ.get(FORCE_NATIVE_BF16, '').strip() if flags is None else ''
+    if forced in ('0', '1'):
+        return f'{FORCE_NATIVE_BF16}=1' if forced == '1' else None
+    if forced:
+        raise ValueError(f'{FORCE_NATIVE_BF16}={forced}: expected 1 (native bf16) or 0 (none)')
     flags = cpu_flags() if flags is None else flags
     found = [name for name in NATIVE_BF16_FLAGS if name in flags]
     if found:
@@ -34,6 +60,42 @@ def native_cpu_bf16(flags=None):
     # no /proc/cpuinfo (macOS, some containers): ask PyTorch's dispatcher what it found
     capability = torch.backends.cpu.get_cpu_capability()
     return capability.lower() if ('BF16' in capability or 'AMX' in capability) else None
+
+
+def cuda_available():
+    """True when CUDA can be used and REID_DEVICE does not say cpu."""
+    forced = os.environ.get(FORCE_DEVICE, '').strip().lower()
+    if forced not in ('', 'cpu', 'auto'):
+        raise ValueError(f'{FORCE_DEVICE}={forced}: expected cpu (or auto)')
+    return forced != 'cpu' and torch.cuda.is_available()
+
+
+def select_device(gpu_ids=''):
+    """Return (torch.device, note): the first id of `gpu_ids` ('0' or '0,1') when CUDA exists, else the CPU.
+
+    `note` is None or a sentence the CLI prints (ignored ids on CPU, extra ids unused).
+    """
+    try:
+        ids = [int(s) for s in str(gpu_ids or '').replace(' ', '').split(',') if s.strip() not in ('', '-1')]
+    except ValueError:
+        raise ValueError(f"--gpu_ids {gpu_ids}: expected GPU numbers such as '0' or '0,1'") from None
+    if not cuda_available():
+        note = f'CUDA is not available: --gpu_ids {gpu_ids} ignored, running on the CPU' if ids else None
+        return torch.device('cpu'), note
+    if not ids:
+        return torch.device('cuda', 0), None
+    if ids[0] >= torch.cuda.device_count():
+        raise ValueError(f'--gpu_ids {gpu_ids}: only {torch.cuda.device_count()} CUDA device(s) present')
+    note = f'--gpu_ids {gpu_ids}: one process uses one GPU, running on cuda:{ids[0]}' if len(ids) > 1 else None
+    return torch.device('cuda', ids[0]), note
+
+
+def loader_workers(requested, device):
+    """Return the DataLoader worker count: `requested`, or by default 2 with CUDA and 0 on the CPU, where
+    worker processes would compete with the network for the same few cores."""
+    if requested is not None:
+        return requested
+    return 2 if device.type == 'cuda' else 0
 
 
 def resolve_cpu_bf16(choice, device, flags=None):
@@ -88,3 +150,78 @@ def set_cpu_threads(data_workers=0, processes=None):
     except RuntimeError:  # only allowed before the first parallel work; keep what is there
         pass
     return threads
+
+
+def autocast(device, amp_dtype):
+    """Return the torch.autocast context for `amp_dtype` (torch.float16/bfloat16) or a no-op for None."""
+    if amp_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=amp_dtype)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """What a run executes on: chosen by choose_runtime, recorded by record()."""
+    device: torch.device
+    amp_dtype: Optional[torch.dtype]
+    precision_reason: str
+    channels_last: bool
+    workers: int
+    threads: Optional[int]
+
+    @property
+    def memory_format(self):
+        return memory_format(self.channels_last)
+
+    def autocast(self):
+        return autocast(self.device, self.amp_dtype)
+
+    def record(self):
+        """Return the choice as plain values for opts.yaml's `runtime` entry, with what the machine is."""
+        out = {'device': str(self.device), 'precision': str(self.amp_dtype or torch.float32).replace('torch.', ''),
+               'precision_reason': self.precision_reason, 'channels_last': self.channels_last,
+               'workers': self.workers, 'threads': self.threads, 'torch': str(torch.__version__)}
+        if self.device.type == 'cuda':
+            out['gpu'] = torch.cuda.get_device_name(self.device)
+        else:
+            out.update(cpu=cpu_model(), cores=available_cores(), native_bf16=native_cpu_bf16())
+        return out
+
+
+def add_runtime_flags(parser):
+    """Add the flags that steer the runtime (device, precision, memory format, workers) to `parser`."""
+    g = parser.add_argument_group('runtime', 'how this machine runs the job (recorded, never part of the recipe)')
+    g.add_argument('--gpu_ids', default='0', type=str, help='GPU id, e.g. 0 (ignored on a CPU-only machine)')
+    g.add_argument('--fp16', action='store_true', help='float16 mixed precision (CUDA)')
+    g.add_argument('--bf16', action='store_true', help='bfloat16 mixed precision (CUDA or CPU)')
+    g.add_argument('--cpu_bf16', default='auto', choices=('auto', 'on', 'off'),
+                   help='on the CPU: bf16 autocast (auto: where the CPU has native bf16, e.g. avx512_bf16 or AMX)')
+    g.add_argument('--channels_last', default='auto', choices=('auto', 'on', 'off'),
+                   help='run convolutions in the channels_last memory format (auto: on)')
+    g.add_argument('--num_workers', default=None, type=int,
+                   help='data loading processes (default 2 with CUDA, 0 = in the main process on the CPU)')
+    return g
+
+
+def choose_runtime(opts, local_rank=None):
+    """Return the Runtime for flags `opts` (gpu_ids, fp16, bf16, cpu_bf16, channels_last, num_workers) on this
+    machine, and set PyTorch's CPU threads to match. `local_rank`: the GPU of this torchrun process.
+
+    ValueError naming the flag for --fp16 with --bf16, or --fp16 without CUDA.
+    """
+    if opts.fp16 and opts.bf16:
+        raise ValueError('--fp16 and --bf16: pick one')
+    device, note = select_device(opts.gpu_ids)
+    if local_rank is not None and device.type == 'cuda':
+        device = torch.device('cuda', local_rank)
+    if opts.fp16 and device.type != 'cuda':
+        raise ValueError('--fp16 needs CUDA; use --bf16 for mixed precision on the CPU')
+    workers = loader_workers(opts.num_workers, device)
+    threads = set_cpu_threads(workers) if device.type == 'cpu' else None
+    if opts.fp16 or opts.bf16:
+        amp, reason = (torch.float16, '--fp16') if opts.fp16 else (torch.bfloat16, '--bf16')
+    else:
+        on, reason = resolve_cpu_bf16(opts.cpu_bf16, device)
+        amp = torch.bfloat16 if on else None
+    runtime = Runtime(device, amp, reason, use_channels_last(opts.channels_last, device), workers, threads)
+    return runtime, note

@@ -3,13 +3,9 @@
 Tests must treat both trees as read-only (copy them to tmp_path before changing anything).
 """
 import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
-
-# the toolkit is a flat set of modules at the repository root
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 @pytest.fixture(scope='session')
@@ -28,6 +24,17 @@ def tiny_prepared(tiny_market, tmp_path_factory):
     out = tmp_path_factory.mktemp('tiny_prepared') / 'pytorch'
     prepare.main(['--download_path', str(tiny_market), '--save_path', str(out)])
     return out
+
+
+def build(opts, num_classes, pretrained=None):
+    """Return the network of a dict of train.py options, as train.py builds it: NetworkSpec.from_opts, ImageNet
+    weights unless 'scratch' (or `pretrained` says otherwise)."""
+    from reid.models.heads import build_model
+    from reid.spec import NetworkSpec
+
+    values = opts if isinstance(opts, dict) else vars(opts)
+    pretrained = not values.get('scratch') if pretrained is None else pretrained
+    return build_model(NetworkSpec.from_opts(opts), num_classes, pretrained=pretrained)
 
 
 def load_repo_module(relative_path, name):

@@ -3,14 +3,14 @@ turn the feature away from the clean one; the model's mode and weights are untou
 import torch
 import torch.nn.functional as F
 
-from reid.models import backbones as M
 from reid.training.adversarial import opposite_direction_images
-from reid.data.images import IMAGENET_MEAN, IMAGENET_STD
+from reid.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from conftest import build
 
 
 def test_opposite_direction_images_respect_the_budget_and_turn_the_feature():
     torch.manual_seed(0)
-    net = M.build_model({'backbone': 'resnet18', 'scratch': True}, num_classes=4)
+    net = build({'backbone': 'resnet18', 'scratch': True}, num_classes=4)
     net.train()
     before = {k: v.clone() for k, v in net.state_dict().items()}
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)

@@ -6,7 +6,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from reid import api
-from reid.data.images import eval_transform, list_reid_images
+from reid.data.prepared import list_reid_images
+from reid.data.transforms import eval_transform
 from test_export import H, W, reference_features, write_run
 
 

@@ -4,14 +4,16 @@ distribution (sample statistics within a few standard errors)."""
 import os
 
 import numpy as np
-import pytest
 import torch
 from PIL import Image
 from torchvision import transforms
 from torchvision.transforms import functional as F
 
 from reid.data import augment
-from reid.data.images import IMAGENET_MEAN, IMAGENET_STD, ReIDImageFolder
+from reid.data.images import ReIDImageFolder
+from reid.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from reid.training import recipe, trainer
+from reid.runtime import choose_runtime
 
 
 def write_images(folder, n, seed=0):
@@ -136,22 +138,22 @@ def test_cached_batches_follow_the_sampler_and_labels(tmp_path):
 
 
 def test_train_with_cache_writes_only_under_cache_dir_and_keeps_the_sample_order(tiny_prepared, tmp_path):
-    import train
     before = sorted(p.name for p in tiny_prepared.iterdir())
-    opts = train.build_parser().parse_args(
+    opts = recipe.build_parser().parse_args(
         ['--data_dir', str(tiny_prepared), '--model_dir', str(tmp_path / 'model'), '--backbone', 'resnet18',
          '--scratch', '--h', '32', '--w', '16', '--batchsize', '16', '--num_workers', '0', '--lr', '0.01',
          '--name', 'cached', '--total_epoch', '1', '--cache', '--cache_dir', str(tmp_path / 'cache'),
          '--erasing_p', '0.5', '--color_jitter'])
-    history = train.run_training(opts, log=lambda line: None)
+    history = trainer.run_training(opts, log=lambda line: None)
     assert len(history['train_loss']) == 1 and np.isfinite(history['train_loss'][0])
     assert sorted(p.name for p in tiny_prepared.iterdir()) == before  # nothing written beside the user's data
     assert len(list((tmp_path / 'cache').glob('train_32x16_*.npy'))) == 1
     # the cached path visits the samples in the DataLoader's order, batch for batch
-    resolved = train.resolved_opts(opts)
-    data, _ = train.datasets(resolved)
-    pixels = train.cached_pixels(data, resolved)
-    steps = train.epoch_steps(data, resolved)
-    cached = train.training_batches(data, resolved, torch.device('cpu'), 3, steps, False, pixels)
-    plain = train.training_batches(data, resolved, torch.device('cpu'), 3, steps, False)
+    resolved = recipe.resolved_opts(opts)
+    data, _ = trainer.datasets(resolved)
+    pixels = trainer.cached_pixels(data, resolved)
+    steps = trainer.epoch_steps(data, resolved)
+    runtime, _ = choose_runtime(resolved)
+    cached = trainer.training_batches(data, resolved, runtime, 3, steps, pixels)
+    plain = trainer.training_batches(data, resolved, runtime, 3, steps)
     assert [b[1].tolist() for b in cached] == [b[1].tolist() for b in plain]

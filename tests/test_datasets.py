@@ -17,10 +17,12 @@ import evaluate_gpu
 from reid.evaluation import metrics
 import prepare
 from reid.data import synthetic
-import train
-from reid.data.images import list_reid_images, parse_market_name
+from reid.data.images import parse_market_name
+from reid.data.prepared import list_reid_images
 
 from conftest import expect_prepare_exit as expect_exit, load_test_cli
+from reid.training import recipe, trainer
+from reid.evaluation import extract
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYOUTS = ('duke', 'msmt17', 'cuhk03', 'veri', 'vehicleid', 'cub', 'viper')
@@ -96,10 +98,10 @@ def table(prepared):
 
 
 def train_run(data_dir, model_dir, name):
-    opts = train.build_parser().parse_args(
+    opts = recipe.build_parser().parse_args(
         ['--name', name, '--data_dir', str(data_dir), '--model_dir', str(model_dir), '--backbone', 'resnet18',
          '--scratch', *SIZE, '--batchsize', '16', '--num_workers', '0', '--total_epoch', '1', '--lr', '0.01'])
-    history = train.run_training(opts, log=lambda line: None)
+    history = trainer.run_training(opts, log=lambda line: None)
     assert len(history['train_loss']) == 1 and np.isfinite(history['train_loss'][0])
     return model_dir, name
 
@@ -108,7 +110,7 @@ def run_test_py(run, test_dir, result):
     model_dir, name = run
     opts = T.build_parser().parse_args(['--name', name, '--model_dir', str(model_dir), '--test_dir', str(test_dir),
                                         '--num_workers', '0', '--result', str(result)])
-    return T.run_test(opts, log=lambda line: None)['single']
+    return extract.run_test(opts, log=lambda line: None)['single']
 
 
 def expected_from_raw(name, source, prepared):

@@ -5,7 +5,7 @@ import scipy.io
 from PIL import Image
 
 import demo
-from reid.data.images import list_reid_images
+from reid.data.prepared import list_reid_images
 from test_rerank import dense_rerank_reference
 
 
@@ -93,7 +93,7 @@ def test_query_image_searches_the_saved_gallery(tiny_prepared, tmp_path, capsys)
     from test_export import H, W, reference_features, write_run
 
     net = write_run(tmp_path / 'model' / 'run', pcb=False)
-    from reid.data.images import eval_transform
+    from reid.data.transforms import eval_transform
     tf = eval_transform(H, W)
     out = {}
     for split in ('query', 'gallery'):

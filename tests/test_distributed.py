@@ -9,8 +9,9 @@ import torch
 import torch.multiprocessing as mp
 
 from reid.training import distributed
-from reid.models import backbones as M
-import train
+from reid.models.heads import cross_entropy_loss
+from conftest import build
+from reid.training import recipe, trainer
 
 TINY = {'backbone': 'resnet18', 'scratch': True, 'droprate': 0.0, 'linear_num': 32}
 
@@ -37,7 +38,7 @@ def spawn(fn, *args):
 
 def frozen_bn_net():
     torch.manual_seed(0)
-    net = M.build_model(TINY, num_classes=5).train()
+    net = build(TINY, num_classes=5).train()
     for module in net.modules():  # BN statistics frozen: eval-mode BN inside a training-mode network
         if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
             module.eval()
@@ -55,7 +56,7 @@ def rank_gradients(rank, out):
     ddp = distributed.wrap(net, torch.device('cpu'))
     images, labels = global_batch()
     share = list(distributed.ShardedBatches([list(range(8))], rank, 2))[0]
-    M.cross_entropy_loss(ddp(images[share]), labels[share]).backward()
+    cross_entropy_loss(ddp(images[share]), labels[share]).backward()
     torch.save({k: p.grad for k, p in net.named_parameters()}, f'{out}/grad{rank}.pt')
 
 
@@ -63,7 +64,7 @@ def test_averaged_gradients_equal_one_process_on_the_global_batch(tmp_path):
     spawn(rank_gradients, str(tmp_path))
     net = frozen_bn_net()
     images, labels = global_batch()
-    M.cross_entropy_loss(net(images), labels).backward()
+    cross_entropy_loss(net(images), labels).backward()
     for rank in (0, 1):
         got = torch.load(tmp_path / f'grad{rank}.pt', weights_only=True)
         for name, p in net.named_parameters():
@@ -82,8 +83,8 @@ def rank_training(rank, data_dir, model_dir, resume, stop_after):
     args = ['--data_dir', data_dir, '--model_dir', model_dir, '--backbone', 'resnet18', '--scratch', '--h', '32',
             '--w', '16', '--batchsize', '16', '--num_workers', '0', '--lr', '0.01', '--name', 'ddp',
             '--total_epoch', '3', '--channels_last', 'off']
-    opts = train.build_parser().parse_args(args + (['--resume'] if resume else []))
-    history = train.run_training(opts, stop_after=stop_after, log=lambda line: None)
+    opts = recipe.build_parser().parse_args(args + (['--resume'] if resume else []))
+    history = trainer.run_training(opts, stop_after=stop_after, log=lambda line: None)
     torch.save({'history': history, 'rng': torch.get_rng_state()}, f'{model_dir}/history{rank}_{int(resume)}.pt')
 
 

@@ -8,9 +8,11 @@ import torch.nn.functional as F
 from PIL import Image
 
 import export
-from reid.data.images import eval_transform, list_reid_images
-from reid.models.backbones import build_model
+from conftest import build
+from reid.data.prepared import list_reid_images
+from reid.data.transforms import eval_transform
 from reid.runs import save_opts
+from reid import export as exporting
 
 H, W = 64, 32
 
@@ -20,7 +22,7 @@ def write_run(run_dir, pcb, seed=0):
     opts = {'name': run_dir.name, 'backbone': 'resnet18', 'scratch': True, 'PCB': pcb, 'h': H, 'w': W,
             'nclasses': 5, 'linear_num': 64, 'droprate': 0.5, 'stride': 2, 'use_dense': False}
     torch.manual_seed(seed)
-    net = build_model(opts, 5, pretrained=False)
+    net = build(opts, 5, pretrained=False)
     with torch.no_grad():
         for name, t in net.state_dict().items():
             if name.endswith('running_mean') or name.endswith('running_var'):
@@ -60,7 +62,7 @@ def test_export_matches_torch_features(tmp_path, tiny_prepared, capsys, fmt, pcb
         ['net_last.pth', path.name, 'net_last.json'])  # one self-contained file: no external weights beside it
     for n in (1, 5):  # a batch size other than the export example's: the batch axis is dynamic
         images = real_images(tiny_prepared, n)
-        got = export.exported_features(path, fmt, images)
+        got = exporting.exported_features(path, fmt, images)
         ref = reference_features(net, images, pcb)
         assert got.shape == (n, meta['feature_size'])
         assert F.cosine_similarity(got.double(), ref.double(), dim=1).min() >= 0.9999

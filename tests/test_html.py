@@ -14,7 +14,7 @@ import scipy.io
 from PIL import Image
 
 import demo
-from reid.data.images import list_reid_images
+from reid.data.prepared import list_reid_images
 
 
 def chromium():

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from reid.training import losses
-from reid.models.backbones import cross_entropy_loss
+from reid.models.heads import cross_entropy_loss
+from reid.training import terms
 
 LABELS = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 3, 3, 3, 5])
 NUM_CLASSES, DIM = 6, 5
@@ -226,6 +227,8 @@ def test_registry_builds_every_flag_and_routes_parameters():
     assert own.param_groups[0]['params'][0] is built['center'].centers
     x = features(10).float()
     separately = sum(getattr(m, 'loss_weight', 1.0) * m(x, LABELS) for m in built.values())
-    assert torch.allclose(losses.metric_loss(built, x, LABELS), separately) and separately > 0
+    summed = terms.total_loss([terms.MetricTerm(n, m) for n, m in built.items()],
+                              terms.Batch(None, None, LABELS, 0, None, x))
+    assert torch.allclose(summed, separately) and separately > 0
     assert built['center'].loss_weight == 0.0005
     assert losses.loss_optimizer(losses.build_losses({'triplet': True}, 3, 4)) is None

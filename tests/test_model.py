@@ -13,7 +13,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from reid.models import backbones as M
-import train
+from reid import spec
+from reid.models import features, heads
+from conftest import build
+from reid.training import recipe
 
 SMALL = {'backbone': 'resnet18', 'scratch': True}
 
@@ -33,7 +36,7 @@ def randomise_batchnorm(net, seed=0):
 
 def test_logits_and_feature_shapes_and_the_shared_forward():
     torch.manual_seed(0)
-    net = randomise_batchnorm(M.build_model(SMALL, num_classes=7)).eval()
+    net = randomise_batchnorm(build(SMALL, num_classes=7)).eval()
     x = torch.randn(3, 3, 64, 32)
     with torch.no_grad():
         logits = net(x)
@@ -50,7 +53,7 @@ def test_logits_and_feature_shapes_and_the_shared_forward():
 
 
 def test_linear_num_and_droprate_shape_the_class_block():
-    net = M.build_model({**SMALL, 'linear_num': 64, 'droprate': 0.0}, num_classes=5)
+    net = build({**SMALL, 'linear_num': 64, 'droprate': 0.0}, num_classes=5)
     kinds = [type(m) for m in net.classifier.add_block]
     assert kinds == [nn.Linear, nn.BatchNorm1d]
     assert net.classifier.classifier.in_features == 64
@@ -59,33 +62,33 @@ def test_linear_num_and_droprate_shape_the_class_block():
 
 def test_stride_1_doubles_the_last_feature_map():
     x = torch.randn(1, 3, 64, 32)
-    s2 = M.build_model({**SMALL, 'stride': 2}, 3).eval().body(x)
-    s1 = M.build_model({**SMALL, 'stride': 1}, 3).eval().body(x)
+    s2 = build({**SMALL, 'stride': 2}, 3).eval().body(x)
+    s1 = build({**SMALL, 'stride': 1}, 3).eval().body(x)
     assert s1.shape[2:] == (2 * s2.shape[2], 2 * s2.shape[3])
 
 
 def test_densenet_and_a_generic_torchvision_backbone_build():
     x = torch.randn(2, 3, 64, 32)
-    dense = M.build_model({'use_dense': True, 'scratch': True, 'stride': 1}, 4).eval()
+    dense = build({'use_dense': True, 'scratch': True, 'stride': 1}, 4).eval()
     assert dense.classifier.add_block[0].in_features == 1024
-    mobile = M.build_model({'backbone': 'mobilenet_v3_small', 'scratch': True}, 4).eval()
+    mobile = build({'backbone': 'mobilenet_v3_small', 'scratch': True}, 4).eval()
     with torch.no_grad():
         assert dense(x).shape == (2, 4)
         assert mobile(x, return_feature=True).shape == (2, 512)
     with pytest.raises(ValueError, match='stride 1'):
-        M.build_model({'backbone': 'mobilenet_v3_small', 'scratch': True, 'stride': 1}, 4)
+        build({'backbone': 'mobilenet_v3_small', 'scratch': True, 'stride': 1}, 4)
 
 
 def test_bad_backbone_names_give_clear_errors():
     with pytest.raises(ValueError, match='not a torchvision classification model'):
-        M.build_model({'backbone': 'resnet_nonexistent', 'scratch': True}, 4)
+        build({'backbone': 'resnet_nonexistent', 'scratch': True}, 4)
     with pytest.raises(ValueError, match='use_dense'):
-        M.build_model({'backbone': 'resnet18', 'use_dense': True, 'scratch': True}, 4)
+        build({'backbone': 'resnet18', 'use_dense': True, 'scratch': True}, 4)
     try:
         import timm  # noqa: F401
     except ImportError:
         with pytest.raises(ValueError, match='timm is not installed'):
-            M.build_model({'backbone': 'timm:resnet18', 'scratch': True}, 4)
+            build({'backbone': 'timm:resnet18', 'scratch': True}, 4)
 
 
 @pytest.mark.parametrize('stride', [1, 2])
@@ -95,9 +98,9 @@ def test_namespace_and_dict_options_build_the_same_network(stride):
     and the same outputs."""
     x = torch.randn(2, 3, 64, 32)
     torch.manual_seed(0)
-    a = M.build_model(Namespace(**SMALL, stride=stride, linear_num=128), 6).eval()
+    a = build(Namespace(**SMALL, stride=stride, linear_num=128), 6).eval()
     torch.manual_seed(0)
-    b = M.build_model({**SMALL, 'stride': stride, 'linear_num': 128}, 6).eval()
+    b = build({**SMALL, 'stride': stride, 'linear_num': 128}, 6).eval()
     sa, sb = a.state_dict(), b.state_dict()
     assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
     with torch.no_grad():
@@ -109,7 +112,7 @@ def test_namespace_and_dict_options_build_the_same_network(stride):
 
 def test_pcb_gives_six_parts_and_sums_their_losses():
     torch.manual_seed(0)
-    net = M.build_model({**SMALL, 'PCB': True}, 5).eval()
+    net = build({**SMALL, 'PCB': True}, 5).eval()
     x = torch.randn(2, 3, 96, 48)
     with torch.no_grad():
         logits = net(x)
@@ -121,9 +124,9 @@ def test_pcb_gives_six_parts_and_sums_their_losses():
     torch.testing.assert_close(parts, body.mean(dim=3).transpose(1, 2), rtol=1e-5, atol=1e-5)
     labels = torch.tensor([1, 3])
     expected = sum(F.cross_entropy(logits[:, i], labels) for i in range(6))
-    torch.testing.assert_close(M.cross_entropy_loss(logits, labels), expected)
+    torch.testing.assert_close(heads.cross_entropy_loss(logits, labels), expected)
     summed_probs = logits.softmax(2).sum(1)
-    assert torch.equal(M.predicted_classes(logits), summed_probs.argmax(1))
+    assert torch.equal(heads.predicted_classes(logits), summed_probs.argmax(1))
 
 
 class PositionNet(nn.Module):
@@ -144,7 +147,7 @@ def test_flip_sum_uses_each_scale_of_the_original_image():
     x = torch.randn(2, 3, 16, 8)
     scales = (1.0, 1.25, 1.5)  # two scales other than 1: a compounding implementation would differ
     with torch.no_grad():
-        got = M.flip_sum_features(net, x, scales)
+        got = features.flip_sum_features(net, x, scales)
         expected = 0
         for s in scales:
             scaled = F.interpolate(x, scale_factor=s, mode='bicubic', align_corners=False) if s != 1 else x
@@ -156,11 +159,11 @@ def test_flip_sum_uses_each_scale_of_the_original_image():
 
 def test_l2_normalisation_of_plain_and_part_features():
     f = torch.randn(5, 8) * 3
-    n = M.l2_normalize_features(f)
+    n = features.l2_normalize_features(f)
     torch.testing.assert_close(n.norm(dim=1), torch.ones(5))
     torch.testing.assert_close(n * f.norm(dim=1, keepdim=True), f)
     parts = torch.randn(4, 6, 3) * 2
-    p = M.l2_normalize_features(parts)
+    p = features.l2_normalize_features(parts)
     assert p.shape == (4, 18)
     torch.testing.assert_close(p.norm(dim=1), torch.ones(4))
     torch.testing.assert_close(p.view(4, 6, 3).norm(dim=2), torch.full((4, 6), 1 / math.sqrt(6)))
@@ -168,8 +171,8 @@ def test_l2_normalisation_of_plain_and_part_features():
 
 def test_fused_network_matches_the_original_in_eval_mode():
     torch.manual_seed(0)
-    net = randomise_batchnorm(M.build_model(SMALL, 9)).eval()
-    fused = M.fuse_conv_bn(net)
+    net = randomise_batchnorm(build(SMALL, 9)).eval()
+    fused = features.fuse_conv_bn(net)
     x = torch.randn(2, 3, 64, 32)
     with torch.no_grad():
         torch.testing.assert_close(fused(x, return_feature=True), net(x, return_feature=True),
@@ -180,8 +183,8 @@ def test_fused_network_matches_the_original_in_eval_mode():
 
 
 def test_parameter_groups_split_backbone_and_new_layers():
-    net = M.build_model(SMALL, 4)
-    body, head = M.parameter_groups(net, lr=0.05, backbone_lr_mult=0.1)
+    net = build(SMALL, 4)
+    body, head = heads.parameter_groups(net, lr=0.05, backbone_lr_mult=0.1)
     assert body['lr'] == pytest.approx(0.005) and head['lr'] == 0.05
     assert len(body['params']) + len(head['params']) == len(list(net.parameters()))
     assert {id(p) for p in head['params']} == {id(p) for p in net.classifier.parameters()}
@@ -198,7 +201,7 @@ def test_missing_imagenet_weights_offline_give_one_clear_error(tmp_path, monkeyp
 
     monkeypatch.setattr(torch.hub, 'download_url_to_file', offline)
     with pytest.raises(M.PretrainedWeightsUnavailable) as err:
-        M.build_model({'backbone': 'resnet18'}, 4)
+        build({'backbone': 'resnet18'}, 4)
     message = str(err.value)
     url, cache = M.imagenet_weight_file('resnet18')
     assert cache.startswith(str(tmp_path)) and cache.endswith('.pth')
@@ -216,14 +219,14 @@ def test_cached_imagenet_weights_are_loaded_from_the_hub_cache(tmp_path, monkeyp
     _, cache = M.imagenet_weight_file('resnet18')
     (tmp_path / 'hub' / 'checkpoints').mkdir(parents=True)
     torch.save(reference.state_dict(), cache)
-    net = M.build_model({'backbone': 'resnet18'}, 4)
+    net = build({'backbone': 'resnet18'}, 4)
     assert torch.equal(net.body.conv1.weight, reference.conv1.weight)
     assert torch.equal(net.body.layer4[1].bn2.running_var, reference.layer4[1].bn2.running_var)
 
 
 def test_bnneck_gives_bn_feature_for_retrieval_and_the_pre_bn_feature_for_metric_losses():
     torch.manual_seed(0)
-    net = randomise_batchnorm(M.build_model({**SMALL, 'bnneck': True}, num_classes=5)).eval()
+    net = randomise_batchnorm(build({**SMALL, 'bnneck': True}, num_classes=5)).eval()
     x = torch.randn(3, 3, 64, 32)
     with torch.no_grad():
         pooled = net.body(x).mean(dim=(2, 3))
@@ -236,12 +239,12 @@ def test_bnneck_gives_bn_feature_for_retrieval_and_the_pre_bn_feature_for_metric
     torch.testing.assert_close(logits, feature @ net.classifier.classifier.weight.T)
     assert net.classifier.classifier.bias is None and not bn.bias.requires_grad
     assert net.feature_dim == pooled.shape[1]
-    body, head = M.parameter_groups(net, 0.1)
+    body, head = heads.parameter_groups(net, 0.1)
     assert all(p.requires_grad for p in head['params']) and id(bn.bias) not in {id(p) for p in head['params']}
 
 
 def test_class_block_gives_the_bottleneck_feature_to_metric_losses():
-    net = M.build_model(SMALL, num_classes=5).eval()
+    net = build(SMALL, num_classes=5).eval()
     x = torch.randn(2, 3, 64, 32)
     with torch.no_grad():
         logits, feature = net(x, return_metric_feature=True)
@@ -249,26 +252,27 @@ def test_class_block_gives_the_bottleneck_feature_to_metric_losses():
         torch.testing.assert_close(logits, net(x))
 
 
-@pytest.mark.parametrize('flag', [f for f in M.BACKBONE_FLAGS if f not in ('use_dense', 'ibn', 'use_convnext')])
+@pytest.mark.parametrize('flag', [f for f, (name, _) in spec.BACKBONE_ALIASES.items()
+                                  if name and f not in ('use_dense', 'ibn', 'use_convnext')])
 def test_every_timm_backbone_flag_builds_and_gives_the_feature_shape(flag):
     """Built on the meta device (shapes only, no weights initialised in memory): the large timm models in
     seconds. use_convnext and ibn run real forwards below."""
-    name, size = M.BACKBONE_FLAGS[flag]
+    name, size = spec.BACKBONE_ALIASES[flag]
     h, w = size or (64, 64)
     with torch.device('meta'):
-        net = M.build_model({flag: True, 'scratch': True, 'h': h, 'w': w}, num_classes=5)
+        net = build({flag: True, 'scratch': True, 'h': h, 'w': w}, num_classes=5)
         x = torch.empty(2, 3, h, w)
         assert net(x).shape == (2, 5)
         assert net(x, return_feature=True).shape == (2, 512)
-    assert M.backbone_name({flag: True}) == name and name.startswith('timm:')
+    assert spec.backbone_name({flag: True}) == name and name.startswith('timm:')
 
 
 def test_convnext_and_ibn_run_real_forwards_and_ibn_matches_its_definition():
     torch.manual_seed(0)
-    convnext = M.build_model({'use_convnext': True, 'scratch': True}, num_classes=3).eval()
+    convnext = build({'use_convnext': True, 'scratch': True}, num_classes=3).eval()
     with torch.no_grad():
         assert convnext(torch.randn(2, 3, 64, 32), return_feature=True).shape == (2, 512)
-    ibn = M.build_model({'ibn': True, 'scratch': True, 'bnneck': True}, num_classes=3).eval()
+    ibn = build({'ibn': True, 'scratch': True, 'bnneck': True}, num_classes=3).eval()
     block = ibn.body.layer2[0].bn1
     assert isinstance(block, M.IBN) and not isinstance(ibn.body.layer4[0].bn1, M.IBN)
     x = torch.randn(2, block.IN.num_features + block.BN.num_features, 5, 4)
@@ -284,16 +288,18 @@ def test_convnext_and_ibn_run_real_forwards_and_ibn_matches_its_definition():
 
 def test_backbone_flags_conflict_clearly_and_imply_input_sizes():
     with pytest.raises(ValueError, match='pick one backbone'):
-        M.backbone_name({'use_swin': True, 'use_hr': True})
+        spec.backbone_name({'use_swin': True, 'use_hr': True})
     with pytest.raises(ValueError, match='conflicts with --backbone resnet18'):
-        M.backbone_name({'use_convnext': True, 'backbone': 'resnet18'})
-    assert M.backbone_input_size({'use_swinv2': True}) == (224, 224)
-    o = train.resolved_opts(train.build_parser().parse_args(['--use_swin']))
+        spec.backbone_name({'use_convnext': True, 'backbone': 'resnet18'})
+    assert spec.NetworkSpec.from_opts({'use_swinv2': True}).input_size() == (224, 224)
+    with pytest.raises(ValueError, match='--use_vit: a backbone of older versions of the original'):
+        spec.backbone_name({'use_vit': True})
+    o = recipe.resolved_opts(recipe.build_parser().parse_args(['--use_swin']))
     assert (o.h, o.w) == (224, 224)
 
 
 def test_usam_matches_its_definition_and_sits_after_the_stem_and_layer1():
-    net = M.build_model({**SMALL, 'usam': True}, num_classes=3)
+    net = build({**SMALL, 'usam': True}, num_classes=3)
     names = [n for n, _ in net.body.named_children()]
     assert names[:7] == ['conv1', 'bn1', 'relu', 'usam_1', 'maxpool', 'layer1', 'usam_2']
     usam = net.body.usam_1.eval()
@@ -313,4 +319,4 @@ def test_usam_matches_its_definition_and_sits_after_the_stem_and_layer1():
         torch.testing.assert_close(usam(x), expected, rtol=1e-5, atol=1e-5)
         assert net.eval()(torch.randn(2, 3, 64, 32)).shape == (2, 3)
     with pytest.raises(ValueError, match='--usam'):
-        M.build_model({'backbone': 'mobilenet_v3_small', 'scratch': True, 'usam': True}, 3)
+        build({'backbone': 'mobilenet_v3_small', 'scratch': True, 'usam': True}, 3)

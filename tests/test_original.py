@@ -16,7 +16,7 @@ from torch import nn
 
 from reid import api
 from reid.models import original
-from reid.models.backbones import flip_sum_features, l2_normalize_features
+from reid.models.features import flip_sum_features, l2_normalize_features
 from conftest import load_test_cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -122,8 +122,8 @@ def test_original_runs_give_the_original_features(tmp_path, kind):
     write_original_run(tmp_path / kind, net, **opts)
     assert original.is_original_state_dict(torch.load(tmp_path / kind / 'net_last.pth', weights_only=True))
 
-    model, train_opts = api.load_network(tmp_path / kind)
-    assert api.image_size(train_opts) == ((384, 192) if kind == 'PCB' else (256, 128))  # no h/w: its defaults
+    model, spec, _ = api.load_network(tmp_path / kind)
+    assert spec.input_size() == ((384, 192) if kind == 'PCB' else (256, 128))  # no h/w: its defaults
     images = torch.randn(3, 3, 64, 32, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         ours = l2_normalize_features(flip_sum_features(model, images))
@@ -155,7 +155,8 @@ def test_unsupported_original_backbone_is_named(tmp_path):
 
 def test_test_py_reads_an_original_run(tmp_path, tiny_prepared):
     """test.py end to end on an original run: its features equal the original's on the same images."""
-    from reid.data.images import eval_transform, list_reid_images
+    from reid.data.prepared import list_reid_images
+    from reid.data.transforms import eval_transform
     from PIL import Image
 
     net = randomised(OrigFtNet(), seed=3)
@@ -176,3 +177,35 @@ def test_checkpoint_of_another_network_is_named(tmp_path):
     write_original_run(tmp_path / 'r', randomised(OrigFtNet(), 0), use_dense=True)  # ResNet weights, dense opts
     with pytest.raises(ValueError, match=r'net_last.pth: does not fit the network of .*opts.yaml \(Missing key'):
         api.load_network(tmp_path / 'r')
+
+
+def test_a_run_without_h_w_is_fed_256x128_on_a_vehicle_layout_by_every_command(tmp_path):
+    """An original run's opts.yaml has no h/w: it was trained at 256x128. Tested on a VeRi folder (whose layout
+    trains new runs at 256x256), test.py, the API (and so demo.py --query_image) and export.py all feed it 256x128
+    (the test folder never changes what a run was trained at)."""
+    import export
+    from reid.data import synthetic
+    from reid.data.prepared import list_reid_images
+    from reid.data.transforms import eval_transform
+    from PIL import Image
+    import prepare
+
+    synthetic.make_layout(tmp_path / 'veri', 'veri', size='tiny', seed=0)
+    prepare.main(['--download_path', str(tmp_path / 'veri')])
+    veri = tmp_path / 'veri' / 'pytorch'
+    net = randomised(OrigFtNet(), seed=4)
+    write_original_run(tmp_path / 'model' / 'orig', net)   # no h, no w
+    load_test_cli().main(['--name', 'orig', '--model_dir', str(tmp_path / 'model'), '--test_dir', str(veri),
+                          '--result', str(tmp_path / 'r.mat')])
+    query = [p for p, _, _ in list_reid_images(veri / 'query')][:4]
+    got = torch.from_numpy(scipy.io.loadmat(tmp_path / 'r.mat')['query_f'][:4])
+    for size, same in (((256, 128), True), ((256, 256), False)):
+        images = torch.stack([eval_transform(*size)(Image.open(p).convert('RGB')) for p in query])
+        ref = original_features(net, images)
+        assert torch.allclose(got, ref, atol=1e-4, rtol=1e-3) is same, size
+    run = api.ReIDRun(tmp_path / 'model' / 'orig', device='cpu')
+    assert run.size == (256, 128)
+    torch.testing.assert_close(run.features(query), got, atol=1e-4, rtol=1e-3)
+    export.main(['--name', 'orig', '--model_dir', str(tmp_path / 'model'), '--format', 'torchscript'])
+    meta = yaml.safe_load((tmp_path / 'model' / 'orig' / 'net_last.json').read_text())
+    assert (meta['h'], meta['w']) == (256, 128)

@@ -15,6 +15,10 @@ import pytest
 
 import prepare
 from conftest import expect_prepare_exit as expect_exit
+from reid.data import prepared
+from reid.data.layouts.common import split_train_val
+from reid.data.prepared import PREPARED_MARKER
+from reid.spec import NetworkSpec
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,7 +50,7 @@ def market_copy(tiny_market, tmp_path):
 
 
 def test_layout_matches_the_raw_folders(tiny_market, tiny_prepared):
-    assert {p.name for p in tiny_prepared.iterdir() if p.is_dir()} == set(prepare.SPLITS)
+    assert {p.name for p in tiny_prepared.iterdir() if p.is_dir()} == set(prepared.SPLITS)
     assert folder_of_ids(tiny_prepared / 'train_all') == raw_by_id(tiny_market / 'bounding_box_train')
     assert folder_of_ids(tiny_prepared / 'query') == raw_by_id(tiny_market / 'query')
     gallery = folder_of_ids(tiny_prepared / 'gallery')
@@ -74,11 +78,11 @@ def test_val_holds_the_first_sorted_name_of_each_training_id(tiny_market, tiny_p
 def test_val_rule_ignores_listing_order_and_keeps_single_image_ids_in_train():
     names = ('0002_c2s1_000100_01.jpg', '0002_c1s1_000300_01.jpg', '0007_c3s1_000001_01.jpg', '0002_c1s1_000200_01.jpg')
     items = [(Path(f'/x/{n}'), n[:4]) for n in names]
-    train, val = prepare.split_train_val(items)
+    train, val = split_train_val(items)
     assert [p.name for p, _ in val] == ['0002_c1s1_000200_01.jpg']
     assert sorted(p.name for p, _ in train) == ['0002_c1s1_000300_01.jpg', '0002_c2s1_000100_01.jpg',
                                                  '0007_c3s1_000001_01.jpg']
-    assert prepare.split_train_val(list(reversed(items))) == (train, val)
+    assert split_train_val(list(reversed(items))) == (train, val)
 
 
 def test_rerun_gives_the_same_tree_and_drops_stray_files(tiny_market, tiny_prepared, tmp_path):
@@ -116,7 +120,7 @@ def test_download_is_left_untouched(market_copy, link):
 def test_link_falls_back_to_symlinks(market_copy, monkeypatch):
     def no_hard_links(src, dst):
         raise OSError(18, 'Invalid cross-device link')
-    monkeypatch.setattr(prepare.os, 'link', no_hard_links)
+    monkeypatch.setattr(prepared.os, 'link', no_hard_links)
     prepare.main(['--download_path', str(market_copy), '--link'])
     linked = list((market_copy / 'pytorch' / 'gallery').rglob('*.jpg'))
     assert linked and all(p.is_symlink() for p in linked)
@@ -218,7 +222,7 @@ def test_command_line_two_step_use(tmp_path):
     assert 'bounding_box_train' in made.stdout
     done = subprocess.run(run + ['--download_path', str(demo)], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert set(prepare.SPLITS) <= {p.name for p in (demo / 'pytorch').iterdir()}
+    assert set(prepared.SPLITS) <= {p.name for p in (demo / 'pytorch').iterdir()}
     cams = {int(p.name.split('_')[1][1:p.name.split('_')[1].index('s')]) for p in (demo / 'pytorch').rglob('*.jpg')}
     assert max(cams) > 9
     failed = subprocess.run(run + ['--download_path', str(tmp_path / 'missing')], cwd=REPO, capture_output=True,
@@ -234,11 +238,14 @@ def test_make_demo_of_another_layout_then_prepare_detects_it(tmp_path, capsys):
     prepare.main(['--download_path', str(demo)])
     out = capsys.readouterr().out
     assert '(veri)' in out and '256x256' in out
-    info = json.loads((demo / 'pytorch' / prepare.OUTPUT_MARKER).read_text())
+    info = json.loads((demo / 'pytorch' / PREPARED_MARKER).read_text())
     assert info['layout'] == 'veri' and info['input_size'] == [256, 256]
-    from reid.data.images import input_size
-    assert input_size(demo / 'pytorch') == (256, 256) and input_size(demo / 'pytorch', 64) == (64, 256)
-    assert input_size(demo / 'pytorch', pcb=True) == (384, 192) and input_size(tmp_path) == (256, 128)
+
+    # a new run trains at the layout's size unless its flags say otherwise (NetworkSpec.input_size)
+    assert NetworkSpec().input_size(demo / 'pytorch') == (256, 256)
+    assert NetworkSpec(h=64).input_size(demo / 'pytorch') == (64, 256)
+    assert NetworkSpec(PCB=True).input_size(demo / 'pytorch') == (384, 192)
+    assert NetworkSpec().input_size(tmp_path) == NetworkSpec().input_size() == (256, 128)
 
 
 def test_flags_that_name_the_data_twice_are_refused(tmp_path, capsys):

@@ -25,8 +25,12 @@ import evaluate_gpu
 import prepare
 import train
 from reid import runs as utils
-from reid.data.images import ReIDImageFolder, list_reid_images
+from reid.data.images import ReIDImageFolder
+from reid.data import prepared
+from reid.data.prepared import list_reid_images
 from conftest import load_test_cli
+from reid.training import recipe, trainer
+from reid.evaluation import extract
 
 ROOT = Path(__file__).resolve().parents[1]
 T = load_test_cli()
@@ -185,12 +189,12 @@ def test_test_checks_every_image_when_it_starts(run, prepared_copy, tmp_path, ca
 def test_a_file_that_goes_bad_during_training_is_skipped_counted_and_named(prepared_copy, tmp_path, capsys,
                                                                           monkeypatch):
     bad = sorted((prepared_copy / 'train').rglob('*.jpg'))[3]
-    checked = train.require_readable_images
+    checked = trainer.require_readable_images
 
     def check_then_break(paths, *args, **kwargs):  # the start-up check passes, then the disk loses the file
         checked(paths, *args, **kwargs)
         damage(bad, 'truncated')
-    monkeypatch.setattr(train, 'require_readable_images', check_then_break)
+    monkeypatch.setattr(trainer, 'require_readable_images', check_then_break)
     train.main(train_argv(prepared_copy, tmp_path / 'm', 'x', '--total_epoch', '1'))
     captured = capsys.readouterr()
     assert f'1 unreadable image(s) skipped so far (others took their place): {bad}' in captured.out
@@ -201,12 +205,12 @@ def test_a_file_that_goes_bad_during_training_is_skipped_counted_and_named(prepa
 def test_a_file_that_goes_bad_during_test_is_named_and_nothing_is_saved(run, prepared_copy, tmp_path, capsys,
                                                                         monkeypatch):
     bad = sorted((prepared_copy / 'gallery').rglob('*.jpg'))[7]
-    checked = T.require_readable_images
+    checked = extract.require_readable_images
 
     def check_then_break(paths, *args, **kwargs):
         checked(paths, *args, **kwargs)
         damage(bad, 'not_an_image')
-    monkeypatch.setattr(T, 'require_readable_images', check_then_break)
+    monkeypatch.setattr(extract, 'require_readable_images', check_then_break)
     one_line_exit('test', test_py_argv(run, prepared_copy, tmp_path / 'r.mat'), capsys, bad,
                   'became unreadable during the run', 'Nothing was saved')
     assert not (tmp_path / 'r.mat').exists()
@@ -324,7 +328,7 @@ def test_an_output_path_that_cannot_be_written(cli, flag, where, run, odd_names,
 def reference(tiny_prepared, tmp_path_factory):
     """An uninterrupted 2-epoch run: (run folder, history) to compare interrupted-and-resumed runs with."""
     model_dir = tmp_path_factory.mktemp('reference')
-    history = train.run_training(train.build_parser().parse_args(
+    history = trainer.run_training(recipe.build_parser().parse_args(
         train_argv(tiny_prepared, model_dir, 'ref', '--total_epoch', '2')), log=lambda line: None)
     return model_dir / 'ref', history
 
@@ -341,6 +345,7 @@ KILLED = r'''
 import sys, time
 sys.path.insert(0, sys.argv[1])
 import torch, train
+from reid.training import trainer
 marker, where = sys.argv[2], sys.argv[3]
 
 def hold():  # tell the test where we are, then wait for kill -9
@@ -348,7 +353,7 @@ def hold():  # tell the test where we are, then wait for kill -9
     time.sleep(300)
 
 if where == 'epoch':  # after the first optimizer step of epoch 2
-    real_epoch = train.train_one_epoch
+    real_epoch = trainer.train_one_epoch
     def train_one_epoch(model, loader, *args, **kwargs):
         if not kwargs.get('desc', '').startswith('epoch 2/'):
             return real_epoch(model, loader, *args, **kwargs)
@@ -358,7 +363,7 @@ if where == 'epoch':  # after the first optimizer step of epoch 2
                     hold()
                 yield batch
         return real_epoch(model, batches(), *args, **kwargs)
-    train.train_one_epoch = train_one_epoch
+    trainer.train_one_epoch = train_one_epoch
 else:  # half-way through writing resume.pth after epoch 1
     real_save = torch.save
     def save(obj, f, *args, **kwargs):
@@ -414,18 +419,18 @@ def test_kill_9_then_resume_continues_exactly(where, reference, tiny_prepared, t
 
 def test_ctrl_c_says_how_to_resume_and_the_resumed_run_is_exact(reference, tiny_prepared, tmp_path, capsys,
                                                                 monkeypatch):
-    real_epoch = train.train_one_epoch
+    real_epoch = trainer.train_one_epoch
 
     def interrupted_in_epoch_2(model, loader, *args, **kwargs):
         if kwargs['desc'].startswith('epoch 2/'):
             os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C, delivered to this process
             time.sleep(5)
         return real_epoch(model, loader, *args, **kwargs)
-    monkeypatch.setattr(train, 'train_one_epoch', interrupted_in_epoch_2)
+    monkeypatch.setattr(trainer, 'train_one_epoch', interrupted_in_epoch_2)
     argv = train_argv(tiny_prepared, tmp_path / 'm', 'ref', '--total_epoch', '2')
     one_line_exit('train', argv, capsys, 'interrupted', 'holds 1 completed epoch', 'Continue from epoch 2',
                   '--name ref', '--resume')
-    monkeypatch.setattr(train, 'train_one_epoch', real_epoch)
+    monkeypatch.setattr(trainer, 'train_one_epoch', real_epoch)
     train.main(train_argv(tiny_prepared, tmp_path / 'm', 'ref', '--resume'))
     assert_same_as_reference(tmp_path / 'm' / 'ref', reference)
 
@@ -434,7 +439,7 @@ def test_ctrl_c_in_prepare_and_test_leaves_nothing_half_done(run, raw_copy, odd_
                                                               monkeypatch):
     before = digest(raw_copy)
     placed = []
-    real_place = prepare._place
+    real_place = prepared._place
 
     def place_then_interrupt(src, dst, link):
         real_place(src, dst, link)
@@ -442,26 +447,26 @@ def test_ctrl_c_in_prepare_and_test_leaves_nothing_half_done(run, raw_copy, odd_
         if len(placed) == 20:
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(5)
-    monkeypatch.setattr(prepare, '_place', place_then_interrupt)
+    monkeypatch.setattr(prepared, '_place', place_then_interrupt)
     one_line_exit('prepare', ['--download_path', raw_copy, '--save_path', tmp_path / 'out'], capsys,
                   'interrupted; nothing was changed')
     assert digest(raw_copy) == before and sorted(os.listdir(tmp_path)) == ['raw copy']
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
-    monkeypatch.setattr(T, 'extract_features', interrupted)
+    monkeypatch.setattr(extract, 'extract_features', interrupted)
     one_line_exit('test', test_py_argv(run, odd_names, tmp_path / 'r.mat'), capsys, tmp_path / 'r.mat',
                   'was not written')
     assert not (tmp_path / 'r.mat').exists()
 
 
 def test_a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_prepared, tmp_path, capsys, monkeypatch):
-    from reid.training import loop as engine
+    from reid.training import terms
     argv = train_argv(tiny_prepared, tmp_path / 'm', 'x', '--total_epoch', '3')
-    train.run_training(train.build_parser().parse_args(argv), stop_after=1, log=lambda line: None)
+    trainer.run_training(recipe.build_parser().parse_args(argv), stop_after=1, log=lambda line: None)
     kept = digest(tmp_path / 'm' / 'x')
-    real_loss = engine.cross_entropy_loss
-    monkeypatch.setattr(engine, 'cross_entropy_loss', lambda *args, **kwargs: real_loss(*args, **kwargs) * np.nan)
+    real_loss = terms.cross_entropy_loss
+    monkeypatch.setattr(terms, 'cross_entropy_loss', lambda *args, **kwargs: real_loss(*args, **kwargs) * np.nan)
     one_line_exit('train', train_argv(tiny_prepared, tmp_path / 'm', 'x', '--resume'), capsys,
                   'epoch 2: the training loss is nan', 'keeps the 1 good epoch', '--lr')
     assert digest(tmp_path / 'm' / 'x') == kept
@@ -538,7 +543,7 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_leaves_no_temporary_file(
 
 def test_train_on_a_full_disk_stops_with_one_line_and_resumes_later(tiny_prepared, tmp_path, capsys, monkeypatch):
     argv = train_argv(tiny_prepared, tmp_path / 'm', 'x', '--total_epoch', '2')
-    train.run_training(train.build_parser().parse_args(argv), stop_after=1, log=lambda line: None)
+    trainer.run_training(recipe.build_parser().parse_args(argv), stop_after=1, log=lambda line: None)
     kept = digest(tmp_path / 'm' / 'x')
     real_save = torch.save
     monkeypatch.setattr(torch, 'save', fill_disk_after(1000))

@@ -2,10 +2,10 @@
 features (bf16 within cosine 0.999 of fp32, channels_last + fused conv-BN equal up to float rounding)."""
 import torch
 
-from reid.models import backbones as M
 from reid import runtime as speed
-from reid.training.loop import extract_features
-from reid.models.backbones import fuse_conv_bn
+from reid.evaluation.extract import extract_features
+from reid.models.features import fuse_conv_bn
+from conftest import build
 
 SMALL = {'backbone': 'resnet18', 'scratch': True, 'droprate': 0.0}
 
@@ -26,7 +26,7 @@ def test_cpu_flags_and_native_bf16(tmp_path):
 
 def randomised_net():
     torch.manual_seed(0)
-    net = M.build_model(SMALL, num_classes=5)
+    net = build(SMALL, num_classes=5)
     for module in net.modules():  # non-trivial BN statistics, so the fusion has something to fold
         if isinstance(module, torch.nn.BatchNorm2d):
             module.running_mean.uniform_(-0.2, 0.2)

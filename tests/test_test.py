@@ -13,12 +13,14 @@ import scipy.io
 import torch
 import torch.nn.functional as F
 
-import train
-from reid.data.images import eval_transform, parse_market_name
-from reid.models.backbones import build_model
+from reid.data.images import parse_market_name
+from reid.data.transforms import eval_transform
 from reid.runs import load_checkpoint, load_opts
 
-from conftest import load_test_cli
+from conftest import build, load_test_cli
+from reid.training import recipe, trainer
+from reid.evaluation import extract
+from reid.runs import RunFolder
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,11 +32,11 @@ T = load_test_cli()
 def trained_run(tiny_prepared, tmp_path_factory):
     """A 1-epoch resnet18 run on the tiny set: (model_dir, name)."""
     model_dir = tmp_path_factory.mktemp('runs')
-    opts = train.build_parser().parse_args(
+    opts = recipe.build_parser().parse_args(
         ['--name', 'tiny', '--data_dir', str(tiny_prepared), '--model_dir', str(model_dir), '--backbone',
          'resnet18', '--scratch', '--h', '32', '--w', '16', '--batchsize', '16', '--num_workers', '0',
          '--total_epoch', '1', '--lr', '0.01'])
-    train.run_training(opts, log=lambda line: None)
+    trainer.run_training(opts, log=lambda line: None)
     return model_dir, 'tiny'
 
 
@@ -44,7 +46,7 @@ def run_test(trained_run, tiny_prepared, tmp_path, *extra):
         ['--name', name, '--model_dir', str(model_dir), '--test_dir', str(tiny_prepared), '--num_workers', '0',
          '--batchsize', '32', '--result', str(tmp_path / 'pytorch_result.mat'), *extra])
     lines = []
-    results = T.run_test(opts, log=lines.append)
+    results = extract.run_test(opts, log=lines.append)
     return results, '\n'.join(lines)
 
 
@@ -54,18 +56,18 @@ def names_in_folder_order(folder):
 
 
 def test_which_epoch_names_the_checkpoint_file():
-    assert T.checkpoint_path('m/r', 'last') == Path('m/r/net_last.pth')
-    assert T.checkpoint_path('m/r', 'init') == Path('m/r/net_init.pth')
-    assert T.checkpoint_path('m/r', '9') == Path('m/r/net_009.pth')
+    assert RunFolder('m/r').checkpoint('last') == Path('m/r/net_last.pth')
+    assert RunFolder('m/r').checkpoint('init') == Path('m/r/net_init.pth')
+    assert RunFolder('m/r').checkpoint('9') == Path('m/r/net_009.pth')
     with pytest.raises(ValueError, match='--which_epoch best'):
-        T.checkpoint_path('m/r', 'best')
+        RunFolder('m/r').checkpoint('best')
 
 
 def test_ms_values_are_area_ratios():
-    assert T.parse_scales('1,1.1') == [1.0, pytest.approx(math.sqrt(1.1))]
+    assert extract.parse_scales('1,1.1') == [1.0, pytest.approx(math.sqrt(1.1))]
     for bad in ('', 'a,b', '1,-2'):
         with pytest.raises(ValueError, match='--ms'):
-            T.parse_scales(bad)
+            extract.parse_scales(bad)
 
 
 def test_result_mat_keys_dtypes_shapes_and_ids_from_file_names(trained_run, tiny_prepared, tmp_path):
@@ -94,7 +96,7 @@ def test_features_match_an_independent_computation(trained_run, tiny_prepared, t
     mat = scipy.io.loadmat(tmp_path / 'pytorch_result.mat')
     model_dir, name = trained_run
     opts = load_opts(model_dir / name / 'opts.yaml')
-    net = build_model(opts, opts['nclasses'], pretrained=False)
+    net = build(opts, opts['nclasses'], pretrained=False)
     net.load_state_dict(load_checkpoint(model_dir / name / 'net_last.pth'))
     net.eval()
     query = names_in_folder_order(tiny_prepared / 'query')

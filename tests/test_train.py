@@ -11,14 +11,16 @@ import torch
 import yaml
 
 import train
-from conftest import load_repo_module, load_test_cli
+from conftest import build, load_repo_module, load_test_cli
 from reid.data.images import ReIDImageFolder
 from reid.training.loop import lr_factor
 from reid.runs import load_checkpoint
+from reid.training import recipe, trainer
+from reid.evaluation import extract
 
 
 def tiny_opts(data_dir, model_dir, *extra):
-    return train.build_parser().parse_args(
+    return recipe.build_parser().parse_args(
         ['--data_dir', str(data_dir), '--model_dir', str(model_dir), '--backbone', 'resnet18', '--scratch',
          '--h', '32', '--w', '16', '--batchsize', '16', '--num_workers', '0', '--lr', '0.01', *extra])
 
@@ -74,7 +76,7 @@ def test_bad_flags_fail_with_one_line(tiny_prepared, tmp_path):
 def test_one_epoch_run_writes_every_output(tiny_prepared, tmp_path):
     opts = tiny_opts(tiny_prepared, tmp_path, '--name', 'one', '--total_epoch', '1', '--bf16', '--erasing_p',
                      '0.5', '--color_jitter')
-    history = train.run_training(opts, log=lambda line: None)
+    history = trainer.run_training(opts, log=lambda line: None)
     run = tmp_path / 'one'
     assert len(history['train_loss']) == len(history['val_loss']) == 1
     for name in ('opts.yaml', 'net_init.pth', 'net_last.pth', 'resume.pth', 'train.jpg', 'train.py',
@@ -93,13 +95,13 @@ def test_one_epoch_run_writes_every_output(tiny_prepared, tmp_path):
 
 def test_resume_continues_exactly_like_an_uninterrupted_run(tiny_prepared, tmp_path):
     whole = tiny_opts(tiny_prepared, tmp_path, '--name', 'whole', '--total_epoch', '2', '--erasing_p', '0.5')
-    full = train.run_training(whole, log=lambda line: None)
+    full = trainer.run_training(whole, log=lambda line: None)
 
     split = tiny_opts(tiny_prepared, tmp_path, '--name', 'split', '--total_epoch', '2', '--erasing_p', '0.5')
-    first = train.run_training(split, stop_after=1, log=lambda line: None)
+    first = trainer.run_training(split, stop_after=1, log=lambda line: None)
     assert len(first['train_loss']) == 1
     torch.manual_seed(999)  # whatever happens in between, resume restores the generators
-    resumed = train.run_training(tiny_opts(tiny_prepared, tmp_path, '--name', 'split', '--resume'),
+    resumed = trainer.run_training(tiny_opts(tiny_prepared, tmp_path, '--name', 'split', '--resume'),
                                  log=lambda line: None)
 
     assert resumed == full
@@ -118,7 +120,7 @@ def test_resume_without_a_run_is_a_clear_error(tiny_prepared, tmp_path):
 
 def test_an_existing_run_is_kept_unless_overwrite_and_resume_names_ignored_flags(tiny_prepared, tmp_path):
     args = ('--name', 'kept', '--total_epoch', '1')
-    train.run_training(tiny_opts(tiny_prepared, tmp_path, *args), log=lambda line: None)
+    trainer.run_training(tiny_opts(tiny_prepared, tmp_path, *args), log=lambda line: None)
     before = (tmp_path / 'kept' / 'net_last.pth').read_bytes()
     stale = tmp_path / 'kept' / 'net_059.pth'
     stale.write_bytes(b'from a longer run')
@@ -128,11 +130,11 @@ def test_an_existing_run_is_kept_unless_overwrite_and_resume_names_ignored_flags
     assert (tmp_path / 'kept' / 'net_last.pth').read_bytes() == before and stale.exists()
 
     lines = []
-    train.run_training(tiny_opts(tiny_prepared, tmp_path, '--name', 'kept', '--resume', '--total_epoch', '5'),
+    trainer.run_training(tiny_opts(tiny_prepared, tmp_path, '--name', 'kept', '--resume', '--total_epoch', '5'),
                        log=lines.append)
     assert any('ignoring --total_epoch' in line for line in lines)
 
-    train.run_training(tiny_opts(tiny_prepared, tmp_path, *args, '--overwrite', '--seed', '1'), log=lambda l: None)
+    trainer.run_training(tiny_opts(tiny_prepared, tmp_path, *args, '--overwrite', '--seed', '1'), log=lambda l: None)
     assert not stale.exists() and (tmp_path / 'kept' / 'net_last.pth').read_bytes() != before
 
 
@@ -148,13 +150,13 @@ def test_every_loss_and_trick_trains_resumes_exactly_and_tests(tiny_prepared, tm
 
     args = ('--total_epoch', '2', '--bnneck', '--usam', '--FSGD', '--wa', '--wa_start', '0', '--DG', '--dg_dir',
             str(tiny_prepared / 'train'), *ALL_LOSSES)
-    whole = train.run_training(tiny_opts(tiny_prepared, tmp_path, '--name', 'whole', *args), log=lambda l: None)
-    train.run_training(tiny_opts(tiny_prepared, tmp_path, '--name', 'split', *args), stop_after=1,
+    whole = trainer.run_training(tiny_opts(tiny_prepared, tmp_path, '--name', 'whole', *args), log=lambda l: None)
+    trainer.run_training(tiny_opts(tiny_prepared, tmp_path, '--name', 'split', *args), stop_after=1,
                        log=lambda l: None)
     after_one = load_checkpoint(tmp_path / 'split' / 'resume.pth')['losses']
     model_after_one = load_checkpoint(tmp_path / 'split' / 'net_last.pth')
     torch.manual_seed(123)
-    resumed = train.run_training(tiny_opts(tiny_prepared, tmp_path, '--name', 'split', '--resume'),
+    resumed = trainer.run_training(tiny_opts(tiny_prepared, tmp_path, '--name', 'split', '--resume'),
                                  log=lambda l: None)
     assert resumed == whole
     saved = yaml.safe_load((tmp_path / 'whole' / 'opts.yaml').read_text())
@@ -176,11 +178,11 @@ def test_every_loss_and_trick_trains_resumes_exactly_and_tests(tiny_prepared, tm
         assert not torch.equal(value, a['losses'][key]), key
 
     T = load_test_cli()
-    results = T.run_test(T.build_parser().parse_args(
+    results = extract.run_test(T.build_parser().parse_args(
         ['--name', 'whole', '--model_dir', str(tmp_path), '--test_dir', str(tiny_prepared), '--num_workers', '0',
          '--result', str(tmp_path / 'r.mat')]), log=lambda l: None)
     assert 0 <= results['single']['mAP'] <= 1
-    averaged = T.run_test(T.build_parser().parse_args(
+    averaged = extract.run_test(T.build_parser().parse_args(
         ['--name', 'whole', '--model_dir', str(tmp_path), '--test_dir', str(tiny_prepared), '--num_workers', '0',
          '--which_epoch', 'average', '--result', str(tmp_path / 'a.mat')]), log=lambda l: None)
     assert 0 <= averaged['single']['mAP'] <= 1
@@ -197,34 +199,34 @@ def test_dg_without_its_folder_is_one_clear_error(tiny_prepared, tmp_path):
 def test_milestone_steps_drop_the_lr_at_each_given_epoch():
     assert [lr_factor(e * 3, 3, 120, milestones=(40, 70)) for e in (0, 39, 40, 69, 70, 119)] == \
         pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
-    assert train.milestones('40,70') == (40, 70)
+    assert recipe.milestones('40,70') == (40, 70)
     with pytest.raises(ValueError, match='--steps 40,x'):
-        train.milestones('40,x')
+        recipe.milestones('40,x')
 
 
 def test_presets_are_defaults_that_explicit_flags_override():
-    bot = train.parse_options(['--preset', 'bot'])
+    bot = recipe.parse_options(['--preset', 'bot'])
     assert (bot.optimizer, bot.lr, bot.warm_epoch, bot.total_epoch, bot.steps) == ('adam', 3.5e-4, 10, 120, '40,70')
     assert (bot.erasing_p, bot.label_smoothing, bot.stride, bot.bnneck, bot.triplet, bot.center) == \
         (0.5, 0.1, 1, True, True, True)
     assert (bot.batchsize // bot.num_instances, bot.num_instances, bot.h, bot.w) == (16, 4, 256, 128)
     assert bot.triplet_mining == 'batch_hard' and bot.sampler == 'pk'
-    mine = train.parse_options(['--preset', 'bot', '--lr', '0.001', '--total', '30', '--batch', '32'])
+    mine = recipe.parse_options(['--preset', 'bot', '--lr', '0.001', '--total', '30', '--batch', '32'])
     assert (mine.lr, mine.total_epoch, mine.batchsize, mine.optimizer) == (0.001, 30, 32, 'adam')
-    seed = train.parse_options(['--preset', 'seed'])
-    plain = train.parse_options([])
-    assert all(getattr(seed, k) == v for k, v in train.PRESETS['seed'].items())
-    resolved = [{k: v for k, v in vars(train.resolved_opts(o)).items() if k != 'preset'} for o in (seed, plain)]
+    seed = recipe.parse_options(['--preset', 'seed'])
+    plain = recipe.parse_options([])
+    assert all(getattr(seed, k) == v for k, v in recipe.PRESETS['seed'].items())
+    resolved = [{k: v for k, v in vars(recipe.resolved_opts(o)).items() if k != 'preset'} for o in (seed, plain)]
     assert resolved[0] == resolved[1]  # the defaults are the original recipe
 
 
 def test_quick_preset_is_the_quick_starts_recipe_and_metric_losses_still_get_pk_batches():
-    quick = train.resolved_opts(train.parse_options(['--preset', 'quick']))
+    quick = recipe.resolved_opts(recipe.parse_options(['--preset', 'quick']))
     assert (quick.backbone, quick.scratch, quick.h, quick.w, quick.total_epoch) == ('resnet18', True, 64, 32, 6)
     assert (quick.optimizer, quick.lr, quick.cosine, quick.warm_epoch, quick.label_smoothing) == \
         ('adam', 1e-3, True, 0, 0.1)
     assert (quick.bnneck, quick.stride, quick.cache, quick.sampler) == (True, 1, True, 'random')
-    with_triplet = train.resolved_opts(train.parse_options(['--preset', 'quick', '--triplet', '--stride', '2']))
+    with_triplet = recipe.resolved_opts(recipe.parse_options(['--preset', 'quick', '--triplet', '--stride', '2']))
     assert (with_triplet.sampler, with_triplet.stride) == ('pk', 2)
     # quickstart.sh and bench/tricks.py train the same recipe
     repo = Path(__file__).resolve().parents[1]
@@ -237,11 +239,10 @@ def test_quick_preset_is_the_quick_starts_recipe_and_metric_losses_still_get_pk_
 
 
 def test_optimizers_take_torchs_fused_update_on_the_cpu_too():
-    from reid.models import backbones as M
-    net = M.build_model({'backbone': 'resnet18', 'scratch': True}, num_classes=5)
+    net = build({'backbone': 'resnet18', 'scratch': True}, num_classes=5)
     for optimizer in ('sgd', 'adam'):
-        opts = train.resolved_opts(train.parse_options(['--optimizer', optimizer, '--scratch']))
-        step, _, _ = train.optimizer_and_scheduler(net, {}, opts, steps_per_epoch=3)
+        opts = recipe.resolved_opts(recipe.parse_options(['--optimizer', optimizer, '--scratch']))
+        step, _, _ = trainer.optimizer_and_scheduler(net, {}, opts, steps_per_epoch=3)
         assert step.defaults['fused'] is True and all(p.device.type == 'cpu' for p in net.parameters())
 
 
@@ -259,7 +260,7 @@ def test_bot_preset_with_adversarial_training_trains_tests_and_records_resolved_
     assert 'exp_avg' in next(iter(state['optimizer']['state'].values()))  # Adam's state
     assert set(state['losses']) == {'center.centers'}
     T = load_test_cli()
-    results = T.run_test(T.build_parser().parse_args(
+    results = extract.run_test(T.build_parser().parse_args(
         ['--name', 'bot', '--model_dir', str(tmp_path), '--test_dir', str(tiny_prepared), '--num_workers', '0',
          '--result', str(tmp_path / 'r.mat')]), log=lambda l: None)
     assert 0 <= results['single']['mAP'] <= 1
@@ -301,7 +302,7 @@ ORIGINAL_TEST_COMMANDS = [
 
 @pytest.mark.parametrize('command', ORIGINAL_TRAIN_COMMANDS)
 def test_the_original_train_commands_parse_and_resolve(command):
-    opts = train.resolved_opts(train.parse_options(command.split()))
+    opts = recipe.resolved_opts(recipe.parse_options(command.split()))
     assert opts.name == command.split('--name ')[1].split()[0]
 
 
@@ -312,8 +313,8 @@ def test_the_original_test_commands_parse():
 
 
 def test_abbreviations_users_type_stay_unambiguous():
-    opts = train.parse_options(['--total', '100', '--batch', '16', '--warm', '10', '--data', 'd', '--name', 'n',
+    opts = recipe.parse_options(['--total', '100', '--batch', '16', '--warm', '10', '--data', 'd', '--name', 'n',
                                 '--wa'])
     assert (opts.total_epoch, opts.batchsize, opts.warm_epoch, opts.data_dir, opts.name, opts.wa) == \
         (100, 16, 10, 'd', 'n', True)
-    assert train.parse_options(['--use_swin', '--h', '99']).h == 99
+    assert recipe.parse_options(['--use_swin', '--h', '99']).h == 99

@@ -68,6 +68,7 @@ def test_quickstart_script_runs_end_to_end(tmp_path, offline_env):
     copy.mkdir()
     for path in list(REPO.glob('*.py')) + [REPO / 'quickstart.sh']:
         shutil.copy2(path, copy / path.name)
+    shutil.copytree(REPO / 'reid', copy / 'reid', ignore=shutil.ignore_patterns('__pycache__'))
     env = dict(offline_env, SIZE='tiny', EPOCHS='1', PYTHON=sys.executable)
     done = subprocess.run(['bash', str(copy / 'quickstart.sh')], env=env, capture_output=True, text=True,
                           timeout=600)

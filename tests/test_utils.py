@@ -10,6 +10,7 @@ import torch
 import yaml
 
 from reid import runs as utils
+from reid import runtime
 
 
 def test_opts_yaml_round_trip_keeps_every_value(tmp_path):
@@ -84,14 +85,14 @@ def test_draw_curves_writes_an_image(tmp_path):
 
 def test_cpu_only_machine_ignores_gpu_ids_with_a_note(monkeypatch):
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
-    device, note = utils.select_device('0')
+    device, note = runtime.select_device('0')
     assert device == torch.device('cpu') and '--gpu_ids 0' in note
-    assert utils.select_device('') == (torch.device('cpu'), None)
+    assert runtime.select_device('') == (torch.device('cpu'), None)
     with pytest.raises(ValueError, match="--gpu_ids a: expected GPU numbers"):
-        utils.select_device('a')
+        runtime.select_device('a')
 
 
 def test_loader_workers_default_depends_on_the_device():
-    assert utils.loader_workers(None, torch.device('cpu')) == 0
-    assert utils.loader_workers(None, torch.device('cuda', 0)) == 2
-    assert utils.loader_workers(3, torch.device('cpu')) == 3
+    assert runtime.loader_workers(None, torch.device('cpu')) == 0
+    assert runtime.loader_workers(None, torch.device('cuda', 0)) == 2
+    assert runtime.loader_workers(3, torch.device('cpu')) == 3

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from reid.data.images import IMAGENET_MEAN, IMAGENET_STD
+from reid.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 CACHE_FOLDER = 'cache'  # beside the prepared splits, e.g. <data_dir>/cache/train_all_256x128_<key>.npy
 

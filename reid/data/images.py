@@ -1,18 +1,14 @@
-"""Re-ID file names, prepared folders, datasets and transforms: how images are named, listed and loaded.
+"""Re-ID images: the Market-1501 file name, a split folder as a dataset, and the check that every image decodes.
 
-A prepared folder's images.csv (written by prepare.py) gives every image's id and camera; Market-style names
-(`<id>_c<camera>...`) are parsed here only, for folders prepared before that table existed.
+Market-style names (`<id>_c<camera>...`) are parsed here only; a prepared folder's images.csv (reid.data.prepared)
+records every image's id and camera, so nothing after prepare.py parses a name again.
 """
-import csv
-import json
 import os
 import re
 import sys
 from pathlib import Path
 
 IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp')
-IMAGE_TABLE = 'images.csv'                 # split,path,id,label,camera of every prepared image
-PREPARED_MARKER = '.prepare_reid.json'     # prepare.py's marker: layout, input size, protocol, counts
 
 # id is digits or -1 (junk); the camera may have several digits (MSMT17 has 15, VeRi-776 has 20 cameras).
 _NAME = re.compile(r'^(-1|\d+)_c(\d+)')
@@ -34,10 +30,6 @@ def parse_market_name(name):
 def is_image_file(name):
     """True for the image extensions the toolkit reads (case-insensitive)."""
     return str(name).lower().endswith(IMG_EXTENSIONS)
-
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class ReIDImageFolder:
@@ -146,83 +138,3 @@ def require_readable_images(paths, desc='checking images', progress=True):
         named = '; '.join(f'{p} ({r})' for p, r in bad[:5]) + (f'; and {len(bad) - 5} more' if len(bad) > 5 else '')
         raise ValueError(f'{len(bad)} unreadable or corrupt image(s): {named}. Replace or remove them '
                          '(or re-run prepare.py from an intact download)')
-
-
-def read_image_table(root):
-    """Return {relative path: (label, camera)} from `root`/images.csv, or None when the folder has none."""
-    path = Path(root) / IMAGE_TABLE
-    if not path.is_file():
-        return None
-    with open(path, newline='') as f:
-        try:
-            return {row['path']: (int(row['label']), int(row['camera'])) for row in csv.DictReader(f)}
-        except (KeyError, TypeError, ValueError):
-            raise ValueError(f'{path}: not a table written by prepare.py (re-run prepare.py)') from None
-
-
-def list_reid_images(folder):
-    """Return [(path, person_id, camera)] of a prepared split in ImageFolder order.
-
-    Ids and cameras come from the prepared folder's images.csv (parsed once, by prepare.py, for any layout);
-    without it (a folder prepared by an older version) from Market-style file names. Never from the folder
-    index, so the distractor (0000) and junk (-1) folders keep their meaning.
-    """
-    folder = Path(folder)
-    samples = ReIDImageFolder(folder).samples
-    table = read_image_table(folder.parent)
-    if table is None:
-        return [(path, *parse_market_name(path)) for path, _ in samples]
-    out = []
-    for path, _ in samples:
-        key = Path(path).relative_to(folder.parent).as_posix()
-        if key not in table:
-            raise ValueError(f'{path}: not in {folder.parent / IMAGE_TABLE} (re-run prepare.py)')
-        out.append((path, *table[key]))
-    return out
-
-
-def prepared_info(root):
-    """Return what prepare.py recorded about a prepared folder (layout, input_size, protocol...), or {}."""
-    try:
-        return json.loads((Path(root) / PREPARED_MARKER).read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def input_size(data_dir, h=None, w=None, pcb=False):
-    """Return (h, w): the given values win; else PCB's 384x192, else the prepared layout's size, else 256x128."""
-    default = (384, 192) if pcb else tuple(prepared_info(data_dir).get('input_size') or (256, 128))
-    return int(h or default[0]), int(w or default[1])
-
-
-def train_transform(h=256, w=128, pad=10, erasing_p=0.0, color_jitter=False):
-    """Return the training augmentation of the baseline: bicubic resize, pad + random crop, flip, normalise.
-
-    `color_jitter` adds a mild brightness/contrast/saturation jitter; `erasing_p` > 0 adds Random Erasing.
-    """
-    # torchvision is imported here, not at the top: it takes seconds, and prepare.py only parses names.
-    from torchvision import transforms
-
-    from reid.data.transforms import random_erasing
-
-    steps = [transforms.Resize((h, w), interpolation=transforms.InterpolationMode.BICUBIC)]
-    if pad > 0:
-        steps += [transforms.Pad(pad), transforms.RandomCrop((h, w))]
-    steps.append(transforms.RandomHorizontalFlip())
-    if color_jitter:
-        steps.append(transforms.ColorJitter(brightness=0.1, contrast=0.1, saturation=0.1, hue=0))
-    steps += [transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
-    if erasing_p > 0:
-        steps.append(random_erasing(erasing_p))
-    return transforms.Compose(steps)
-
-
-def eval_transform(h=256, w=128):
-    """Return the evaluation transform: bicubic resize to (h, w), tensor, ImageNet normalisation."""
-    from torchvision import transforms
-
-    return transforms.Compose([
-        transforms.Resize((h, w), interpolation=transforms.InterpolationMode.BICUBIC),
-        transforms.ToTensor(),
-        transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-    ])

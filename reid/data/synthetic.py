@@ -1,6 +1,5 @@
-"""A seeded, procedurally drawn stand-in for Market-1501: same folders, file names and 128x64 JPEGs.
-
-Used for the demo, the tests and the benchmarks, so the toolkit runs end to end without the real download.
+"""A seeded, procedurally drawn stand-in for Market-1501 (same folders, file names and 128x64 JPEGs), filed in any
+layout by that layout's writer (reid/data/layouts/), so the toolkit runs end to end without a real download.
 """
 import json
 import os
@@ -379,9 +378,13 @@ def plan_dataset(size='demo', seed=0, n_cameras=6):
     return specs
 
 
+FORMATS = {'.jpg': ('JPEG', dict(quality=90)), '.png': ('PNG', {}), '.bmp': ('BMP', {})}
+
+
 def _write_one(job):
-    root, seed, spec = job
-    render_image(seed, spec).save(os.path.join(root, spec.folder, spec.name), 'JPEG', quality=90)
+    root, seed, rel, spec = job
+    fmt, kwargs = FORMATS[Path(rel).suffix]
+    render_image(seed, spec).save(os.path.join(root, rel), fmt, **kwargs)
 
 
 def dataset_counts(specs):
@@ -408,6 +411,36 @@ def read_marker(root):
         return None
 
 
+def _people(specs):
+    """{id: [spec]} of the drawn people (no distractors or junk), train and test, in plan order."""
+    out = {}
+    for s in specs:
+        if s.mode == 'person':
+            out.setdefault(s.look_key[1], []).append(s)
+    return out
+
+
+def drawn_set(size='tiny', seed=0, n_cameras=6):
+    """Return the Drawn set (reid.data.layouts.common) a layout's writer files: the plan and its people."""
+    from reid.data.layouts.common import Drawn
+
+    specs = plan_dataset(size, seed, n_cameras)
+    train_ids = sorted({s.look_key[1] for s in specs if s.folder == 'bounding_box_train'})
+    test_ids = sorted({s.look_key[1] for s in specs if s.folder == 'query'})
+    return Drawn(size, specs, _people(specs), train_ids, test_ids)
+
+
+def plan_layout(layout, size='tiny', seed=0, n_cameras=None):
+    """Return ([(relative path, ImageSpec)], {relative path: text}) of a generated set in `layout`'s format
+    (the layout's own writer, reid/data/layouts/<layout>.py, with its number of cameras unless given)."""
+    from reid.data.layouts import GENERATED, LAYOUTS
+
+    if layout not in GENERATED:
+        raise ValueError(f'layout={layout!r}: expected one of {", ".join(GENERATED)}')
+    unit = LAYOUTS[layout]
+    return unit.generate(drawn_set(size, seed, n_cameras or unit.cameras))
+
+
 def make_dataset(root, size='demo', seed=0, n_cameras=6, workers=None, progress=None):
     """Write a synthetic Market-1501-style raw set under `root`; return its counts (images per folder, ids).
 
@@ -415,29 +448,54 @@ def make_dataset(root, size='demo', seed=0, n_cameras=6, workers=None, progress=
     (its four raw folders only: a `pytorch/` folder made by prepare.py is left alone).
     `workers`: processes (default: 1 for small sets, else the CPU count); the output does not depend on it.
     """
+    from reid.data.layouts import LAYOUTS
+
+    drawn = drawn_set(size, seed, n_cameras)
+    files, texts = LAYOUTS['market'].generate(drawn)
+    params = dict(generator='synthetic.py', version=FORMAT_VERSION, size=size, seed=seed, n_cameras=n_cameras)
+    return _write_set(root, seed, files, texts, FOLDERS, params, dataset_counts(drawn.specs), workers,
+                      progress, f'generating {size} set')
+
+
+def make_layout(root, layout, size='tiny', seed=0, workers=None, progress=None):
+    """Write a generated raw set in `layout`'s format under `root`; return counts per top-level entry.
+
+    Same rules as make_dataset: a non-empty folder that is not a generated set is refused; a previous
+    generated set is replaced (only the entries this layout writes).
+    """
+    files, texts = plan_layout(layout, size, seed)
+    tops = sorted({rel.split('/')[0] for rel, _ in files} | {rel.split('/')[0] for rel in texts})
+    counts = {top: sum(rel.split('/')[0] == top for rel, _ in files) for top in tops if top not in texts}
+    params = dict(generator='synthetic.py', version=FORMAT_VERSION, layout=layout, size=size, seed=seed)
+    return _write_set(root, seed, files, texts, tops, params, counts, workers, progress, f'generating {layout}')
+
+
+def _write_set(root, seed, files, texts, tops, params, counts, workers, progress, desc):
+    """Write `files` (rendered) and `texts` under `root`, replacing its entries `tops`; return `counts`.
+
+    The marker goes first (incomplete), so an interrupted run leaves a folder the next run may overwrite.
+    """
     root = Path(root)
-    specs = plan_dataset(size, seed, n_cameras)
     if root.exists() and not root.is_dir():
         raise ValueError(f'{root}: exists and is not a folder')
     if root.is_dir() and any(root.iterdir()) and read_marker(root) is None:
         raise ValueError(f'{root}: folder is not empty and is not a generated set (no {MARKER}); '
                          'pick an empty or new folder')
     root.mkdir(parents=True, exist_ok=True)
-    counts = dataset_counts(specs)
-    params = dict(generator='synthetic.py', version=FORMAT_VERSION, size=size, seed=seed, n_cameras=n_cameras)
-    # marker first: an interrupted run leaves a folder that the next run may overwrite
     (root / MARKER).write_text(json.dumps(dict(params, complete=False), indent=1))
-    for folder in FOLDERS:
-        if (root / folder).exists():
-            shutil.rmtree(root / folder)
-        (root / folder).mkdir()
+    for top in tops:
+        if (root / top).is_dir():
+            shutil.rmtree(root / top)
+        elif (root / top).exists():
+            (root / top).unlink()
+    for folder in sorted({(root / rel).parent for rel, _ in files}):
+        folder.mkdir(parents=True, exist_ok=True)
 
-    jobs = [(str(root), seed, s) for s in specs]
+    jobs = [(str(root), seed, rel, spec) for rel, spec in files]
     if workers is None:
         workers = 1 if len(jobs) < 2000 else (os.cpu_count() or 1)
-    show = len(jobs) >= 2000 if progress is None else progress
     from tqdm import tqdm
-    bar = tqdm(total=len(jobs), desc=f'generating {size} set', unit='img', disable=not show)
+    bar = tqdm(total=len(jobs), desc=desc, unit='img', disable=not (len(jobs) >= 2000 if progress is None else progress))
     if workers <= 1:
         for job in jobs:
             _write_one(job)
@@ -448,118 +506,8 @@ def make_dataset(root, size='demo', seed=0, n_cameras=6, workers=None, progress=
             for _ in pool.imap_unordered(_write_one, jobs, chunksize=64):
                 bar.update()
     bar.close()
-    (root / MARKER).write_text(json.dumps(dict(params, complete=True, counts=counts), indent=1))
-    return counts
-
-
-# Other layouts: the same drawn people, renamed and filed as each dataset does. Vehicles and birds are people
-# here too (the point is to exercise each layout's folders, names and lists end to end, not to draw cars).
-LAYOUT_CAMERAS = {'duke': 8, 'msmt17': 15, 'cuhk03': 2, 'veri': 20, 'vehicleid': 6, 'cub': 6, 'viper': 2}
-
-
-def _people(specs):
-    """{id: [spec]} of the drawn people (no distractors or junk), train and test, in plan order."""
-    out = {}
-    for s in specs:
-        if s.mode == 'person':
-            out.setdefault(s.look_key[1], []).append(s)
-    return out
-
-
-def plan_layout(layout, size='tiny', seed=0):
-    """Return ([(relative path, ImageSpec)], {relative path: text}) of a generated set in `layout`'s format."""
-    if layout not in LAYOUT_CAMERAS:
-        raise ValueError(f'layout={layout!r}: expected market or one of {", ".join(LAYOUT_CAMERAS)}')
-    specs = plan_dataset(size, seed, LAYOUT_CAMERAS[layout])
-    people = _people(specs)
-    train_ids = sorted({s.look_key[1] for s in specs if s.folder == 'bounding_box_train'})
-    test_ids = sorted({s.look_key[1] for s in specs if s.folder == 'query'})
-    files, texts = [], {}
-    if layout == 'duke':   # 0005_c2_f0046985.jpg, no gt_bbox
-        for k, s in enumerate(specs):
-            if s.folder != 'gt_bbox':
-                files.append((f'{s.folder}/{s.name.split("_")[0]}_c{s.cam}_f{k:07d}.jpg', s))
-    elif layout == 'cuhk03':   # detected/ and labeled/ in Market layout, 0001_c1_1.png (the same images in both)
-        for kind in ('detected', 'labeled'):
-            for k, s in enumerate(specs):
-                if s.mode == 'person' and s.folder != 'gt_bbox':
-                    files.append((f'{kind}/{s.folder}/{s.look_key[1]:04d}_c{s.cam}_{k}.png', s))
-    elif layout == 'veri':   # image_train/, image_query/, image_test/, 0001_c001_00016450_0.jpg
-        folder = {'bounding_box_train': 'image_train', 'query': 'image_query', 'bounding_box_test': 'image_test'}
-        for k, s in enumerate(specs):
-            if s.mode == 'person' and s.folder in folder:
-                files.append((f'{folder[s.folder]}/{s.look_key[1]:04d}_c{s.cam:03d}_{k:08d}_0.jpg', s))
-    elif layout == 'msmt17':   # V1: train/, test/, list files; ids numbered from 0 in train and in test
-        lists = {name: [] for name in ('train', 'val', 'query', 'gallery')}
-        for ids, top, folders in ((train_ids, 'train', ('bounding_box_train',)),
-                                  (test_ids, 'test', ('query', 'bounding_box_test'))):
-            for label, pid in enumerate(ids):
-                mine = [s for s in people[pid] if s.folder in folders]
-                for k, s in enumerate(mine):
-                    rel = f'{label:04d}/{label:04d}_{k:03d}_{s.cam:02d}_0303morning_{k:04d}_0.jpg'
-                    files.append((f'{top}/{rel}', s))
-                    name = ('val' if k == 0 and len(mine) > 1 else 'train') if top == 'train' else \
-                        'query' if s.folder == 'query' else 'gallery'
-                    lists[name].append(f'{rel} {label}')
-        texts = {f'list_{name}.txt': ''.join(line + '\n' for line in lines) for name, lines in lists.items()}
-    elif layout == 'vehicleid':   # image/NNNNNNN.jpg + train_test_split/ lists, no cameras
-        train_lines, test_lines = [], []
-        for k, s in enumerate(s for s in specs if s.mode == 'person' and s.folder != 'gt_bbox'):
-            files.append((f'image/{k:07d}.jpg', s))
-            (train_lines if s.folder == 'bounding_box_train' else test_lines).append((f'{k:07d}', s.look_key[1]))
-        texts['train_test_split/train_list.txt'] = ''.join(f'{n} {pid}\n' for n, pid in train_lines)
-        for i, size_name in enumerate((800, 1600, 2400), 1):   # nested test sets, as the real ones grow
-            keep = set(test_ids[:len(test_ids) * i // 3])
-            texts[f'train_test_split/test_list_{size_name}.txt'] = ''.join(
-                f'{n} {pid}\n' for n, pid in test_lines if pid in keep)
-    elif layout == 'cub':   # images/NNN.Name/Name_NNNN_K.jpg: classes 1-100 train, 101-200 test
-        if max(len(train_ids), len(test_ids)) > 100:
-            raise ValueError(f'size={size!r}: CUB has 100 train and 100 test classes; use tiny or demo')
-        for first, ids in ((1, train_ids), (101, test_ids)):
-            for number, pid in enumerate(ids, first):
-                for k, s in enumerate(x for x in people[pid] if x.folder != 'gt_bbox'):
-                    files.append((f'images/{number:03d}.Bird_{number:03d}/Bird_{number:03d}_{k:04d}_{pid}.jpg', s))
-    elif layout == 'viper':   # cam_a/NNN_angle.bmp, cam_b/NNN_angle.bmp: one image per person and camera
-        for number, pid in enumerate(train_ids + test_ids):
-            for cam, sub in ((1, 'cam_a'), (2, 'cam_b')):
-                s = next(x for x in people[pid] if x.cam == cam)
-                files.append((f'{sub}/{number:03d}_{45 * (number % 4)}.bmp', s))
-    return files, texts
-
-
-def make_layout(root, layout, size='tiny', seed=0, progress=None):
-    """Write a generated raw set in `layout`'s format under `root`; return counts per top-level entry.
-
-    Same rules as make_dataset: a non-empty folder that is not a generated set is refused; a previous
-    generated set is replaced (only the entries this layout writes).
-    """
-    root = Path(root)
-    files, texts = plan_layout(layout, size, seed)
-    if root.exists() and not root.is_dir():
-        raise ValueError(f'{root}: exists and is not a folder')
-    if root.is_dir() and any(root.iterdir()) and read_marker(root) is None:
-        raise ValueError(f'{root}: folder is not empty and is not a generated set (no {MARKER}); '
-                         'pick an empty or new folder')
-    root.mkdir(parents=True, exist_ok=True)
-    params = dict(generator='synthetic.py', version=FORMAT_VERSION, layout=layout, size=size, seed=seed)
-    (root / MARKER).write_text(json.dumps(dict(params, complete=False), indent=1))
-    tops = sorted({rel.split('/')[0] for rel, _ in files} | {rel.split('/')[0] for rel in texts})
-    for top in tops:
-        if (root / top).is_dir():
-            shutil.rmtree(root / top)
-        elif (root / top).exists():
-            (root / top).unlink()
-    from tqdm import tqdm
-    show = len(files) >= 2000 if progress is None else progress
-    formats = {'.jpg': ('JPEG', dict(quality=90)), '.png': ('PNG', {}), '.bmp': ('BMP', {})}
-    for rel, spec in tqdm(files, desc=f'generating {layout}', unit='img', disable=not show):
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fmt, kwargs = formats[path.suffix]
-        render_image(seed, spec).save(path, fmt, **kwargs)
     for rel, text in texts.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(text)
-    counts = {top: sum(rel.split('/')[0] == top for rel, _ in files) for top in tops if top not in texts}
     (root / MARKER).write_text(json.dumps(dict(params, complete=True, counts=counts), indent=1))
     return counts

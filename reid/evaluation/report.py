@@ -1,4 +1,5 @@
-"""Rankings for people: the ranked gallery of a query, and a static HTML page of every query's top-10.
+"""Rankings for people: the ranked gallery of a query, its picture (show.png), and a static HTML page of every
+query's top-10.
 
 The page (demo.py --html DIR) needs no server and keeps working when DIR is moved: thumbnails are copied into it.
 """
@@ -55,6 +56,33 @@ def ranked_gallery(keys, ql, qc, gl, gc):
     if ql is None:
         return order[np.asarray(gl)[order] != JUNK_ID]
     return order[~junk_mask(ql, qc, gl[order], gc[order])]
+
+
+def draw_ranking(query, shown, path):
+    """Save a 1 x (1 + len(shown)) figure: the query, then (image, is_match, caption) with green/red frames."""
+    import matplotlib
+    matplotlib.use('Agg')  # headless: never needs a display
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    fig, axes = plt.subplots(1, 1 + len(shown), figsize=(1.6 * (1 + len(shown)), 3.6), squeeze=False)
+    panels = [(query[0], None, query[1])] + list(shown)
+    for ax, (img_path, match, caption) in zip(axes[0], panels):
+        try:
+            with Image.open(img_path) as img:
+                ax.imshow(img.convert('RGB'))
+        except Exception as err:  # a damaged image gets an empty panel, named, instead of no picture at all
+            print(f'warning: {img_path}: unreadable image ({type(err).__name__}), left blank')
+        ax.set_xticks([])
+        ax.set_yticks([])
+        colour = 'black' if match is None else ('green' if match else 'red')
+        for spine in ax.spines.values():
+            spine.set_edgecolor(colour)
+            spine.set_linewidth(4 if match is not None else 1)
+        ax.set_xlabel(caption, fontsize=8, color=colour)  # id and score under each image
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def query_average_precisions(dist, ql, qc, gl, gc):

@@ -3,8 +3,11 @@
 Converts them to this toolkit's layout so test.py, demo.py, export.py and api.py give the features it would.
 """
 import re
+from dataclasses import replace
 
 from torch import nn
+
+from reid.spec import NetworkSpec, alias_flag
 
 # The original's classes and this toolkit's names for the same tensors (ft_net / ft_net_dense / PCB):
 #   model.<resnet or densenet>.*       -> body.*             (model.fc.* / model.classifier.*: unused, dropped)
@@ -21,9 +24,8 @@ _RENAMES = (
 _UNUSED = re.compile(r'^model\.(fc|classifier)\.')
 # Wrappers the original's runs may have saved through (DataParallel, torch.compile).
 _WRAPPER_PREFIXES = ('module.', '_orig_mod.')
-# Backbones of the original this toolkit does not rebuild (each is a flag of its train.py).
-_UNSUPPORTED_FLAGS = ('use_NAS', 'use_swin', 'use_swinv2', 'use_efficient', 'use_hr', 'use_convnext', 'use_vit',
-                      'ibn', 'use_ibn')
+# The backbones whose module trees the original's runs share with this toolkit's (its ft_net, ft_net_dense, PCB).
+ORIGINAL_BACKBONES = ('resnet50', 'densenet121')
 
 
 def _strip_wrappers(key):
@@ -55,29 +57,31 @@ def convert_state_dict(state_dict):
     return out
 
 
-def convert_opts(opts, path='opts.yaml'):
-    """Return the original's opts.yaml values as this toolkit's model options; ValueError for its other backbones.
+def original_spec(opts, path='opts.yaml'):
+    """Return the NetworkSpec of an original run's opts.yaml; ValueError naming the flag of its other backbones.
 
-    The original's keys (`use_dense`, `PCB`, `stride`, `linear_num`, `droprate`, `nclasses`, `h`, `w`) already
-    mean the same here; missing ones take the original defaults. Its PCB is always a ResNet-50.
+    The original's keys (`use_dense`, `PCB`, `stride`, `linear_num`, `droprate`, `h`, `w`) mean the same here;
+    missing ones take the original's defaults. Its PCB is always a ResNet-50.
     """
-    unsupported = [flag for flag in _UNSUPPORTED_FLAGS if opts.get(flag)]
-    if unsupported:
-        raise ValueError(f'{path}: the original run uses {unsupported[0]}, a backbone this toolkit does not '
-                         f'rebuild (supported: ResNet-50, --use_dense, --PCB)')
-    out = dict(opts)
-    out.setdefault('backbone', 'resnet50')
-    if out.get('PCB'):
-        out['use_dense'] = False
-    return out
+    try:
+        spec = NetworkSpec.from_opts(opts)
+    except ValueError as e:
+        raise ValueError(f'{path}: the original run uses {e}') from None
+    if spec.PCB:
+        return replace(spec, backbone='resnet50')
+    if spec.backbone not in ORIGINAL_BACKBONES:
+        flag = alias_flag(spec.backbone) or f'backbone {spec.backbone}'
+        raise ValueError(f'{path}: the original run uses {flag}, a backbone this toolkit does not rebuild '
+                         '(supported: ResNet-50, --use_dense, --PCB)')
+    return spec
 
 
-def adapt_model(model, opts):
-    """Make a model built from `opts` compute the original's features in place; returns it.
+def adapt_model(model, spec):
+    """Make a model built from `spec` compute the original's features in place; returns it.
 
     The original's DenseNet feeds `features` (ending in BatchNorm norm5) straight to the pool, without the ReLU
     torchvision's own forward (and this toolkit's DenseNet body) applies.
     """
-    if opts.get('use_dense') and not opts.get('PCB') and hasattr(model.body, 'relu'):
+    if spec.backbone == 'densenet121' and not spec.PCB and hasattr(model.body, 'relu'):
         model.body.relu = nn.Identity()
     return model

@@ -4,7 +4,7 @@ points the other way, as the original's --adv adversarial training crafts them.
 import torch
 import torch.nn.functional as F
 
-from reid.data.images import IMAGENET_MEAN, IMAGENET_STD
+from reid.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 
 def opposite_direction_images(model, images, rate=16):

@@ -255,14 +255,6 @@ def build_losses(opts, num_classes, feature_dim):
     return nn.ModuleDict({name: REGISTRY[name](opts, num_classes, feature_dim) for name in active_loss_names(opts)})
 
 
-def metric_loss(losses, feature, labels):
-    """Return the weighted sum of `losses` (a ModuleDict) on (feature, labels); 0 when there are none."""
-    total = feature.new_zeros(())
-    for loss in losses.values():
-        total = total + getattr(loss, 'loss_weight', 1.0) * loss(feature.float(), labels)
-    return total
-
-
 def loss_optimizer(losses):
     """Return the SGD of losses that own their learning rate (center: lr 0.5), or None; the other losses'
     parameters go to the network's optimizer (see shared_loss_parameters)."""
@@ -276,13 +268,3 @@ def loss_optimizer(losses):
 def shared_loss_parameters(losses):
     """Return the parameters of losses optimised with the network's head (arcface, cosface, sphere weights)."""
     return [p for loss in losses.values() if not getattr(loss, 'own_lr', None) for p in loss.parameters()]
-
-
-def unweight_own_gradients(losses):
-    """Divide the gradient of own-lr losses' parameters by their weight (BoT steps the centres on the
-    unweighted center-loss gradient)."""
-    for loss in losses.values():
-        if getattr(loss, 'own_lr', None):
-            for p in loss.parameters():
-                if p.grad is not None:
-                    p.grad.mul_(1.0 / loss.loss_weight)

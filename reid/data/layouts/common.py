@@ -1,0 +1,202 @@
+"""What every dataset layout shares: the items a reader lists, the Layout record that makes a layout one unit
+(reader, generated-data writer, prepare.py options), the reading helpers, the val rule, labels and cameras.
+"""
+import os
+import re
+from collections import Counter, namedtuple
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from reid.data.images import is_image_file, parse_market_name
+
+# What a reader returns per image: the source file, the id as a string (it names the output folder) and the
+# camera (an int, a string naming a camera, or None when the layout has no cameras).
+Item = namedtuple('Item', 'path id cam')
+# What prepare.py writes per image: the same, plus the integer label evaluation uses and a camera that is
+# always an int (an unknown camera is a negative number of its own; see with_labels_and_cameras).
+Record = namedtuple('Record', 'path id label cam')
+# A prepare.py flag of a layout: `flag` (--cuhk03), argparse keywords; `selects`: giving the flag picks this
+# layout (its value is then the source when `source`); the value reaches the reader as options[dest].
+Option = namedtuple('Option', 'flag kwargs selects source', defaults=(False, False))
+# The generated set a layout's writer files: every drawn image (reid.data.synthetic.ImageSpec), the drawn people
+# {id: [spec]}, the train and test ids, and the size asked for.
+Drawn = namedtuple('Drawn', 'size specs people train_ids test_ids')
+
+PERSON, VEHICLE, BIRD = (256, 128), (256, 256), (224, 224)
+TEST_SPLITS = ('query', 'gallery', 'multi-query')
+INT = re.compile(r'^-?\d+$')
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One dataset layout: how to read a download of it, how to write a generated one, its prepare.py flags.
+
+    read(root, options) -> {split: [Item]} for train_all, query, gallery (and val, multi-query where the layout
+    defines them); generate(Drawn) -> ([(relative path, ImageSpec)], {relative path: text}). `markers`: the
+    folders/files that identify a download (detect_layout); `size`: the input size a new run trains at;
+    `trials`: 'gallery' or 'split' when the protocol averages several draws; `ids_reused`: train and test
+    number their people separately; `cameras`: how many the generated set draws.
+    """
+    name: str
+    read: Callable
+    size: tuple
+    markers: tuple
+    protocol: str
+    generate: Optional[Callable] = None
+    options: tuple = ()
+    trials: Optional[str] = None
+    ids_reused: bool = False
+    cameras: int = 6
+    detect: bool = True
+
+    def option_values(self, args):
+        """Return {dest: value} of this layout's prepare.py flags in parsed `args`."""
+        return {option_dest(o): getattr(args, option_dest(o)) for o in self.options}
+
+
+def option_dest(option):
+    """Return the argparse destination of a layout Option (--test_size -> test_size)."""
+    return option.kwargs.get('dest') or option.flag.lstrip('-').replace('-', '_')
+
+
+def require_folders(root, *subs, what):
+    """Return Path(root) after checking it and its sub-folders `subs` exist; ValueError naming what is missing."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ValueError(f'{root}: download folder not found (set --download_path)')
+    missing = [sub for sub in subs if not (root / sub).is_dir()]
+    if missing:
+        raise ValueError(f'{root / missing[0]}: required folder missing ({what} has {", ".join(subs)})')
+    return root
+
+
+def image_files(folder, recursive=False):
+    """Sorted image files of `folder` (sub-folders too when `recursive`); ValueError when there are none."""
+    folder = Path(folder)
+    if recursive:
+        paths = sorted(Path(d) / f for d, _, files in os.walk(folder) for f in files if is_image_file(f))
+    else:
+        paths = sorted(folder / n for n in os.listdir(folder) if is_image_file(n) and (folder / n).is_file())
+    if not paths:
+        raise ValueError(f'{folder}: no images found')
+    return paths
+
+
+def parse_all(paths, parse, expected):
+    """Return [parse(path)] for every path; ValueError naming the first path that does not parse and the count."""
+    out, bad = [], []
+    for path in paths:
+        try:
+            out.append(parse(path))
+        except ValueError:
+            bad.append(path)
+    if bad:
+        raise ValueError(f'{bad[0]}: name does not match {expected} ({len(bad)} of {len(paths)} files do not)')
+    return out
+
+
+def market_folder(folder):
+    """Sorted [Item] of a folder of Market-style names (`0002_c1s1_000451_03.jpg`; Duke, CUHK03-NP, VeRi too)."""
+    def parse(path):
+        _, cam = parse_market_name(path)
+        return Item(path, path.name.split('_', 1)[0], cam)   # the id as written (0002, 0000, -1)
+    return parse_all(image_files(folder), parse, 'the Market-1501 pattern <id>_c<camera>... (0002_c1s1_000451_03.jpg)')
+
+
+def leading_group(regex, text):
+    """The first group of `regex` matched at the start of `text`; ValueError when it does not match."""
+    match = regex.match(text)
+    if match is None:
+        raise ValueError(text)
+    return match.group(1)
+
+
+def split_train_val(train_all):
+    """Split sorted (path, id, ...) items into (train, val): val takes each id's first file name in sorted order.
+
+    File-name order (not file-system order) makes the split the same on every machine and every run.
+    An id with a single image stays in train only: it has nothing left to train on otherwise.
+    """
+    count = Counter(item[1] for item in train_all)
+    train, val, seen = [], [], set()
+    for item in sorted(train_all, key=lambda item: (Path(item[0]).name, str(item[0]))):
+        (val if item[1] not in seen and count[item[1]] > 1 else train).append(item)
+        seen.add(item[1])
+    return train, val
+
+
+def _numbering(values):
+    """{value: int}: int(value) when every value is an integer string, else 1, 2, ... in sorted order."""
+    values = sorted(set(values))
+    if all(INT.match(str(v)) for v in values):
+        return {v: int(v) for v in values}
+    return {v: i for i, v in enumerate(values, 1)}
+
+
+def with_labels_and_cameras(splits):
+    """Return {split: [Record]}: integer labels from the id strings, integer cameras, unknown cameras unique.
+
+    An unknown camera (None) becomes -(k + 1), k the image's rank among all distinct source files sorted by
+    path: never equal to another image's camera, and the same wherever one file appears twice (CUB's query
+    is its gallery), so evaluation's junk rule (same id and camera) removes exactly the query's own image.
+    """
+    items = [item for split in splits.values() for item in split]
+    labels = _numbering(item.id for item in items)
+    cams = _numbering(item.cam for item in items if item.cam is not None)
+    if any(c < 0 for c in cams.values()):
+        raise ValueError(f'camera {min(cams, key=cams.get)}: cameras must not be negative')
+    unknown = {p: -(k + 1) for k, p in enumerate(sorted({item.path for item in items if item.cam is None}))}
+    return {split: [Record(item.path, item.id, labels[item.id],
+                           cams[item.cam] if item.cam is not None else unknown[item.path]) for item in split_items]
+            for split, split_items in splits.items()}
+
+
+def gallery_draw(ids, seed):
+    """Boolean mask over `ids` (images in canonical order): per id one image, drawn with `seed`, is gallery.
+
+    The VehicleID protocol; the rest are queries. evaluate_gpu.py --trials draws with seeds 0, 1, ...
+    (seed 0 is the split prepare.py writes).
+    """
+    ids = np.asarray(ids)
+    key = np.random.default_rng(seed).random(len(ids))
+    order = np.lexsort((key, ids))
+    first = np.ones(len(ids), bool)
+    first[1:] = ids[order][1:] != ids[order][:-1]
+    mask = np.zeros(len(ids), bool)
+    mask[order[first]] = True
+    return mask
+
+
+def canonical_order(cams):
+    """Indices that put images of a layout without cameras (camera -(k+1)) in source-path order, as prepared."""
+    return np.argsort(-np.asarray(cams), kind='stable')
+
+
+def check_splits(splits, source, ids_reused=False):
+    """Raise ValueError naming the file for an empty split, an id that cannot name a folder, or (unless the
+    layout numbers train and test people separately) an id in both train and test."""
+    for split, items in splits.items():
+        if not items:
+            raise ValueError(f'{source}: split {split} is empty')
+        unsafe = [item for item in items if item.id in ('.', '..') or '/' in item.id or '\\' in item.id]
+        if unsafe:
+            raise ValueError(f'{unsafe[0].path}: id {unsafe[0].id!r} cannot name a folder (check --pattern)')
+    if not ids_reused:
+        train = {item.id: item.path for item in splits.get('train_all', [])}
+        for split in TEST_SPLITS:
+            clash = [item for item in splits.get(split, []) if item.id in train and item.id not in ('-1', '0000')]
+            if clash:
+                raise ValueError(f'{clash[0].path}: id {clash[0].id} is in {split} and in train (e.g. '
+                                 f'{train[clash[0].id]}); train and test ids must differ')
+
+
+def unmatched_queries(splits):
+    """Return the query Records that have no valid match in the gallery (another image of the id, other camera)."""
+    cams_of = {}
+    for record in splits['gallery']:
+        if record.label != -1:
+            cams_of.setdefault(record.label, set()).add(record.cam)
+    return [q for q in splits['query'] if not cams_of.get(q.label, set()) - {q.cam}]

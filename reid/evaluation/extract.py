@@ -1,0 +1,111 @@
+"""test.py's work: extract the feature of every query and gallery image with a trained run (the feature contract:
+flip-summed, L2-normalised), save them as pytorch_result.mat, and evaluate them.
+"""
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from reid.api import load_network
+from reid.data.images import ReIDImageFolder, require_readable_images
+from reid.data.prepared import list_reid_images, prepared_info
+from reid.data.transforms import eval_transform
+from reid.evaluation.metrics import compute_cmc_map, format_result, pool_multi_query
+from reid.evaluation.results import save_multi_query, save_result
+from reid.models.features import flip_sum_features, fuse_conv_bn, l2_normalize_features
+from reid.runs import RunFolder, ensure_writable_folder
+from reid.runtime import autocast, choose_runtime
+from reid.spec import check_network_flags
+
+
+@torch.inference_mode()
+def extract_features(model, loader, device, scales=(1.0,), amp_dtype=None, desc='features'):
+    """Return the retrieval features of every image in `loader`, in order: float32 [N, D] on the CPU.
+
+    The feature contract: sum over the image and its horizontal flip (and each scale of the original image),
+    then L2-normalised (PCB: per part, then concatenated).
+    """
+    model.eval()
+    chunks = []
+    for images, _ in tqdm(loader, desc=desc, dynamic_ncols=True):
+        with autocast(device, amp_dtype):
+            summed = flip_sum_features(model, images.to(device), scales)
+        chunks.append(l2_normalize_features(summed.float()).cpu())
+    return torch.cat(chunks)
+
+
+def parse_scales(ms):
+    """Return the linear resize factors of `--ms` (area ratios, so sqrt of each value)."""
+    try:
+        values = [float(s) for s in ms.split(',') if s.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) <= 0:
+        raise ValueError(f"--ms {ms}: expected positive numbers separated by commas, e.g. '1,1.1'")
+    return [math.sqrt(v) for v in values]
+
+
+def split_features(model, folder, runtime, size, scales, batchsize):
+    """Return (features float32 [N, D], ids [N], cameras [N]) of one prepared split, in ImageFolder order."""
+    images = list_reid_images(folder)
+    dataset = ReIDImageFolder(folder, eval_transform(*size))
+    loader = DataLoader(dataset, batch_size=batchsize, shuffle=False, num_workers=runtime.workers,
+                        pin_memory=runtime.device.type == 'cuda')
+    features = extract_features(model, loader, runtime.device, scales, runtime.amp_dtype, desc=Path(folder).name)
+    if dataset.skipped:  # a substitute's feature would sit under the wrong id: do not save the result
+        raise ValueError(f'{len(dataset.skipped)} image(s) became unreadable during the run: '
+                         + '; '.join(f'{p} ({r})' for p, r in list(dataset.skipped.items())[:5])
+                         + '. Nothing was saved; replace them and run test.py again')
+    return features, np.array([p for _, p, _ in images]), np.array([c for _, _, c in images])
+
+
+def run_test(opts, log=print):
+    """Extract features as `opts` (test.py's flags) says, write the .mat file(s), evaluate; return the metrics."""
+    run = RunFolder(Path(opts.model_dir) / opts.name)
+    check_network_flags(opts, run.read_opts(), run.opts_file)
+    runtime, note = choose_runtime(opts)
+    if note:
+        log(note)
+    scales = parse_scales(opts.ms)
+
+    checkpoint = run.existing_checkpoint(opts.which_epoch)
+    test_dir, result_path = Path(opts.test_dir), Path(opts.result)
+    splits = ['gallery', 'query'] + (['multi-query'] if opts.multi else [])
+    # Everything that can be wrong with the input or the output path is found before any feature is computed.
+    require_readable_images([p for split in splits for p, _, _ in list_reid_images(test_dir / split)])
+    ensure_writable_folder(result_path.parent, '--result')
+    if result_path.is_dir():
+        raise ValueError(f'--result {result_path}: is a folder; give a file name such as pytorch_result.mat')
+    model, spec, _ = load_network(run.path, opts.which_epoch)  # this toolkit's runs and the original's
+    model = fuse_conv_bn(model).to(runtime.device, memory_format=runtime.memory_format)
+    size = spec.input_size()   # what the run was trained at, whatever the test folder's layout
+
+    def features(split):
+        return split_features(model, test_dir / split, runtime, size, scales, opts.batchsize)
+    gallery, query = features('gallery'), features('query')
+    save_result(result_path, query, gallery)
+    # multi_query.mat is written before anything evaluates, so evaluate_gpu.py can read it too.
+    if opts.multi:
+        multi = features('multi-query')
+        save_multi_query(result_path.with_name('multi_query.mat'), multi)
+
+    results = {'single': compute_cmc_map(*query, *gallery)}
+    lines = [f'{opts.name} ({checkpoint.name}, scales {opts.ms})', format_result(results['single'])]
+    if opts.multi:
+        pooled, _ = pool_multi_query(*query, *multi)
+        results['multi'] = compute_cmc_map(pooled, *query[1:], *gallery)
+        lines.append('multi:' + format_result(results['multi']).splitlines()[0])
+    if results['single']['n_valid'] == 0:
+        lines.append(f'no query has a match in the gallery of {test_dir} (same id, another camera): the metrics '
+                     'are undefined; check that query/ and gallery/ come from the same test set')
+    if prepared_info(test_dir).get('trials') == 'gallery':
+        lines.append(f'(one gallery draw; the protocol averages several: python evaluate_gpu.py --result '
+                     f'{result_path} --trials 10)')
+    text = '\n'.join(lines)
+    log(text)
+    with open(run.result_file, 'a') as f:
+        f.write(text + '\n')
+    return results

@@ -1,0 +1,289 @@
+"""train.py's work, in the order a run goes: options (recipe, resume) -> runtime -> data -> network and loss
+terms -> optimizers -> the run folder (start or continue) -> the epoch loop, saving after every epoch.
+
+Several processes (torchrun, reid.training.distributed): --batchsize is the global batch, each rank takes its
+share; rank 0 alone logs and writes; resume.pth keeps every rank's RNG state.
+"""
+import math
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from reid.data.dg_market import dg_market
+from reid.data.images import ReIDImageFolder, require_readable_images
+from reid.data.samplers import PKSampler, pk_epoch_length
+from reid.data.transforms import eval_transform, train_transform
+from reid.models.heads import build_model, parameter_groups
+from reid.runs import (RunFolder, draw_curves, load_weights, restore_rng_states, resume_state, rng_states, seed_everything)
+from reid.runtime import choose_runtime
+from reid.spec import NetworkSpec
+from reid.training import distributed
+from reid.training.losses import build_losses, loss_optimizer, shared_loss_parameters
+from reid.training.loop import evaluate_epoch, lr_factor, train_one_epoch
+from reid.training.recipe import milestones, resolved_opts, resumed_options
+from reid.training.terms import ConsistencyTerm, loss_terms
+
+CODE_DIR = Path(__file__).resolve().parents[2]   # the commands and the reid package: copied into every run
+
+
+class TrainingStopped(ValueError):
+    """The run stopped early (a non-finite loss); the message says what is kept and how to go on."""
+
+
+def epoch_generator(seed, epoch):
+    """Return the generator that orders epoch `epoch` (and seeds its workers): a function of (seed, epoch)
+    only, so a resumed run sees the same data order as an uninterrupted one."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
+def datasets(opts):
+    """Return (train_set, val_set or None): train or train_all, and val labelled with train's class indices."""
+    data_dir = Path(opts.data_dir)
+    train_set = ReIDImageFolder(data_dir / ('train_all' if opts.train_all else 'train'),
+                                train_transform(opts.h, opts.w, opts.pad, opts.erasing_p, opts.color_jitter))
+    val_set = None
+    if (data_dir / 'val').is_dir():
+        val_set = ReIDImageFolder(data_dir / 'val', eval_transform(opts.h, opts.w), train_set.class_to_idx)
+    # Every image once, now: a damaged file stops the run here with its name, not hours later in a loader.
+    require_readable_images([p for s in (train_set, val_set) if s is not None for p, _ in s.samples])
+    return train_set, val_set
+
+
+def epoch_steps(train_set, opts):
+    """Return the optimizer steps per epoch (fixed for the run)."""
+    if opts.sampler == 'pk':
+        return pk_epoch_length(train_set.targets, opts.batchsize, opts.num_instances, opts.seed)
+    # Drop a last partial batch (BatchNorm fails on one image) unless the whole split fits in one batch.
+    return len(train_set) // opts.batchsize if len(train_set) > opts.batchsize else 1
+
+
+def optimizer_and_scheduler(model, metric_losses, opts, steps_per_epoch):
+    """Return (optimizer, the losses' own optimizer or None, per-step LR schedule of the first).
+
+    The one place parameters meet optimizers: the backbone at lr x backbone_lr_mult, the head and the losses'
+    class weights (arcface/cosface/sphere) at lr; the centres of --center in their own SGD (losses.py).
+    """
+    groups = parameter_groups(model, opts.lr, opts.backbone_lr_mult, shared_loss_parameters(metric_losses))
+    # torch's fused update on every device (--FSGD, the original's flag for apex's, asks for the same): on a
+    # 2-core CPU it steps ResNet-18 7x (Adam) and 3x (SGD) faster than the multi-tensor update (README, Figures)
+    if opts.optimizer == 'adam':
+        optimizer = torch.optim.Adam(groups, lr=opts.lr, weight_decay=opts.weight_decay, fused=True)
+    else:
+        optimizer = torch.optim.SGD(groups, lr=opts.lr, weight_decay=opts.weight_decay, momentum=0.9,
+                                    nesterov=True, fused=True)
+    drops = milestones(opts.steps) if opts.steps else None
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(
+        step, steps_per_epoch, opts.total_epoch, opts.warm_epoch, opts.cosine, drops))
+    return optimizer, loss_optimizer(metric_losses), scheduler
+
+
+def train_loader(train_set, opts, epoch, steps_per_epoch, runtime):
+    """Return epoch `epoch`'s DataLoader: shuffled, or P x K batches with --sampler pk; its order is a function
+    of (seed, epoch) only."""
+    generator = epoch_generator(opts.seed, epoch)
+    common = dict(num_workers=runtime.workers, pin_memory=runtime.device.type == 'cuda', generator=generator)
+    if opts.sampler == 'pk':
+        sampler = PKSampler(train_set.targets, opts.batchsize, opts.num_instances, generator, steps_per_epoch)
+        return DataLoader(train_set, batch_sampler=sampler, **common)
+    drop_last = len(train_set) > opts.batchsize
+    return DataLoader(train_set, batch_size=opts.batchsize, shuffle=True, drop_last=drop_last, **common)
+
+
+def training_batches(train_set, opts, runtime, epoch, steps_per_epoch, pixels=None):
+    """Return epoch `epoch`'s (images, labels) batches: train_loader's DataLoader, or with torchrun this rank's
+    share of each of its batches, or with --cache whole batches augmented on the device from `pixels`; always
+    in train_loader's sample order."""
+    loader = train_loader(train_set, opts, epoch, steps_per_epoch, runtime)
+    rank, world = distributed.rank(), distributed.world_size()
+    if pixels is None and world == 1:
+        return loader
+    sampler = loader.batch_sampler
+    # the draw a DataLoader makes first (its workers' base seed); then the sampler gives the DataLoader's order
+    seed = int(torch.empty((), dtype=torch.int64).random_(generator=loader.generator))
+    if world > 1:  # every rank draws the same global batches and keeps its share
+        sampler = distributed.ShardedBatches(sampler, rank, world)
+    if pixels is None:
+        return DataLoader(train_set, batch_sampler=sampler, num_workers=runtime.workers,
+                          pin_memory=runtime.device.type == 'cuda', generator=torch.Generator().manual_seed(seed + rank))
+    from reid.data.augment import CachedBatches
+    return CachedBatches(pixels, train_set.targets, sampler, runtime.device, seed + rank, pad=opts.pad,
+                         erasing_p=opts.erasing_p, jitter=opts.color_jitter)
+
+
+def cached_pixels(train_set, opts):
+    """Return the uint8 (N, h, w, 3) memory map of the training images (augment.image_cache), built once."""
+    from reid.data.augment import CACHE_FOLDER, image_cache
+    cache_dir = Path(opts.cache_dir) if opts.cache_dir else Path(opts.data_dir) / CACHE_FOLDER
+    return image_cache([p for p, _ in train_set.samples], opts.h, opts.w, cache_dir, train_set.root.name)
+
+
+def weight_average(model):
+    """Return --wa's averaged copy of `model`: an exponential moving average with decay 0.996 (the original)."""
+    from torch.optim.swa_utils import AveragedModel, get_ema_avg_fn
+
+    return AveragedModel(model, avg_fn=get_ema_avg_fn(0.996))
+
+
+def dg_batches(opts, epoch, runtime):
+    """Yield DG-Market batches (view1, view2, _) of max(8, batchsize / 2) images, forever, in an order that is
+    a function of (seed, epoch)."""
+    dg_set = dg_market(opts.dg_dir, train_transform(opts.h, opts.w, opts.pad, opts.erasing_p, opts.color_jitter))
+    generator = torch.Generator().manual_seed(opts.seed * 1_000_003 + epoch + 500_000)
+    while True:
+        yield from DataLoader(dg_set, batch_size=min(len(dg_set), max(8, opts.batchsize // 2)), shuffle=True,
+                              drop_last=True, num_workers=runtime.workers, pin_memory=runtime.device.type == 'cuda',
+                              generator=generator)
+
+
+def restore_progress(state, path, model, optimizer, scheduler, scaler, metric_losses, loss_opt, rank=0):
+    """Load a checked resume.pth `state` (RunFolder.read_resume_state, read from `path`) into the training
+    objects and this rank's RNGs; return (history, completed epochs, --wa's average or None)."""
+    load_weights(model, state['model'], path)
+    optimizer.load_state_dict(state['optimizer'])
+    scheduler.load_state_dict(state['scheduler'])
+    if scaler is not None and state['scaler'] is not None:
+        scaler.load_state_dict(state['scaler'])
+    metric_losses.load_state_dict(state.get('losses', {}))
+    if loss_opt is not None:
+        loss_opt.load_state_dict(state['loss_optimizer'])
+    per_rank = state.get('rng_per_rank') or [state['rng']]  # torchrun: each rank its own RNG state
+    restore_rng_states(per_rank[rank] if rank < len(per_rank) else state['rng'])
+    averaged = None
+    if state.get('averaged') is not None:
+        averaged = weight_average(model)
+        averaged.load_state_dict(state['averaged'])
+    return state['history'], state['epoch'], averaged
+
+
+def run_training(opts, stop_after=None, log=print):
+    """Train as `opts` (parsed, see reid.training.recipe.build_parser) says; return the per-epoch history dict.
+
+    `stop_after` ends this session after that many epochs (its checkpoints allow --resume), for tests.
+    """
+    run = RunFolder(Path(opts.model_dir) / opts.name)
+    rank, world, local_rank = distributed.init_process_group()
+    if rank != 0:  # rank 0 alone logs and writes files
+        log = lambda *args: None  # noqa: E731
+    if opts.resume:
+        opts = resumed_options(opts, run, log)
+    opts = resolved_opts(opts)
+    runtime, note = choose_runtime(opts, local_rank if world > 1 else None)
+    device = runtime.device
+    if opts.sync_bn and world > 1 and device.type != 'cuda':
+        raise ValueError('--sync_bn needs CUDA (BatchNorm statistics are synchronised over GPUs)')
+    if note:
+        log(note)
+    if runtime.amp_dtype is not None and runtime.precision_reason.startswith('auto'):
+        log(f'bf16 autocast on the CPU ({runtime.precision_reason})')
+    scaler = torch.amp.GradScaler('cuda') if runtime.amp_dtype == torch.float16 else None
+    seed_everything(opts.seed)
+    if device.type == 'cuda':
+        torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels
+
+    train_set, val_set = datasets(opts)
+    opts.nclasses = len(train_set.classes)
+    log(f'{len(train_set)} training images of {opts.nclasses} ids'
+        + (f', {len(val_set)} val images' if val_set is not None else ', no val split') + f'; device {device}')
+    model = build_model(NetworkSpec.from_opts(opts), opts.nclasses, pretrained=not opts.scratch)
+    model = model.to(device, memory_format=runtime.memory_format)
+    metric_losses = build_losses(vars(opts), opts.nclasses, getattr(model, 'feature_dim', 0)).to(device)
+    terms = loss_terms(opts, metric_losses)
+    steps_per_epoch = epoch_steps(train_set, opts)
+    optimizer, loss_opt, scheduler = optimizer_and_scheduler(model, metric_losses, opts, steps_per_epoch)
+
+    history = {'train_loss': [], 'train_err': [], 'val_loss': [], 'val_err': []}
+    first_epoch, averaged = 0, None
+    if opts.DG:
+        dg_market(opts.dg_dir, None)  # a missing folder fails now, not after 80% of training
+    if not opts.resume and run.exists() and not opts.overwrite:
+        raise ValueError(f'{run.path}: a run of this --name exists; continue it with --resume, pick another '
+                         f'--name, or replace it with --overwrite')
+    distributed.barrier()  # every rank has looked at the run folder before rank 0 writes into it
+    session, resumed_session = dict(runtime.record(), processes=world), None
+    if opts.resume:
+        state = run.read_resume_state(train_set.classes)
+        history, first_epoch, averaged = restore_progress(state, run.resume_file, model, optimizer, scheduler,
+                                                          scaler, metric_losses, loss_opt, rank)
+        log(f'resuming {run.path} after epoch {first_epoch} of {opts.total_epoch}'
+            + (' (already complete)' if first_epoch >= opts.total_epoch else ''))
+        resumed_session = dict(session, from_epoch=first_epoch)   # recorded with this session's first save
+    elif rank == 0:
+        run.start(vars(opts), dict(session, from_epoch=0), CODE_DIR)
+        run.save_weights(model.state_dict(), 'init')
+        # resume.pth from the start: a run stopped in its first epoch can --resume too
+        run.save(resume_state(0, model, optimizer, scheduler, scaler, history, metric_losses, loss_opt, averaged,
+                              train_set.classes), run.resume_file.name)
+
+    pixels = cached_pixels(train_set, opts) if opts.cache else None
+    network = distributed.wrap(model, device, opts.sync_bn)  # DDP with several processes
+    # the compiled wrapper shares the parameters; checkpoints keep saving `model`'s plain state_dict
+    network = torch.compile(network) if opts.compile else network
+    val_loader = None
+    if val_set is not None:
+        val_loader = DataLoader(val_set, batch_size=opts.batchsize, shuffle=False, num_workers=runtime.workers,
+                                pin_memory=device.type == 'cuda')
+    last_epoch = opts.total_epoch if stop_after is None else min(opts.total_epoch, first_epoch + stop_after)
+    for epoch in range(first_epoch, last_epoch):
+        start, lr = time.perf_counter(), optimizer.param_groups[-1]['lr']
+        if opts.wa and averaged is None and epoch >= opts.wa_start * opts.total_epoch:
+            averaged = weight_average(model)
+        epoch_terms = list(terms)
+        # the original: DG's consistency term joins strictly after --wa starts, with the average as teacher
+        if opts.DG and epoch > opts.wa_start * opts.total_epoch:
+            epoch_terms.append(ConsistencyTerm(dg_batches(opts, epoch, runtime), averaged))
+        loader = training_batches(train_set, opts, runtime, epoch, steps_per_epoch, pixels)
+        loss, err = train_one_epoch(network, loader, optimizer, scheduler, device, epoch_terms, runtime.amp_dtype,
+                                    scaler, loss_opt, desc=f'epoch {epoch + 1}/{opts.total_epoch}')
+        if not math.isfinite(loss):  # the weights are now garbage: keep the last good checkpoint as it is
+            raise TrainingStopped(
+                f'epoch {epoch + 1}: the training loss is {loss} (not finite); stopped without saving it. '
+                f'{run.resume_file} keeps the {epoch} good epoch(s); lower --lr (or add --warm_epoch) '
+                'and start again, or --resume to retry')
+        if averaged is not None:
+            from torch.optim.swa_utils import update_bn
+
+            averaged.update_parameters(model)
+            update_bn(train_loader(train_set, opts, epoch, steps_per_epoch, runtime), averaged, device)
+            if rank == 0:
+                run.save_weights(averaged.module.state_dict(), 'average')
+        loss, err = distributed.mean_over_ranks(loss, err)
+        history['train_loss'].append(loss)
+        history['train_err'].append(err)
+        line = f'epoch {epoch + 1}/{opts.total_epoch} train loss {loss:.4f} err {err:.4f}'
+        if val_loader is not None and rank == 0:
+            val_loss, val_err = evaluate_epoch(model, val_loader, device, runtime.amp_dtype)
+            history['val_loss'].append(val_loss)
+            history['val_err'].append(val_err)
+            line += f' | val loss {val_loss:.4f} err {val_err:.4f}'
+        log(f'{line} | lr {lr:.2e} | {time.perf_counter() - start:.0f}s')
+
+        rng_per_rank = distributed.gathered(rng_states())  # every rank takes part; rank 0 saves them all
+        if rank == 0:
+            weights = model.state_dict()
+            if run.snapshot_due(epoch):
+                run.save_weights(weights, epoch)
+            run.save_weights(weights, 'last')
+            run.save(resume_state(epoch + 1, model, optimizer, scheduler, scaler, history, metric_losses, loss_opt,
+                                  averaged, train_set.classes, rng_per_rank), run.resume_file.name)
+            if resumed_session is not None:  # only once this session has saved something: a failed one leaves no trace
+                run.add_runtime(resumed_session)
+                resumed_session = None
+            draw_curves(history, run.curves_file)
+            if train_set.skipped:
+                log(f'{len(train_set.skipped)} unreadable image(s) skipped so far (others took their place): '
+                    + ', '.join(list(train_set.skipped)[:5]))
+        distributed.barrier()  # resume.pth is complete before any rank may stop
+    return history
+
+
+def interrupted_message(opts):
+    """Return the line train.py prints on Ctrl-C: what resume.pth holds and the command that continues."""
+    run = RunFolder(Path(opts.model_dir) / opts.name)
+    done = run.completed_epochs()
+    if done is None:
+        return 'interrupted before the run saved anything; start it again'
+    return (f'interrupted; {run.resume_file} holds {done} completed epoch(s). Continue from epoch '
+            f'{done + 1} with: python train.py --name {opts.name} --model_dir {opts.model_dir} '
+            f'--data_dir {opts.data_dir} --resume')
