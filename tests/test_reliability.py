@@ -24,7 +24,7 @@ import demo
 import evaluate_gpu
 import prepare
 import train
-from reid import runs as utils
+from reid import runs
 from reid.data.images import ReIDImageFolder
 from reid.data import prepared
 from reid.data.prepared import list_reid_images
@@ -199,7 +199,7 @@ def test_a_file_that_goes_bad_during_training_is_skipped_counted_and_named(prepa
     captured = capsys.readouterr()
     assert f'1 unreadable image(s) skipped so far (others took their place): {bad}' in captured.out
     assert f'skipped unreadable image {bad}' in captured.err and 'Traceback' not in captured.err
-    assert utils.load_checkpoint(tmp_path / 'm' / 'x' / 'resume.pth')['epoch'] == 1
+    assert runs.load_checkpoint(tmp_path / 'm' / 'x' / 'resume.pth')['epoch'] == 1
 
 
 def test_a_file_that_goes_bad_during_test_is_named_and_nothing_is_saved(run, prepared_copy, tmp_path, capsys,
@@ -335,9 +335,9 @@ def reference(tiny_prepared, tmp_path_factory):
 
 def assert_same_as_reference(run_dir, reference):
     ref_dir, ref_history = reference
-    state = utils.load_checkpoint(run_dir / 'resume.pth')
+    state = runs.load_checkpoint(run_dir / 'resume.pth')
     assert state['history'] == ref_history and state['epoch'] == 2
-    a, b = utils.load_checkpoint(ref_dir / 'net_last.pth'), utils.load_checkpoint(run_dir / 'net_last.pth')
+    a, b = runs.load_checkpoint(ref_dir / 'net_last.pth'), runs.load_checkpoint(run_dir / 'net_last.pth')
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -404,11 +404,11 @@ def test_kill_9_then_resume_continues_exactly(where, reference, tiny_prepared, t
     argv = train_argv(tiny_prepared, tmp_path / 'm', 'ref', '--total_epoch', '2')
     kill_minus_nine(argv, where, tmp_path)
     run_dir = tmp_path / 'm' / 'ref'
-    state = utils.load_checkpoint(run_dir / 'resume.pth')  # whole, never half-written
+    state = runs.load_checkpoint(run_dir / 'resume.pth')  # whole, never half-written
     leftovers = list(run_dir.glob('*.tmp'))
     if where == 'write':
         assert state['epoch'] == 0 and [p.name.split('.')[0] for p in leftovers] == ['resume']
-        utils.load_checkpoint(run_dir / 'net_last.pth')  # epoch 1's weights, complete
+        runs.load_checkpoint(run_dir / 'net_last.pth')  # epoch 1's weights, complete
     else:
         assert state['epoch'] == 1 and not leftovers
     train.main(train_argv(tiny_prepared, tmp_path / 'm', 'ref', '--resume'))
@@ -487,17 +487,17 @@ def test_resume_refuses_other_ids_another_network_and_newer_formats(run, odd_nam
     assert digest(run_dir) == before
 
     copied = copy_run(run, tmp_path / 'runs' / 'copied', 'resume.pth')
-    state = utils.load_checkpoint(copied / 'resume.pth')
+    state = runs.load_checkpoint(copied / 'resume.pth')
     state['model'] = {k: v for k, v in state['model'].items() if not k.startswith('classifier')}
-    utils.save_atomic(state, copied / 'resume.pth')
+    runs.save_atomic(state, copied / 'resume.pth')
     one_line_exit('train', train_argv(odd_names, tmp_path / 'runs', 'copied', '--resume'), capsys,
                   copied / 'resume.pth', 'different network')
-    utils.save_atomic({**state, 'format': utils.FORMAT_VERSION + 1}, copied / 'resume.pth')
+    runs.save_atomic({**state, 'format': runs.FORMAT_VERSION + 1}, copied / 'resume.pth')
     one_line_exit('train', train_argv(odd_names, tmp_path / 'runs', 'copied', '--resume'), capsys,
                   copied / 'resume.pth', 'newer version')
     opts = (copied / 'opts.yaml').read_text()
-    assert f'format_version: {utils.FORMAT_VERSION}' in opts
-    (copied / 'opts.yaml').write_text(opts.replace(f'format_version: {utils.FORMAT_VERSION}', 'format_version: 99'))
+    assert f'format_version: {runs.FORMAT_VERSION}' in opts
+    (copied / 'opts.yaml').write_text(opts.replace(f'format_version: {runs.FORMAT_VERSION}', 'format_version: 99'))
     one_line_exit('train', train_argv(odd_names, tmp_path / 'runs', 'copied', '--resume'), capsys,
                   copied / 'opts.yaml', 'newer version')
 
@@ -513,9 +513,9 @@ def test_test_lists_the_epochs_that_exist(run, odd_names, tmp_path, capsys):
 
 def test_test_refuses_a_checkpoint_of_another_network(run, odd_names, tmp_path, capsys):
     other = copy_run(run, tmp_path / 'runs' / 'other', 'net_last.pth')
-    weights = utils.load_checkpoint(other / 'net_last.pth')
+    weights = runs.load_checkpoint(other / 'net_last.pth')
     weights['classifier.classifier.weight'] = weights['classifier.classifier.weight'][:5]
-    utils.save_atomic(weights, other / 'net_last.pth')
+    runs.save_atomic(weights, other / 'net_last.pth')
     one_line_exit('test', test_py_argv((tmp_path / 'runs', 'other'), odd_names, tmp_path / 'r.mat'), capsys,
                   other / 'net_last.pth', 'does not fit the network', 'classifier.classifier.weight')
 
@@ -530,14 +530,14 @@ def fill_disk_after(nbytes):
 
 def test_a_full_disk_keeps_the_previous_checkpoint_and_leaves_no_temporary_file(tmp_path, monkeypatch):
     path = tmp_path / 'resume.pth'
-    utils.save_atomic({'epoch': 1, 'w': torch.ones(3)}, path)
+    runs.save_atomic({'epoch': 1, 'w': torch.ones(3)}, path)
     good = path.read_bytes()
     stale = tmp_path / 'resume.pth.k1ll3d.tmp'  # left by a process killed mid-write
     stale.write_bytes(b'half')
-    monkeypatch.setattr(utils.torch, 'save', fill_disk_after(100))
+    monkeypatch.setattr(runs.torch, 'save', fill_disk_after(100))
     with pytest.raises(ValueError, match=r'resume\.pth: could not be written \(No space left on device\); '
                                          r'the previous file is unchanged'):
-        utils.save_atomic({'epoch': 2, 'w': torch.zeros(3)}, path)
+        runs.save_atomic({'epoch': 2, 'w': torch.zeros(3)}, path)
     assert path.read_bytes() == good and sorted(p.name for p in tmp_path.iterdir()) == ['resume.pth']
 
 
@@ -552,7 +552,7 @@ def test_train_on_a_full_disk_stops_with_one_line_and_resumes_later(tiny_prepare
     assert digest(tmp_path / 'm' / 'x') == kept
     monkeypatch.setattr(torch, 'save', real_save)
     train.main(train_argv(tiny_prepared, tmp_path / 'm', 'x', '--resume'))
-    assert utils.load_checkpoint(tmp_path / 'm' / 'x' / 'resume.pth')['epoch'] == 2
+    assert runs.load_checkpoint(tmp_path / 'm' / 'x' / 'resume.pth')['epoch'] == 2
 
 
 # -------------------------------------------------------------------------------------------------------- 3. results

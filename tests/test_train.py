@@ -14,7 +14,7 @@ import train
 from conftest import build, load_repo_module, load_test_cli
 from reid.data.images import ReIDImageFolder
 from reid.training.loop import lr_factor
-from reid.runs import load_checkpoint
+from reid.runs import RunFolder, load_checkpoint
 from reid.training import recipe, trainer
 from reid.evaluation import extract
 
@@ -136,6 +136,59 @@ def test_an_existing_run_is_kept_unless_overwrite_and_resume_names_ignored_flags
 
     trainer.run_training(tiny_opts(tiny_prepared, tmp_path, *args, '--overwrite', '--seed', '1'), log=lambda l: None)
     assert not stale.exists() and (tmp_path / 'kept' / 'net_last.pth').read_bytes() != before
+
+
+def test_the_machines_choice_is_recorded_apart_and_never_carried_over_by_resume(tiny_prepared, tmp_path,
+                                                                                monkeypatch):
+    """Started where the CPU has native bf16 (auto: bf16 autocast), resumed on a machine without it: the recipe
+    keeps bf16 False (nobody asked for it), the resumed session runs fp32, and each session's choice is recorded
+    under `runtime`. An explicit --cpu_bf16 on the resume line is honoured, not reported as ignored."""
+    monkeypatch.setenv('REID_NATIVE_BF16', '1')
+    lines = []
+    trainer.run_training(tiny_opts(tiny_prepared, tmp_path, '--name', 'moved', '--total_epoch', '3'),
+                         stop_after=1, log=lines.append)
+    assert any('bf16 autocast on the CPU (auto: the CPU has REID_NATIVE_BF16=1)' in line for line in lines)
+    saved = yaml.safe_load((tmp_path / 'moved' / 'opts.yaml').read_text())
+    assert saved['bf16'] is False and saved['cpu_bf16'] == 'auto' and 'cpu_bf16_reason' not in saved
+    assert [(r['precision'], r['from_epoch'], r['device']) for r in saved['runtime']] == [('bfloat16', 0, 'cpu')]
+
+    monkeypatch.setenv('REID_NATIVE_BF16', '0')
+    seen = []
+    real_epoch = trainer.train_one_epoch
+
+    def recording(model, loader, optimizer, scheduler, device, terms, amp_dtype=None, *args, **kwargs):
+        seen.append(amp_dtype)
+        return real_epoch(model, loader, optimizer, scheduler, device, terms, amp_dtype, *args, **kwargs)
+    monkeypatch.setattr(trainer, 'train_one_epoch', recording)
+    lines = []
+    trainer.run_training(tiny_opts(tiny_prepared, tmp_path, '--name', 'moved', '--resume'), stop_after=1,
+                         log=lines.append)
+    assert seen == [None] and not any('bf16' in line for line in lines)
+    monkeypatch.setenv('REID_NATIVE_BF16', '1')
+    trainer.run_training(tiny_opts(tiny_prepared, tmp_path, '--name', 'moved', '--resume', '--cpu_bf16', 'off'),
+                         log=lines.append)
+    assert seen == [None, None] and not any('ignoring' in line for line in lines)
+    saved = yaml.safe_load((tmp_path / 'moved' / 'opts.yaml').read_text())
+    assert saved['bf16'] is False and saved['cpu_bf16'] == 'auto'   # the recipe, as first asked
+    assert [(r['precision'], r['from_epoch']) for r in saved['runtime']] == [('bfloat16', 0), ('float32', 1),
+                                                                          ('float32', 2)]
+    assert saved['runtime'][2]['precision_reason'] == '--cpu_bf16 off'
+
+
+def test_a_run_of_the_previous_format_resumes_without_the_machines_bf16(tiny_prepared, tmp_path):
+    """opts.yaml of runs written before the runtime had its own entry: `bf16: true` with an 'auto' reason was the
+    machine's choice, not a request, and is not read back."""
+    trainer.run_training(tiny_opts(tiny_prepared, tmp_path, '--name', 'old', '--total_epoch', '2',
+                                   '--cpu_bf16', 'off'), stop_after=1, log=lambda line: None)
+    path = tmp_path / 'old' / 'opts.yaml'
+    values = yaml.safe_load(path.read_text())
+    values.pop('runtime')
+    path.write_text(yaml.safe_dump({**values, 'bf16': True, 'cpu_bf16': 'auto', 'channels_last': 'on',
+                                    'cpu_bf16_reason': 'auto: the CPU has avx512_bf16'}))
+    recipe_read = RunFolder(tmp_path / 'old').recipe()
+    assert recipe_read['bf16'] is False and 'cpu_bf16_reason' not in recipe_read
+    path.write_text(yaml.safe_dump({**values, 'bf16': True}))   # asked for with --bf16 (no reason recorded then)
+    assert RunFolder(tmp_path / 'old').recipe()['bf16'] is True
 
 
 ALL_LOSSES = ('--triplet', '--circle', '--arcface', '--cosface', '--sphere', '--contrast', '--lifted', '--instance',

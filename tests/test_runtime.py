@@ -1,8 +1,8 @@
-"""Tests of speed.py: CPU feature detection, the bf16 / channels_last choices, and that the fast paths keep the
+"""Tests of runtime.py: CPU feature detection, the bf16 / channels_last choices, and that the fast paths keep the
 features (bf16 within cosine 0.999 of fp32, channels_last + fused conv-BN equal up to float rounding)."""
 import torch
 
-from reid import runtime as speed
+from reid import runtime
 from reid.evaluation.extract import extract_features
 from reid.models.features import fuse_conv_bn
 from conftest import build
@@ -13,15 +13,15 @@ SMALL = {'backbone': 'resnet18', 'scratch': True, 'droprate': 0.0}
 def test_cpu_flags_and_native_bf16(tmp_path):
     info = tmp_path / 'cpuinfo'
     info.write_text('processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16\nbugs\t\t: none\n')
-    assert 'avx512_bf16' in speed.cpu_flags(info) and 'bugs' not in speed.cpu_flags(info)
-    assert speed.cpu_flags(tmp_path / 'missing') == set()
-    assert speed.native_cpu_bf16({'avx2', 'amx_bf16'}) == 'amx_bf16'
+    assert 'avx512_bf16' in runtime.cpu_flags(info) and 'bugs' not in runtime.cpu_flags(info)
+    assert runtime.cpu_flags(tmp_path / 'missing') == set()
+    assert runtime.native_cpu_bf16({'avx2', 'amx_bf16'}) == 'amx_bf16'
     cpu = torch.device('cpu')
-    assert speed.resolve_cpu_bf16('auto', cpu, {'avx512_bf16'}) == (True, 'auto: the CPU has avx512_bf16')
-    assert speed.resolve_cpu_bf16('off', cpu, {'avx512_bf16'})[0] is False
-    assert speed.resolve_cpu_bf16('on', cpu, set())[0] is True
-    assert speed.resolve_cpu_bf16('on', torch.device('cuda'), set())[0] is False
-    assert speed.use_channels_last('auto', cpu) and not speed.use_channels_last('off', cpu)
+    assert runtime.resolve_cpu_bf16('auto', cpu, {'avx512_bf16'}) == (True, 'auto: the CPU has avx512_bf16')
+    assert runtime.resolve_cpu_bf16('off', cpu, {'avx512_bf16'})[0] is False
+    assert runtime.resolve_cpu_bf16('on', cpu, set())[0] is True
+    assert runtime.resolve_cpu_bf16('on', torch.device('cuda'), set())[0] is False
+    assert runtime.use_channels_last('auto', cpu) and not runtime.use_channels_last('off', cpu)
 
 
 def randomised_net():
@@ -61,7 +61,7 @@ def test_channels_last_and_fused_conv_bn_keep_the_features():
 def test_set_cpu_threads_leaves_cores_to_the_workers():
     before = torch.get_num_threads()
     try:
-        assert speed.set_cpu_threads(data_workers=10**6) == 1 == torch.get_num_threads()
-        assert speed.set_cpu_threads() == speed.available_cores()
+        assert runtime.set_cpu_threads(data_workers=10**6) == 1 == torch.get_num_threads()
+        assert runtime.set_cpu_threads() == runtime.available_cores()
     finally:
         torch.set_num_threads(before)

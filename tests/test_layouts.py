@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import scipy.io
 
-from reid.data import layouts as datasets
+from reid.data import layouts
 import evaluate_gpu
 from reid.evaluation import metrics
 import prepare
@@ -114,7 +114,7 @@ def run_test_py(run, test_dir, result):
 
 
 def expected_from_raw(name, source, prepared):
-    """{split: sorted [(label, camera or None)]} recomputed from the raw set's names and lists, without datasets.py."""
+    """{split: sorted [(label, camera or None)]} recomputed from the raw set's names and lists, without the layouts' readers."""
     def market_style(folder):
         return sorted((int(p.name.split('_')[0]), int(re.match(r'^-?\d+_c(\d+)', p.name).group(1)))
                       for p in folder.iterdir())
@@ -325,7 +325,7 @@ def test_vehicleid_trials_mean_and_std(raw, market_run, tmp_path, capsys):
 
 def test_viper_splits_are_seeded_and_results_average(raw, tmp_path, capsys):
     source = raw('viper')
-    splits = [datasets.plan_splits('viper', source, {'split': k}) for k in (0, 1, 0)]
+    splits = [layouts.plan_splits('viper', source, {'split': k}) for k in (0, 1, 0)]
     test_people = [sorted(r.id for r in s['query']) for s in splits]
     assert test_people[0] == test_people[2] != test_people[1]
     assert len(test_people[0]) == len({r.id for r in splits[0]['train_all']}) == 12
@@ -416,8 +416,8 @@ def test_csv_errors(raw, tmp_path):
 
 
 def test_layout_detection(raw, tmp_path):
-    assert datasets.detect_layout(raw('msmt17')) == 'msmt17'
-    assert datasets.detect_layout(raw('viper')) == 'viper'
+    assert layouts.detect_layout(raw('msmt17')) == 'msmt17'
+    assert layouts.detect_layout(raw('viper')) == 'viper'
     both = tmp_path / 'both'
     for sub in ('cam_a', 'cam_b', 'image', 'train_test_split'):
         (both / sub).mkdir(parents=True)
