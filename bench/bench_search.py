@@ -1,4 +1,4 @@
-"""Benchmark of gallery search (api.py) on a synthetic clustered gallery: time, peak memory and recall@10.
+"""Benchmark of gallery search (reid.api) on a synthetic clustered gallery: time, peak memory and recall@10.
 
     python -m bench.bench_search                          # 1,000,000 x 512 gallery, 256 queries (about 2 GB)
     python -m bench.bench_search --gallery 100000         # a smaller gallery

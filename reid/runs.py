@@ -214,25 +214,11 @@ class RunFolder:
 
     def __init__(self, path):
         self.path = Path(path)
+        self.opts_file, self.resume_file = self.path / OPTS_FILE, self.path / RESUME_FILE
+        self.curves_file, self.result_file = self.path / CURVES_FILE, self.path / RESULT_FILE
 
     def __repr__(self):
         return f'RunFolder({str(self.path)!r})'
-
-    @property
-    def opts_file(self):
-        return self.path / OPTS_FILE
-
-    @property
-    def resume_file(self):
-        return self.path / RESUME_FILE
-
-    @property
-    def curves_file(self):
-        return self.path / CURVES_FILE
-
-    @property
-    def result_file(self):
-        return self.path / RESULT_FILE
 
     def exists(self):
         """True when a run was started here (its opts.yaml exists)."""

@@ -1,4 +1,4 @@
-"""api.py: a run loaded once turns paths, PIL images or tensors into test.py's features; the blocked exact search
+"""reid.api: a run loaded once turns paths, PIL images or tensors into test.py's features; the blocked exact search
 and faiss's exact index agree with a brute-force sort; the approximate indexes find most true neighbours."""
 import pytest
 import torch

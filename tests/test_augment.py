@@ -1,4 +1,4 @@
-"""Tests of augment.py against data.train_transform's torchvision pipeline: the cache holds exactly the resized
+"""Tests of reid/data/augment.py against reid.data.transforms.train_transform's torchvision pipeline: the cache holds exactly the resized
 pixels, deterministic parts are equal, random parts (crop offsets, flips, erasing, jitter) have the same
 distribution (sample statistics within a few standard errors)."""
 import os
@@ -28,7 +28,7 @@ def write_images(folder, n, seed=0):
 
 
 def reference_tensor(path, h, w):
-    """ToTensor + Normalize after the torchvision Resize of data.train_transform."""
+    """ToTensor + Normalize after the torchvision Resize of reid.data.transforms.train_transform."""
     with Image.open(path) as img:
         img = F.resize(img.convert('RGB'), [h, w], interpolation=transforms.InterpolationMode.BICUBIC)
     return F.normalize(F.to_tensor(img), IMAGENET_MEAN, IMAGENET_STD)

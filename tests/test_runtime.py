@@ -1,5 +1,8 @@
-"""Tests of runtime.py: CPU feature detection, the bf16 / channels_last choices, and that the fast paths keep the
+"""Tests of reid/runtime.py: CPU feature detection, the bf16 / channels_last choices, and that the fast paths keep the
 features (bf16 within cosine 0.999 of fp32, channels_last + fused conv-BN equal up to float rounding)."""
+from argparse import Namespace
+
+import pytest
 import torch
 
 from reid import runtime
@@ -22,6 +25,47 @@ def test_cpu_flags_and_native_bf16(tmp_path):
     assert runtime.resolve_cpu_bf16('on', cpu, set())[0] is True
     assert runtime.resolve_cpu_bf16('on', torch.device('cuda'), set())[0] is False
     assert runtime.use_channels_last('auto', cpu) and not runtime.use_channels_last('off', cpu)
+
+
+def test_every_machine_dependent_decision_can_be_forced(monkeypatch):
+    """REID_NATIVE_BF16 decides native bf16 either way on any CPU; REID_DEVICE=cpu decides as if CUDA were absent;
+    a typo is named. Explicit flags (as the tests pass them) are never overridden."""
+    cpu = torch.device('cpu')
+    monkeypatch.setenv('REID_NATIVE_BF16', '1')
+    assert runtime.native_cpu_bf16() == 'REID_NATIVE_BF16=1'
+    assert runtime.resolve_cpu_bf16('auto', cpu) == (True, 'auto: the CPU has REID_NATIVE_BF16=1')
+    assert runtime.native_cpu_bf16(set()) is None   # a flag set given explicitly is read as it is
+    monkeypatch.setenv('REID_NATIVE_BF16', '0')
+    assert runtime.native_cpu_bf16() is None and runtime.resolve_cpu_bf16('auto', cpu)[0] is False
+    assert runtime.resolve_cpu_bf16('on', cpu)[0] is True
+    monkeypatch.setenv('REID_NATIVE_BF16', 'yes')
+    with pytest.raises(ValueError, match='REID_NATIVE_BF16=yes'):
+        runtime.native_cpu_bf16()
+    monkeypatch.setenv('REID_DEVICE', 'cpu')
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)   # a GPU machine, told to act as a CPU one
+    assert runtime.select_device('0')[0] == cpu and not runtime.cuda_available()
+    monkeypatch.setenv('REID_DEVICE', 'auto')
+    assert runtime.cuda_available()
+    monkeypatch.setenv('REID_DEVICE', 'gpu')
+    with pytest.raises(ValueError, match='REID_DEVICE=gpu'):
+        runtime.cuda_available()
+
+
+def test_the_runtime_is_chosen_from_the_flags_and_recorded(monkeypatch):
+    monkeypatch.setenv('REID_NATIVE_BF16', '0')
+    flags = Namespace(gpu_ids='0', fp16=False, bf16=False, cpu_bf16='auto', channels_last='off', num_workers=None)
+    chosen, _ = runtime.choose_runtime(flags)
+    record = chosen.record()
+    assert (record['device'], record['precision'], record['channels_last'], record['workers']) == \
+        ('cpu', 'float32', False, 0)
+    assert record['native_bf16'] is None and record['threads'] == runtime.available_cores()
+    monkeypatch.setenv('REID_NATIVE_BF16', '1')
+    assert runtime.choose_runtime(flags)[0].amp_dtype == torch.bfloat16
+    assert runtime.choose_runtime(Namespace(**{**vars(flags), 'cpu_bf16': 'off'}))[0].amp_dtype is None
+    with pytest.raises(ValueError, match='--fp16 needs CUDA'):
+        runtime.choose_runtime(Namespace(**{**vars(flags), 'fp16': True, 'gpu_ids': '0'}))
+    with pytest.raises(ValueError, match='pick one'):
+        runtime.choose_runtime(Namespace(**{**vars(flags), 'fp16': True, 'bf16': True}))
 
 
 def randomised_net():

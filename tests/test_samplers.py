@@ -1,4 +1,4 @@
-"""Tests of samplers.py: P x K batches (ids and counts), reproducibility per generator seed, rank split."""
+"""Tests of reid/data/samplers.py: P x K batches (ids and counts), reproducibility per generator seed, rank split."""
 from collections import Counter
 
 import pytest

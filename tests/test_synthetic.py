@@ -1,4 +1,4 @@
-"""Tests of synthetic.py: determinism, Market-1501 naming and the split rules a re-ID evaluation relies on.
+"""Tests of reid/data/synthetic.py: determinism, Market-1501 naming and the split rules a re-ID evaluation relies on.
 
 The raw tiny set comes from the session fixture `tiny_market` (conftest.py); a few tests generate their own.
 """
@@ -162,7 +162,7 @@ def test_bad_arguments_name_the_argument(tmp_path, kwargs, message):
     assert not (tmp_path / 'x').exists()
 
 
-LAYOUT_NAMES = {   # independent of synthetic.py: each dataset's published naming
+LAYOUT_NAMES = {   # independent of the layouts' writers: each dataset's published naming
     'duke': r'^(bounding_box_train|bounding_box_test|query)/(-1|\d{4})_c\d_f\d{7}\.jpg$',
     'msmt17': r'^(train|test)/(\d{4})/\2_\d{3}_(0[1-9]|1[0-5])_0303morning_\d{4}_0\.jpg$',
     'cuhk03': r'^(detected|labeled)/(bounding_box_train|bounding_box_test|query)/\d{4}_c[12]_\d+\.png$',

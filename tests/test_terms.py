@@ -124,7 +124,7 @@ def test_the_loss_is_the_weighted_sum_of_the_active_terms_and_a_run_builds_its_t
 
         def value(self, batch):
             return None if self._value is None else torch.tensor(self._value)
-    total = terms.total_loss([Constant(1.0, 2.0), Constant(0.5, 4.0), Constant(3.0, None)], batch())
+    total = terms.total_loss([Constant(3.0, None), Constant(1.0, 2.0), Constant(0.5, 4.0)], batch())
     assert float(total) == 4.0
     opts = resolved_opts(parse_options(['--triplet', '--center', '--adv', '0.3', '--aiter', '5',
                                         '--label_smoothing', '0.2', '--scratch']))

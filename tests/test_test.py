@@ -136,6 +136,8 @@ def test_original_model_flags_are_accepted_and_checked(trained_run, tiny_prepare
         run_test(trained_run, tiny_prepared, tmp_path, '--PCB')
     with pytest.raises(ValueError, match='--linear_num 256'):
         run_test(trained_run, tiny_prepared, tmp_path, '--linear_num', '256')
+    with pytest.raises(ValueError, match='--backbone resnet34: the run was trained with backbone=resnet18'):
+        run_test(trained_run, tiny_prepared, tmp_path, '--backbone', 'resnet34')
 
 
 def test_end_to_end_as_a_user_types_it(tmp_path):

@@ -1,4 +1,4 @@
-"""Tests of train.py and engine.py: the learning-rate schedule, outputs of a 1-epoch run, exact resume.
+"""Tests of train.py (reid/training/recipe.py, trainer.py, loop.py): the learning-rate schedule, outputs of a 1-epoch run, exact resume.
 
 Training runs use resnet18 from scratch on 32x16 inputs of the tiny synthetic set, in-process, num_workers 0.
 """

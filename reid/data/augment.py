@@ -1,6 +1,6 @@
 """Decode-once image cache (uint8, memory-mapped) and whole-batch augmentation as tensors on the training device.
 
-The batch augmentation draws from the same distribution as data.train_transform's per-image torchvision pipeline
+The batch augmentation draws from the same distribution as reid.data.transforms.train_transform's per-image torchvision pipeline
 (pad + random crop, flip, colour jitter, normalise, random erasing); tests/test_augment.py compares the two.
 """
 import hashlib
@@ -26,7 +26,7 @@ def cache_key(paths, h, w):
 
 
 def resized_pixels(path, h, w):
-    """Return the (h, w, 3) uint8 pixels data.train_transform's Resize gives (PIL bicubic): the cached form."""
+    """Return the (h, w, 3) uint8 pixels reid.data.transforms.train_transform's Resize gives (PIL bicubic): the cached form."""
     from PIL import Image
     from torchvision.transforms import InterpolationMode
     from torchvision.transforms import functional as F
@@ -166,7 +166,7 @@ class CachedBatches:
     """Iterable of (images, labels) training batches from a uint8 cache, augmented on `device` as whole batches.
 
     `batch_sampler`: any iterable of index lists (e.g. torch's BatchSampler over a RandomSampler, or a P x K
-    sampler); `seed` seeds the augmentation. A drop-in for the DataLoader engine.train_one_epoch iterates.
+    sampler); `seed` seeds the augmentation. A drop-in for the DataLoader reid.training.loop.train_one_epoch iterates.
     """
 
     def __init__(self, pixels, labels, batch_sampler, device, seed, pad=10, erasing_p=0.0, jitter=False):

@@ -18,7 +18,7 @@ def random_erasing(probability=0.5, area=(0.02, 0.4), min_aspect=0.3, fill=(0.0,
                                     value=tuple(fill))
 
 
-def train_transform(h=256, w=128, pad=10, erasing_p=0.0, color_jitter=False):
+def train_transform(h, w, pad=10, erasing_p=0.0, color_jitter=False):
     """Return the training augmentation of the baseline: bicubic resize, pad + random crop, flip, normalise.
 
     `color_jitter` adds a mild brightness/contrast/saturation jitter; `erasing_p` > 0 adds Random Erasing.
@@ -38,7 +38,7 @@ def train_transform(h=256, w=128, pad=10, erasing_p=0.0, color_jitter=False):
     return transforms.Compose(steps)
 
 
-def eval_transform(h=256, w=128):
+def eval_transform(h, w):
     """Return the evaluation transform: bicubic resize to (h, w), tensor, ImageNet normalisation."""
     from torchvision import transforms
 

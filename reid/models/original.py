@@ -1,6 +1,6 @@
 """Runs trained by the original baseline repository: its net_XXX.pth parameter names and opts.yaml keys.
 
-Converts them to this toolkit's layout so test.py, demo.py, export.py and api.py give the features it would.
+Converts them to this toolkit's layout so test.py, demo.py, export.py and reid.api give the features it would.
 """
 import re
 from dataclasses import replace

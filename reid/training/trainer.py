@@ -63,7 +63,7 @@ def optimizer_and_scheduler(model, metric_losses, opts, steps_per_epoch):
     """Return (optimizer, the losses' own optimizer or None, per-step LR schedule of the first).
 
     The one place parameters meet optimizers: the backbone at lr x backbone_lr_mult, the head and the losses'
-    class weights (arcface/cosface/sphere) at lr; the centres of --center in their own SGD (losses.py).
+    class weights (arcface/cosface/sphere) at lr; the centres of --center in their own SGD (reid.training.losses).
     """
     groups = parameter_groups(model, opts.lr, opts.backbone_lr_mult, shared_loss_parameters(metric_losses))
     # torch's fused update on every device (--FSGD, the original's flag for apex's, asks for the same): on a
