@@ -69,12 +69,15 @@ def inference_rate(net, images, iters, fmt, amp_dtype, fast):
 
 def cpu_bench(args):
     threads = runtime.set_cpu_threads()
-    bf16, reason = runtime.resolve_cpu_bf16(args.cpu_bf16, torch.device('cpu'))
-    fmt = runtime.memory_format(runtime.use_channels_last(args.channels_last, torch.device('cpu')))
-    amp = torch.bfloat16 if bf16 else None
-    print(f'CPU: {runtime.available_cores()} cores, {threads} torch threads, capability '
-          f'{torch.backends.cpu.get_cpu_capability()}; default = channels_last {fmt == torch.channels_last}, '
-          f'bf16 {bf16} ({reason})')
+    cpu = torch.device('cpu')
+    amp = {}
+    for job in ('train', 'extract'):   # what --cpu_bf16 decides for each job (reid.runtime.AUTO_BF16)
+        bf16, reason = runtime.resolve_cpu_bf16(args.cpu_bf16, cpu, job)
+        amp[job] = torch.bfloat16 if bf16 else None
+        print(f'{job}: bf16 {bf16} ({reason})')
+    fmt = runtime.memory_format(runtime.use_channels_last(args.channels_last, cpu))
+    print(f'CPU: {runtime.cpu_model()}, {runtime.available_cores()} cores, {threads} torch threads, capability '
+          f'{torch.backends.cpu.get_cpu_capability()}; default = channels_last {fmt == torch.channels_last}')
     torch.manual_seed(0)
     net = build_model(NetworkSpec(backbone=args.backbone), num_classes=751, pretrained=False)
     state = {k: v.clone() for k, v in net.state_dict().items()}
@@ -86,10 +89,10 @@ def cpu_bench(args):
     for what, run in (
             ('train fwd+bwd', lambda fast: train_rate(net, train_images, labels, args.iters,
                                                       fmt if fast else torch.contiguous_format,
-                                                      amp if fast else None, fast)),
+                                                      amp['train'] if fast else None, fast)),
             ('inference', lambda fast: inference_rate(net, test_images, args.iters,
                                                       fmt if fast else torch.contiguous_format,
-                                                      amp if fast else None, fast))):
+                                                      amp['extract'] if fast else None, fast))):
         rates = []
         for fast in (False, True):
             net.load_state_dict(state)  # both paths start from the same weights

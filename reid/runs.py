@@ -26,13 +26,35 @@ RUNTIME_KEY = 'runtime'                           # opts.yaml: one entry per ses
 _OLD_MACHINE_KEYS = ('cpu_bf16_reason',)
 
 
+def non_finite_entry(obj, prefix=''):
+    """Return the dotted name of the first floating tensor in `obj` (nested dicts, lists, tuples) that holds a
+    NaN or an infinity, or None when every tensor is finite."""
+    if isinstance(obj, torch.Tensor):
+        return prefix or '(tensor)' if obj.is_floating_point() and not bool(torch.isfinite(obj).all()) else None
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, (list, tuple)) else ()
+    for key, value in items:
+        found = non_finite_entry(value, f'{prefix}.{key}' if prefix else str(key))
+        if found:
+            return found
+    return None
+
+
+class NonFiniteValues(ValueError):
+    """Weights (or optimizer state) with NaN or infinity: never saved; the message names the tensor."""
+
+
 def save_atomic(obj, path):
     """torch.save `obj` to `path` through a temporary file in the same folder, so a crash never leaves half a file.
 
     Temporary files of `path` left by a killed process are removed first. When the write fails (a full disk),
-    the temporary file is removed and ValueError names the file; the previous `path` is untouched.
+    the temporary file is removed and ValueError names the file; the previous `path` is untouched. An `obj`
+    with a non-finite tensor is refused (NonFiniteValues naming it) before anything is written.
     """
     path = Path(path)
+    broken = non_finite_entry(obj)
+    if broken:
+        kept = 'the previous file is unchanged' if path.exists() else 'nothing was written'
+        raise NonFiniteValues(f'{path}: not written, {broken} holds NaN or infinite values; {kept}')
     path.parent.mkdir(parents=True, exist_ok=True)
     for stale in path.parent.glob(f'{glob.escape(path.name)}.*{TMP_SUFFIX}'):  # from a kill -9 mid-write
         stale.unlink(missing_ok=True)

@@ -20,6 +20,11 @@ NATIVE_BF16_FLAGS = ('avx512_bf16', 'amx_bf16')
 FORCE_NATIVE_BF16 = 'REID_NATIVE_BF16'
 # cpu: decide as if CUDA were absent (the CPU paths on a GPU machine).
 FORCE_DEVICE = 'REID_DEVICE'
+# What `--cpu_bf16 auto` chooses per job on a CPU with native bf16, by measurement (python -m bench.precision on a
+# 2-core EPYC with avx512_bf16, README "bf16 on the CPU"): training the quick start in bf16 ran 1.36x as fast but
+# cost 1.32 mAP points over seeds 0-2 (50.21 vs 51.53), more than the 1.0 allowed -> fp32; extraction in bf16
+# ran 1.60x as fast with features within cosine 0.9999 of fp32's and the same mAP -> bf16.
+AUTO_BF16 = {'train': False, 'extract': True}
 
 
 def cpu_flags(path='/proc/cpuinfo'):
@@ -98,19 +103,24 @@ def loader_workers(requested, device):
     return 2 if device.type == 'cuda' else 0
 
 
-def resolve_cpu_bf16(choice, device, flags=None):
-    """Return (use bf16 autocast: bool, reason: str) for --cpu_bf16 auto|on|off on `device`.
+def resolve_cpu_bf16(choice, device, job='extract', flags=None):
+    """Return (use bf16 autocast: bool, reason: str) for --cpu_bf16 auto|on|off on `device` for `job` ('train' or
+    'extract').
 
-    Only the CPU is concerned (CUDA keeps --fp16/--bf16); 'auto' turns bf16 on where the CPU has it natively.
+    Only the CPU is concerned (CUDA keeps --fp16/--bf16); 'auto' turns bf16 on where the CPU has it natively and
+    the measurement says the job keeps its accuracy (AUTO_BF16).
     """
     if device.type != 'cpu':
         return False, f'{device.type}: --cpu_bf16 does not apply (use --fp16 or --bf16)'
     if choice in ('on', 'off'):
         return choice == 'on', f'--cpu_bf16 {choice}'
     feature = native_cpu_bf16(flags)
-    if feature:
-        return True, f'auto: the CPU has {feature}'
-    return False, 'auto: no native bf16 on this CPU (bf16 would be emulated, slower than fp32)'
+    if not feature:
+        return False, 'auto: no native bf16 on this CPU (bf16 would be emulated, slower than fp32)'
+    if not AUTO_BF16[job]:
+        return False, (f'auto: fp32 for {job}ing although the CPU has {feature} (bf16 cost 1.32 mAP points on the '
+                       'quick start; --cpu_bf16 on asks for it)')
+    return True, f'auto: the CPU has {feature}'
 
 
 def use_channels_last(choice, device):
@@ -195,7 +205,8 @@ def add_runtime_flags(parser):
     g.add_argument('--fp16', action='store_true', help='float16 mixed precision (CUDA)')
     g.add_argument('--bf16', action='store_true', help='bfloat16 mixed precision (CUDA or CPU)')
     g.add_argument('--cpu_bf16', default='auto', choices=('auto', 'on', 'off'),
-                   help='on the CPU: bf16 autocast (auto: where the CPU has native bf16, e.g. avx512_bf16 or AMX)')
+                   help='on the CPU: bf16 autocast (auto: for extraction where the CPU has native bf16, e.g. '
+                        'avx512_bf16 or AMX; training stays fp32, where bf16 cost accuracy)')
     g.add_argument('--channels_last', default='auto', choices=('auto', 'on', 'off'),
                    help='run convolutions in the channels_last memory format (auto: on)')
     g.add_argument('--num_workers', default=None, type=int,
@@ -203,9 +214,10 @@ def add_runtime_flags(parser):
     return g
 
 
-def choose_runtime(opts, local_rank=None):
-    """Return the Runtime for flags `opts` (gpu_ids, fp16, bf16, cpu_bf16, channels_last, num_workers) on this
-    machine, and set PyTorch's CPU threads to match. `local_rank`: the GPU of this torchrun process.
+def choose_runtime(opts, job, local_rank=None):
+    """Return (the Runtime, a note or None) for flags `opts` (gpu_ids, fp16, bf16, cpu_bf16, channels_last,
+    num_workers) and `job` ('train' or 'extract') on this machine, and set PyTorch's CPU threads to match.
+    `local_rank`: the GPU of this torchrun process.
 
     ValueError naming the flag for --fp16 with --bf16, or --fp16 without CUDA.
     """
@@ -221,7 +233,7 @@ def choose_runtime(opts, local_rank=None):
     if opts.fp16 or opts.bf16:
         amp, reason = (torch.float16, '--fp16') if opts.fp16 else (torch.bfloat16, '--bf16')
     else:
-        on, reason = resolve_cpu_bf16(opts.cpu_bf16, device)
+        on, reason = resolve_cpu_bf16(opts.cpu_bf16, device, job)
         amp = torch.bfloat16 if on else None
     runtime = Runtime(device, amp, reason, use_channels_last(opts.channels_last, device), workers, threads)
     return runtime, note

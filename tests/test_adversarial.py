@@ -1,4 +1,5 @@
-"""Tests of reid/training/adversarial.py: opposite-direction images stay within the budget and the valid pixel range, and
+"""Tests of reid/training/adversarial.py: opposite-direction images stay within the budget and the valid pixel
+range, and
 turn the feature away from the clean one; the model's mode and weights are untouched."""
 import torch
 import torch.nn.functional as F

@@ -1,4 +1,5 @@
-"""Tests of reid/data/augment.py against reid.data.transforms.train_transform's torchvision pipeline: the cache holds exactly the resized
+"""Tests of reid/data/augment.py against reid.data.transforms.train_transform's torchvision pipeline: the cache
+holds exactly the resized
 pixels, deterministic parts are equal, random parts (crop offsets, flips, erasing, jitter) have the same
 distribution (sample statistics within a few standard errors)."""
 import os
@@ -153,7 +154,7 @@ def test_train_with_cache_writes_only_under_cache_dir_and_keeps_the_sample_order
     data, _ = trainer.datasets(resolved)
     pixels = trainer.cached_pixels(data, resolved)
     steps = trainer.epoch_steps(data, resolved)
-    runtime, _ = choose_runtime(resolved)
+    runtime, _ = choose_runtime(resolved, 'train')
     cached = trainer.training_batches(data, resolved, runtime, 3, steps, pixels)
     plain = trainer.training_batches(data, resolved, runtime, 3, steps)
     assert [b[1].tolist() for b in cached] == [b[1].tolist() for b in plain]

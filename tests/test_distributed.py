@@ -104,3 +104,26 @@ def test_two_process_training_one_set_of_checkpoints_and_resume(tiny_prepared, t
     resumed = torch.load(model_dir / 'history0_1.pt', weights_only=True)['history']
     assert resumed['train_loss'][:2] == losses and len(resumed['train_loss']) == 3
     assert torch.load(run / 'resume.pth', weights_only=True)['epoch'] == 3
+
+
+def test_torchrun_with_one_process_joins_a_group_and_trains_as_a_plain_run(tiny_prepared, tmp_path):
+    """A one-GPU machine under torchrun still joins the process group (NCCL there, gloo here) and wraps the network
+    in DDP: with one process its averaged gradient is the gradient, so the weights equal a plain run's."""
+    import subprocess
+    import sys
+    import yaml
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    args = ['--data_dir', str(tiny_prepared), '--model_dir', str(tmp_path), '--backbone', 'resnet18', '--scratch',
+            '--h', '32', '--w', '16', '--batchsize', '8', '--num_workers', '0', '--lr', '0.01', '--total_epoch', '1',
+            '--cpu_bf16', 'off']
+    done = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '1',
+                           '--master_port', str(free_port()), str(repo / 'train.py'), '--name', 'one', *args],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    trainer.run_training(recipe.build_parser().parse_args(['--name', 'plain', *args]), log=lambda line: None)
+    a, b = (torch.load(tmp_path / name / 'net_last.pth', weights_only=True) for name in ('one', 'plain'))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    sessions = [yaml.safe_load((tmp_path / name / 'opts.yaml').read_text())['runtime'][0] for name in ('one', 'plain')]
+    assert [(s['processes'], s['process_group']) for s in sessions] == [(1, 'gloo'), (1, None)]

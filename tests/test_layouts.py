@@ -114,7 +114,8 @@ def run_test_py(run, test_dir, result):
 
 
 def expected_from_raw(name, source, prepared):
-    """{split: sorted [(label, camera or None)]} recomputed from the raw set's names and lists, without the layouts' readers."""
+    """{split: sorted [(label, camera or None)]} recomputed from the raw set's names and lists, without the
+    layouts' readers."""
     def market_style(folder):
         return sorted((int(p.name.split('_')[0]), int(re.match(r'^-?\d+_c(\d+)', p.name).group(1)))
                       for p in folder.iterdir())
@@ -255,6 +256,7 @@ def test_no_camera_query_equals_gallery_excludes_only_the_query_itself():
     assert same['cmc'][0] == 1.0
 
 
+@pytest.mark.precision
 def test_cub_result_excludes_each_query_own_image(raw, market_run, tmp_path, capsys):
     prepared = tmp_path / 'cub'
     prepare.main(prepare_argv('cub', raw('cub'), prepared))

@@ -1,4 +1,5 @@
-"""Every loss of reid/training/losses.py against a plain-Python brute-force reference (float64 loops): value and gradient.
+"""Every loss of reid/training/losses.py against a plain-Python brute-force reference (float64 loops): value and
+gradient.
 
 The references are written from the papers' / original's definitions, one pair or triplet at a time.
 """

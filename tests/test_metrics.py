@@ -1,4 +1,5 @@
-"""Tests of reid/evaluation/metrics.py against brute-force references written from the definitions with plain Python loops.
+"""Tests of reid/evaluation/metrics.py against brute-force references written from the definitions with plain
+Python loops.
 
 Scores come from quantised features (dot products exact in float32) or are given as distance matrices, so the
 reference and the engine see the same numbers and any tie must be broken the same way (by gallery order).

@@ -1,4 +1,5 @@
-"""Tests of reid/models/ (backbones, heads, features): shapes, the feature contract (flip-sum, multi-scale, L2), PCB, fusion, weights loading.
+"""Tests of reid/models/ (backbones, heads, features): shapes, the feature contract (flip-sum, multi-scale, L2),
+PCB, fusion, weights loading.
 
 Small scratch backbones (resnet18) on tiny inputs keep them fast on a CPU.
 """

@@ -153,6 +153,7 @@ def test_unsupported_original_backbone_is_named(tmp_path):
         api.load_network(tmp_path / 'swin')
 
 
+@pytest.mark.precision
 def test_test_py_reads_an_original_run(tmp_path, tiny_prepared):
     """test.py end to end on an original run: its features equal the original's on the same images."""
     from reid.data.prepared import list_reid_images
@@ -164,7 +165,7 @@ def test_test_py_reads_an_original_run(tmp_path, tiny_prepared):
     cli = load_test_cli()
     result = tmp_path / 'r.mat'
     cli.main(['--name', 'orig', '--model_dir', str(tmp_path / 'model'), '--test_dir', str(tiny_prepared),
-              '--result', str(result), '--batchsize', '64'])
+              '--result', str(result), '--batchsize', '64', '--cpu_bf16', 'off'])   # compared in fp32
     query = [p for p, _, _ in list_reid_images(tiny_prepared / 'query')]
     tf = eval_transform(64, 32)
     images = torch.stack([tf(Image.open(p).convert('RGB')) for p in query])
@@ -179,6 +180,7 @@ def test_checkpoint_of_another_network_is_named(tmp_path):
         api.load_network(tmp_path / 'r')
 
 
+@pytest.mark.precision
 def test_a_run_without_h_w_is_fed_256x128_on_a_vehicle_layout_by_every_command(tmp_path):
     """An original run's opts.yaml has no h/w: it was trained at 256x128. Tested on a VeRi folder (whose layout
     trains new runs at 256x256), test.py, the API (and so demo.py --query_image) and export.py all feed it 256x128
@@ -196,7 +198,7 @@ def test_a_run_without_h_w_is_fed_256x128_on_a_vehicle_layout_by_every_command(t
     net = randomised(OrigFtNet(), seed=4)
     write_original_run(tmp_path / 'model' / 'orig', net)   # no h, no w
     load_test_cli().main(['--name', 'orig', '--model_dir', str(tmp_path / 'model'), '--test_dir', str(veri),
-                          '--result', str(tmp_path / 'r.mat')])
+                          '--result', str(tmp_path / 'r.mat'), '--cpu_bf16', 'off'])   # compared in fp32
     query = [p for p, _, _ in list_reid_images(veri / 'query')][:4]
     got = torch.from_numpy(scipy.io.loadmat(tmp_path / 'r.mat')['query_f'][:4])
     for size, same in (((256, 128), True), ((256, 256), False)):

@@ -25,6 +25,21 @@ def test_the_root_holds_the_commands_and_the_original_module_names_only():
         assert all(line.startswith(('from reid.', ' ')) for line in code), name
 
 
+def test_the_original_module_names_import_and_give_the_packages_objects():
+    import model
+    import random_erasing
+    import utils
+    from reid import runs, runtime
+    from reid.data import transforms
+    from reid.models import features, heads
+
+    assert model.build_model is heads.build_model and model.fuse_conv_bn is features.fuse_conv_bn
+    assert model.ClassBlock is heads.ClassBlock and model.PCB is heads.PCB
+    assert utils.load_checkpoint is runs.load_checkpoint and utils.save_atomic is runs.save_atomic
+    assert utils.select_device is runtime.select_device
+    assert random_erasing.random_erasing is transforms.random_erasing
+
+
 def test_importing_the_package_runs_nothing(tmp_path):
     """Every module imported from an empty folder: no output, no file written; the light ones (what prepare.py
     needs) without torch."""

@@ -1,4 +1,5 @@
-"""Tests of random erasing (reid/data/transforms.py): one rectangle of the paper's size range is filled, probability is honoured."""
+"""Tests of random erasing (reid/data/transforms.py): one rectangle of the paper's size range is filled,
+probability is honoured."""
 import pytest
 import torch
 

@@ -399,6 +399,7 @@ def kill_minus_nine(argv, where, tmp_path):
     assert proc.returncode == -signal.SIGKILL
 
 
+@pytest.mark.precision
 @pytest.mark.parametrize('where', ['epoch', 'write'])
 def test_kill_9_then_resume_continues_exactly(where, reference, tiny_prepared, tmp_path, capsys):
     argv = train_argv(tiny_prepared, tmp_path / 'm', 'ref', '--total_epoch', '2')
@@ -417,8 +418,18 @@ def test_kill_9_then_resume_continues_exactly(where, reference, tiny_prepared, t
     assert_same_as_reference(run_dir, reference)
 
 
+@pytest.fixture
+def real_ctrl_c():
+    """SIGINT raises KeyboardInterrupt here, as in a terminal, whatever the process that started pytest did with it
+    (a background job of a non-interactive shell, nohup and some CI runners start Python with SIGINT ignored)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.precision
 def test_ctrl_c_says_how_to_resume_and_the_resumed_run_is_exact(reference, tiny_prepared, tmp_path, capsys,
-                                                                monkeypatch):
+                                                                monkeypatch, real_ctrl_c):
     real_epoch = trainer.train_one_epoch
 
     def interrupted_in_epoch_2(model, loader, *args, **kwargs):
@@ -435,8 +446,9 @@ def test_ctrl_c_says_how_to_resume_and_the_resumed_run_is_exact(reference, tiny_
     assert_same_as_reference(tmp_path / 'm' / 'ref', reference)
 
 
+@pytest.mark.precision
 def test_ctrl_c_in_prepare_and_test_leaves_nothing_half_done(run, raw_copy, odd_names, tmp_path, capsys,
-                                                              monkeypatch):
+                                                              monkeypatch, real_ctrl_c):
     before = digest(raw_copy)
     placed = []
     real_place = prepared._place
@@ -470,6 +482,42 @@ def test_a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_prepare
     one_line_exit('train', train_argv(tiny_prepared, tmp_path / 'm', 'x', '--resume'), capsys,
                   'epoch 2: the training loss is nan', 'keeps the 1 good epoch', '--lr')
     assert digest(tmp_path / 'm' / 'x') == kept
+
+
+@pytest.mark.precision
+def test_non_finite_weights_with_a_finite_loss_stop_and_are_never_saved(tiny_prepared, tmp_path, capsys,
+                                                                        monkeypatch):
+    """What bf16 did at 32x16: a kernel tap that only sees padding turns NaN while the loss stays finite. The run
+    stops with one line naming the tensor, and every file of the last good epoch is kept as it was."""
+    argv = train_argv(tiny_prepared, tmp_path / 'm', 'x', '--total_epoch', '3')
+    trainer.run_training(recipe.build_parser().parse_args(argv), stop_after=1, log=lambda line: None)
+    kept = digest(tmp_path / 'm' / 'x')
+    real_epoch, broken = trainer.train_one_epoch, []
+
+    def breaks_one_tap(model, *args, **kwargs):
+        result = real_epoch(model, *args, **kwargs)
+        name, weight = [(n, p) for n, p in model.named_parameters() if p.dim() == 4][-1]   # the last conv
+        with torch.no_grad():
+            weight[0, 0, 0, 0] = float('nan')
+        broken.append(name)
+        return result
+    monkeypatch.setattr(trainer, 'train_one_epoch', breaks_one_tap)
+    message = one_line_exit('train', train_argv(tiny_prepared, tmp_path / 'm', 'x', '--resume'), capsys,
+                            'epoch 2: model.', 'holds NaN or infinite values', 'keeps the 1 good epoch')
+    assert f'model.{broken[0]} holds' in message
+    assert digest(tmp_path / 'm' / 'x') == kept
+
+
+def test_a_checkpoint_with_non_finite_values_is_never_written(tmp_path):
+    good = {'w': torch.ones(3), 'step': 1}
+    runs.save_atomic(good, tmp_path / 'net_last.pth')
+    before = (tmp_path / 'net_last.pth').read_bytes()
+    for bad in ({'w': torch.tensor([1.0, float('inf')])}, {'optimizer': {'state': [torch.tensor([float('nan')])]}}):
+        with pytest.raises(runs.NonFiniteValues, match='not written, (w|optimizer.state.0) holds NaN or infinite'):
+            runs.save_atomic(bad, tmp_path / 'net_last.pth')
+    assert (tmp_path / 'net_last.pth').read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['net_last.pth']
+    runs.save_atomic({'labels': torch.tensor([1, 2]), 'w': torch.zeros(2)}, tmp_path / 'other.pth')  # ints pass
 
 
 def test_resume_refuses_other_ids_another_network_and_newer_formats(run, odd_names, tmp_path, capsys):

@@ -20,10 +20,23 @@ def test_cpu_flags_and_native_bf16(tmp_path):
     assert runtime.cpu_flags(tmp_path / 'missing') == set()
     assert runtime.native_cpu_bf16({'avx2', 'amx_bf16'}) == 'amx_bf16'
     cpu = torch.device('cpu')
-    assert runtime.resolve_cpu_bf16('auto', cpu, {'avx512_bf16'}) == (True, 'auto: the CPU has avx512_bf16')
-    assert runtime.resolve_cpu_bf16('off', cpu, {'avx512_bf16'})[0] is False
-    assert runtime.resolve_cpu_bf16('on', cpu, set())[0] is True
-    assert runtime.resolve_cpu_bf16('on', torch.device('cuda'), set())[0] is False
+    native = {'avx512_bf16'}
+    assert runtime.resolve_cpu_bf16('auto', cpu, 'extract', native) == (True, 'auto: the CPU has avx512_bf16')
+    assert runtime.resolve_cpu_bf16('auto', cpu, 'extract', {'avx2'})[0] is False
+    assert runtime.resolve_cpu_bf16('off', cpu, 'extract', native)[0] is False
+    assert runtime.resolve_cpu_bf16('on', cpu, 'extract', set())[0] is True
+    assert runtime.resolve_cpu_bf16('on', torch.device('cuda'), 'extract', set())[0] is False
+
+
+def test_auto_bf16_is_decided_per_job_by_the_measurement():
+    """Training in bf16 cost 1.32 mAP on the quick start (more than 1.0): fp32 unless --cpu_bf16 on asks; extraction
+    kept cosine 0.9999: bf16 where the CPU has it natively."""
+    cpu, native = torch.device('cpu'), {'amx_bf16'}
+    on, reason = runtime.resolve_cpu_bf16('auto', cpu, 'train', native)
+    assert on is False and 'fp32 for training' in reason and '--cpu_bf16 on' in reason
+    assert runtime.resolve_cpu_bf16('on', cpu, 'train', set()) == (True, '--cpu_bf16 on')
+    assert runtime.resolve_cpu_bf16('auto', cpu, 'extract', native)[0] is True
+    assert runtime.AUTO_BF16 == {'train': False, 'extract': True}
     assert runtime.use_channels_last('auto', cpu) and not runtime.use_channels_last('off', cpu)
 
 
@@ -34,6 +47,7 @@ def test_every_machine_dependent_decision_can_be_forced(monkeypatch):
     monkeypatch.setenv('REID_NATIVE_BF16', '1')
     assert runtime.native_cpu_bf16() == 'REID_NATIVE_BF16=1'
     assert runtime.resolve_cpu_bf16('auto', cpu) == (True, 'auto: the CPU has REID_NATIVE_BF16=1')
+    assert runtime.resolve_cpu_bf16('auto', cpu, 'train')[0] is False
     assert runtime.native_cpu_bf16(set()) is None   # a flag set given explicitly is read as it is
     monkeypatch.setenv('REID_NATIVE_BF16', '0')
     assert runtime.native_cpu_bf16() is None and runtime.resolve_cpu_bf16('auto', cpu)[0] is False
@@ -54,18 +68,21 @@ def test_every_machine_dependent_decision_can_be_forced(monkeypatch):
 def test_the_runtime_is_chosen_from_the_flags_and_recorded(monkeypatch):
     monkeypatch.setenv('REID_NATIVE_BF16', '0')
     flags = Namespace(gpu_ids='0', fp16=False, bf16=False, cpu_bf16='auto', channels_last='off', num_workers=None)
-    chosen, _ = runtime.choose_runtime(flags)
+    chosen, _ = runtime.choose_runtime(flags, 'extract')
     record = chosen.record()
     assert (record['device'], record['precision'], record['channels_last'], record['workers']) == \
         ('cpu', 'float32', False, 0)
     assert record['native_bf16'] is None and record['threads'] == runtime.available_cores()
     monkeypatch.setenv('REID_NATIVE_BF16', '1')
-    assert runtime.choose_runtime(flags)[0].amp_dtype == torch.bfloat16
-    assert runtime.choose_runtime(Namespace(**{**vars(flags), 'cpu_bf16': 'off'}))[0].amp_dtype is None
+    assert runtime.choose_runtime(flags, 'extract')[0].amp_dtype == torch.bfloat16
+    assert runtime.choose_runtime(flags, 'train')[0].amp_dtype is None
+    asked = Namespace(**{**vars(flags), 'cpu_bf16': 'on'})
+    assert runtime.choose_runtime(asked, 'train')[0].amp_dtype == torch.bfloat16
+    assert runtime.choose_runtime(Namespace(**{**vars(flags), 'cpu_bf16': 'off'}), 'extract')[0].amp_dtype is None
     with pytest.raises(ValueError, match='--fp16 needs CUDA'):
-        runtime.choose_runtime(Namespace(**{**vars(flags), 'fp16': True, 'gpu_ids': '0'}))
+        runtime.choose_runtime(Namespace(**{**vars(flags), 'fp16': True, 'gpu_ids': '0'}), 'train')
     with pytest.raises(ValueError, match='pick one'):
-        runtime.choose_runtime(Namespace(**{**vars(flags), 'fp16': True, 'bf16': True}))
+        runtime.choose_runtime(Namespace(**{**vars(flags), 'fp16': True, 'bf16': True}), 'extract')
 
 
 def randomised_net():
@@ -109,3 +126,25 @@ def test_set_cpu_threads_leaves_cores_to_the_workers():
         assert runtime.set_cpu_threads() == runtime.available_cores()
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_gpu_check_says_in_one_line_that_there_is_no_gpu_and_exits_0(tmp_path):
+    """bench/gpu_check.sh on a machine without CUDA (or told REID_DEVICE=cpu): one line, exit 0, nothing written;
+    the script parses, and it runs each CUDA path the README's GPU figures come from."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / 'bench' / 'gpu_check.sh'
+    assert subprocess.run(['bash', '-n', str(script)]).returncode == 0
+    for env in ([{}] if not torch.cuda.is_available() else []) + [{'REID_DEVICE': 'cpu'}]:   # a GPU would run it
+        done = subprocess.run(['bash', str(script), str(tmp_path / 'work')], capture_output=True, text=True,
+                              timeout=120, env={**os.environ, **env})
+        assert done.returncode == 0 and done.stderr == '', done.stderr
+        assert done.stdout.count('\n') == 1 and 'no CUDA device here' in done.stdout
+        assert 'nothing was run' in done.stdout
+        assert not (tmp_path / 'work').exists()
+    text = script.read_text()
+    for path in ('--fp16', '--bf16', '--compile', 'test.py', 'evaluate_gpu.py', '--rerank', 'torch.distributed.run',
+                 'export.py', 'max_memory_allocated'):
+        assert path in text, path

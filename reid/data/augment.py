@@ -1,6 +1,7 @@
 """Decode-once image cache (uint8, memory-mapped) and whole-batch augmentation as tensors on the training device.
 
-The batch augmentation draws from the same distribution as reid.data.transforms.train_transform's per-image torchvision pipeline
+The batch augmentation draws from the same distribution as reid.data.transforms.train_transform's per-image
+torchvision pipeline
 (pad + random crop, flip, colour jitter, normalise, random erasing); tests/test_augment.py compares the two.
 """
 import hashlib
@@ -26,7 +27,7 @@ def cache_key(paths, h, w):
 
 
 def resized_pixels(path, h, w):
-    """Return the (h, w, 3) uint8 pixels reid.data.transforms.train_transform's Resize gives (PIL bicubic): the cached form."""
+    """Return the (h, w, 3) uint8 pixels train_transform's Resize gives (PIL bicubic): the cached form."""
     from PIL import Image
     from torchvision.transforms import InterpolationMode
     from torchvision.transforms import functional as F

@@ -495,7 +495,8 @@ def _write_set(root, seed, files, texts, tops, params, counts, workers, progress
     if workers is None:
         workers = 1 if len(jobs) < 2000 else (os.cpu_count() or 1)
     from tqdm import tqdm
-    bar = tqdm(total=len(jobs), desc=desc, unit='img', disable=not (len(jobs) >= 2000 if progress is None else progress))
+    show = len(jobs) >= 2000 if progress is None else progress
+    bar = tqdm(total=len(jobs), desc=desc, unit='img', disable=not show)
     if workers <= 1:
         for job in jobs:
             _write_one(job)

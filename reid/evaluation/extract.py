@@ -66,7 +66,7 @@ def run_test(opts, log=print):
     """Extract features as `opts` (test.py's flags) says, write the .mat file(s), evaluate; return the metrics."""
     run = RunFolder(Path(opts.model_dir) / opts.name)
     check_network_flags(opts, run.read_opts(), run.opts_file)
-    runtime, note = choose_runtime(opts)
+    runtime, note = choose_runtime(opts, 'extract')
     if note:
         log(note)
     scales = parse_scales(opts.ms)

@@ -10,6 +10,8 @@ import os
 import torch
 import torch.distributed as dist
 
+from reid.runtime import cuda_available
+
 
 def world_from_env():
     """Return (rank, world_size, local_rank) from torchrun's environment variables ((0, 1, 0) without them)."""
@@ -18,20 +20,26 @@ def world_from_env():
 
 
 def init_process_group():
-    """Join torchrun's process group when WORLD_SIZE > 1: NCCL with CUDA, else gloo; return (rank, world, local).
-
-    With CUDA each process takes the GPU of its local rank.
+    """Join torchrun's process group (even of one process: a one-GPU machine still runs NCCL and DDP, as
+    bench/gpu_check.sh does): NCCL with CUDA, else gloo; return (rank, world, local). Without torchrun's
+    environment, nothing. With CUDA each process takes the GPU of its local rank.
     """
     rank, world, local = world_from_env()
-    if world > 1 and not dist.is_initialized():
-        if torch.cuda.is_available():
+    launched = world > 1 or 'TORCHELASTIC_RUN_ID' in os.environ
+    if launched and not dist.is_initialized():
+        if cuda_available():
             torch.cuda.set_device(local)
-        dist.init_process_group('nccl' if torch.cuda.is_available() else 'gloo')
+        dist.init_process_group('nccl' if cuda_available() else 'gloo')
     return rank, world, local
 
 
 def active():
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    return dist.is_available() and dist.is_initialized()
+
+
+def backend():
+    """Return the process group's backend ('nccl', 'gloo') when one is joined, else None."""
+    return dist.get_backend() if active() else None
 
 
 def rank():

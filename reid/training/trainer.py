@@ -16,7 +16,8 @@ from reid.data.images import ReIDImageFolder, require_readable_images
 from reid.data.samplers import PKSampler, pk_epoch_length
 from reid.data.transforms import eval_transform, train_transform
 from reid.models.heads import build_model, parameter_groups
-from reid.runs import (RunFolder, draw_curves, load_weights, restore_rng_states, resume_state, rng_states, seed_everything)
+from reid.runs import (RunFolder, draw_curves, load_weights, non_finite_entry, restore_rng_states, resume_state,
+                       rng_states, seed_everything)
 from reid.runtime import choose_runtime
 from reid.spec import NetworkSpec
 from reid.training import distributed
@@ -29,7 +30,7 @@ CODE_DIR = Path(__file__).resolve().parents[2]   # the commands and the reid pac
 
 
 class TrainingStopped(ValueError):
-    """The run stopped early (a non-finite loss); the message says what is kept and how to go on."""
+    """The run stopped early (a non-finite loss or weights); the message says what is kept and how to go on."""
 
 
 def epoch_generator(seed, epoch):
@@ -106,7 +107,8 @@ def training_batches(train_set, opts, runtime, epoch, steps_per_epoch, pixels=No
         sampler = distributed.ShardedBatches(sampler, rank, world)
     if pixels is None:
         return DataLoader(train_set, batch_sampler=sampler, num_workers=runtime.workers,
-                          pin_memory=runtime.device.type == 'cuda', generator=torch.Generator().manual_seed(seed + rank))
+                          pin_memory=runtime.device.type == 'cuda',
+                          generator=torch.Generator().manual_seed(seed + rank))
     from reid.data.augment import CachedBatches
     return CachedBatches(pixels, train_set.targets, sampler, runtime.device, seed + rank, pad=opts.pad,
                          erasing_p=opts.erasing_p, jitter=opts.color_jitter)
@@ -169,7 +171,7 @@ def run_training(opts, stop_after=None, log=print):
     if opts.resume:
         opts = resumed_options(opts, run, log)
     opts = resolved_opts(opts)
-    runtime, note = choose_runtime(opts, local_rank if world > 1 else None)
+    runtime, note = choose_runtime(opts, 'train', local_rank if world > 1 else None)
     device = runtime.device
     if opts.sync_bn and world > 1 and device.type != 'cuda':
         raise ValueError('--sync_bn needs CUDA (BatchNorm statistics are synchronised over GPUs)')
@@ -201,7 +203,8 @@ def run_training(opts, stop_after=None, log=print):
         raise ValueError(f'{run.path}: a run of this --name exists; continue it with --resume, pick another '
                          f'--name, or replace it with --overwrite')
     distributed.barrier()  # every rank has looked at the run folder before rank 0 writes into it
-    session, resumed_session = dict(runtime.record(), processes=world), None
+    session = dict(runtime.record(), processes=world, process_group=distributed.backend())
+    resumed_session = None
     if opts.resume:
         state = run.read_resume_state(train_set.classes)
         history, first_epoch, averaged = restore_progress(state, run.resume_file, model, optimizer, scheduler,
@@ -236,6 +239,7 @@ def run_training(opts, stop_after=None, log=print):
         loader = training_batches(train_set, opts, runtime, epoch, steps_per_epoch, pixels)
         loss, err = train_one_epoch(network, loader, optimizer, scheduler, device, epoch_terms, runtime.amp_dtype,
                                     scaler, loss_opt, desc=f'epoch {epoch + 1}/{opts.total_epoch}')
+        train_seconds = time.perf_counter() - start
         if not math.isfinite(loss):  # the weights are now garbage: keep the last good checkpoint as it is
             raise TrainingStopped(
                 f'epoch {epoch + 1}: the training loss is {loss} (not finite); stopped without saving it. '
@@ -246,8 +250,16 @@ def run_training(opts, stop_after=None, log=print):
 
             averaged.update_parameters(model)
             update_bn(train_loader(train_set, opts, epoch, steps_per_epoch, runtime), averaged, device)
-            if rank == 0:
-                run.save_weights(averaged.module.state_dict(), 'average')
+        # a finite loss does not make finite weights (bf16 can break kernel taps that only see padding): check
+        # everything resume.pth would hold, on every rank, before anything of this epoch is written
+        broken = non_finite_entry({'model': model.state_dict(), 'optimizer': optimizer.state_dict(),
+                                   'losses': metric_losses.state_dict(),
+                                   'averaged': averaged.state_dict() if averaged is not None else None})
+        if broken:
+            raise TrainingStopped(
+                f'epoch {epoch + 1}: {broken} holds NaN or infinite values; stopped without saving them. '
+                f'{run.resume_file} keeps the {epoch} good epoch(s); lower --lr, train in fp32 (--cpu_bf16 off) '
+                'or --resume to retry')
         loss, err = distributed.mean_over_ranks(loss, err)
         history['train_loss'].append(loss)
         history['train_err'].append(err)
@@ -257,11 +269,16 @@ def run_training(opts, stop_after=None, log=print):
             history['val_loss'].append(val_loss)
             history['val_err'].append(val_err)
             line += f' | val loss {val_loss:.4f} err {val_err:.4f}'
-        log(f'{line} | lr {lr:.2e} | {time.perf_counter() - start:.0f}s')
+        line += f' | lr {lr:.2e} | {steps_per_epoch * opts.batchsize / train_seconds:.0f} img/s'
+        if device.type == 'cuda':
+            line += f' | peak {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB'
+        log(f'{line} | {time.perf_counter() - start:.0f}s')
 
         rng_per_rank = distributed.gathered(rng_states())  # every rank takes part; rank 0 saves them all
         if rank == 0:
             weights = model.state_dict()
+            if averaged is not None:
+                run.save_weights(averaged.module.state_dict(), 'average')
             if run.snapshot_due(epoch):
                 run.save_weights(weights, epoch)
             run.save_weights(weights, 'last')

@@ -5,7 +5,8 @@ import re
 
 import numpy as np
 
-from reid.data.layouts.common import PERSON, Item, Layout, Option, image_files, leading_group, parse_all, require_folders
+from reid.data.layouts.common import (PERSON, Item, Layout, Option, image_files, leading_group, parse_all,
+                                     require_folders)
 
 _LEADING_NUMBER = re.compile(r'^(\d+)')
 
