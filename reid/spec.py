@@ -4,7 +4,7 @@ read from and written to opts.yaml; and the input size a network is fed, resolve
 train.py's flags, --resume's architecture check, test.py's rebuild (and its checked flags), the loader of the
 original repository's runs, the API and export all derive from NetworkSpec.
 """
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Optional
 
 # The original's backbone flags as aliases onto backbone registry names (torchvision names, timm:<name>, or
@@ -85,7 +85,7 @@ class NetworkSpec:
     def with_input_size(self, data_dir=None):
         """Return a copy with h and w fixed by input_size(data_dir)."""
         h, w = self.input_size(data_dir)
-        return NetworkSpec(**{**asdict(self), 'h': h, 'w': w})
+        return replace(self, h=h, w=w)
 
     def differences(self, other):
         """Return the names of the fields in which `other` differs from this spec."""
