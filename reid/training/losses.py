@@ -152,17 +152,27 @@ class SphereFaceLoss(_MarginSoftmax):
         return sign * chebyshev(self.margin, c) - 2 * k
 
 
-class ContrastiveLoss(nn.Module):
-    """Contrastive loss on L2-normalised features: positives pulled to distance 0, negatives pushed past 1;
-    each part averaged over its pairs with a non-zero loss, then summed (pytorch-metric-learning's)."""
+class _PairMarginLoss(nn.Module):
+    """Shared part of the contrastive and lifted losses: margins for positive and negative pairs, and the
+    pair masks with the distances between L2-normalised features."""
 
     def __init__(self, pos_margin=0.0, neg_margin=1.0):
         super().__init__()
         self.pos_margin, self.neg_margin = pos_margin, neg_margin
 
-    def forward(self, feature, labels):
+    @staticmethod
+    def pairs(feature, labels):
+        """(positive mask, negative mask, Euclidean distances of the normalised features), all [B, B]."""
         pos, neg = _masks(labels)
-        d = _euclidean(F.normalize(feature, dim=1))
+        return pos, neg, _euclidean(F.normalize(feature, dim=1))
+
+
+class ContrastiveLoss(_PairMarginLoss):
+    """Contrastive loss on L2-normalised features: positives pulled to distance 0, negatives pushed past 1;
+    each part averaged over its pairs with a non-zero loss, then summed (pytorch-metric-learning's)."""
+
+    def forward(self, feature, labels):
+        pos, neg, d = self.pairs(feature, labels)
         total = feature.sum() * 0
         for loss, mask in ((F.relu(d - self.pos_margin), pos), (F.relu(self.neg_margin - d), neg)):
             active = mask & (loss > 0)
@@ -177,17 +187,12 @@ def _masked_logsumexp(values, mask):
     return torch.where(mask.any(1), out, torch.zeros_like(out))
 
 
-class LiftedStructureLoss(nn.Module):
+class LiftedStructureLoss(_PairMarginLoss):
     """Generalised lifted structure loss on L2-normalised features, neg margin 1, pos margin 0: per anchor
     relu(logsumexp(d_pos - 0) + logsumexp(1 - d_neg)), mean over anchors."""
 
-    def __init__(self, pos_margin=0.0, neg_margin=1.0):
-        super().__init__()
-        self.pos_margin, self.neg_margin = pos_margin, neg_margin
-
     def forward(self, feature, labels):
-        pos, neg = _masks(labels)
-        d = _euclidean(F.normalize(feature, dim=1))
+        pos, neg, d = self.pairs(feature, labels)
         per_anchor = _masked_logsumexp(d - self.pos_margin, pos) + _masked_logsumexp(self.neg_margin - d, neg)
         return F.relu(per_anchor).mean()
 
