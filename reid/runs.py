@@ -1,7 +1,8 @@
 """A run folder, model/<name>/: its files and their formats, known here only. opts.yaml (the recipe, and under
 `runtime` what each session ran on), net_*.pth (a plain model state_dict, as the original writes it: net_last,
 net_init, net_average and every 10th epoch's net_XXX), resume.pth (everything needed to continue), train.jpg,
-result.txt and the copy of the code that trained it; atomic writes and weights-only loading.
+result.txt, tb/ (TensorBoard events, --tensorboard), threshold.yaml (the calibrated "same identity?" score
+threshold) and the copy of the code that trained it; atomic writes and weights-only loading.
 """
 import glob
 import os
@@ -19,6 +20,7 @@ import yaml
 FORMAT_VERSION = 1
 TMP_SUFFIX = '.tmp'
 OPTS_FILE, RESUME_FILE, CURVES_FILE, RESULT_FILE = 'opts.yaml', 'resume.pth', 'train.jpg', 'result.txt'
+TENSORBOARD_DIR, THRESHOLD_FILE = 'tb', 'threshold.yaml'
 NAMED_CHECKPOINTS = ('last', 'init', 'average')   # net_last.pth, net_init.pth, net_average.pth (--wa)
 SNAPSHOT_EVERY = 10                               # net_XXX.pth (0-based epoch XXX) after every 10th epoch
 RUNTIME_KEY = 'runtime'                           # opts.yaml: one entry per session, what it ran on
@@ -238,6 +240,7 @@ class RunFolder:
         self.path = Path(path)
         self.opts_file, self.resume_file = self.path / OPTS_FILE, self.path / RESUME_FILE
         self.curves_file, self.result_file = self.path / CURVES_FILE, self.path / RESULT_FILE
+        self.tensorboard_dir, self.threshold_file = self.path / TENSORBOARD_DIR, self.path / THRESHOLD_FILE
 
     def __repr__(self):
         return f'RunFolder({str(self.path)!r})'
