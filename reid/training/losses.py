@@ -198,12 +198,14 @@ class LiftedStructureLoss(_PairMarginLoss):
 
 
 class InstanceLoss(nn.Module):
-    """Instance loss (Zheng et al., TOMM 2020) as the original writes it: cross-entropy of the scaled cosine
-    similarities within the batch (gamma = --ins_gamma); divided by the batch size as the original adds it.
+    """Instance loss (Zheng et al., TOMM 2020) as the original's instance_loss.py: cross-entropy of the scaled
+    cosine similarities (gamma = --ins_gamma) where each instance is its own class; divided by the batch size as
+    the original adds it.
 
-    use_labels=False (--instance): every image is its own class (target of image i: column i).
-    use_labels=True (--instance_id): the target of image i is column u(i), the index of its label among the
-    batch's sorted unique labels (the original's formulation, kept as it is).
+    use_labels=False (--instance): every image is an instance (target of image i: column i).
+    use_labels=True (--instance_id): the images of one id are merged first — the instances are the batch's ids,
+    each the mean of its L2-normalised image features — so no image is pushed away from its own id; a batch of
+    a single id gives 0, as the original.
     """
 
     def __init__(self, gamma=32.0, use_labels=False):
@@ -213,9 +215,12 @@ class InstanceLoss(nn.Module):
     def forward(self, feature, labels):
         x = F.normalize(feature, dim=1)
         if self.use_labels:
-            target = torch.unique(labels, return_inverse=True)[1]
-        else:
-            target = torch.arange(len(labels), device=labels.device)
+            ids, member = torch.unique(labels, return_inverse=True)
+            if len(ids) == 1:
+                return feature.sum() * 0
+            counts = torch.bincount(member, minlength=len(ids)).to(x.dtype)
+            x = F.normalize(x.new_zeros(len(ids), x.shape[1]).index_add(0, member, x) / counts[:, None], dim=1)
+        target = torch.arange(len(x), device=x.device)
         return F.cross_entropy(self.gamma * x @ x.t(), target) / len(labels)
 
 
