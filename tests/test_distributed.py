@@ -127,3 +127,60 @@ def test_torchrun_with_one_process_joins_a_group_and_trains_as_a_plain_run(tiny_
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     sessions = [yaml.safe_load((tmp_path / name / 'opts.yaml').read_text())['runtime'][0] for name in ('one', 'plain')]
     assert [(s['processes'], s['process_group']) for s in sessions] == [(1, 'gloo'), (1, None)]
+
+
+LOSSES_WITH_PARAMETERS = ('arcface', 'cosface', 'sphere', 'center')
+
+
+def loss_step_objects(seed):
+    """The network (frozen BN) and every loss that has parameters, their optimizers and terms, as train.py
+    builds them; the losses initialised from `seed`."""
+    from reid.training import losses, terms
+    net = frozen_bn_net()
+    torch.manual_seed(seed)
+    built = losses.build_losses({name: True for name in LOSSES_WITH_PARAMETERS}, 5, net.feature_dim)
+    optimizer = torch.optim.SGD(list(net.parameters()) + losses.shared_loss_parameters(built), lr=0.1)
+    step_terms = [terms.SoftmaxTerm()] + [terms.MetricTerm(n, m) for n, m in built.items()]
+    return net, built, optimizer, losses.loss_optimizer(built), step_terms
+
+
+def rank_loss_step(rank, out):
+    from reid.training.loop import train_one_epoch   # the loop train.py runs
+    distributed.init_process_group()
+    net, built, optimizer, loss_opt, step_terms = loss_step_objects(seed=100 + rank)  # different on each rank
+    distributed.broadcast_parameters(built)   # as the trainer does: rank 0's
+    images, labels = global_batch()
+    share = list(distributed.ShardedBatches([list(range(8))], rank, 2))[0]
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    train_one_epoch(distributed.wrap(net, torch.device('cpu')), [(images[share], labels[share])], optimizer,
+                    scheduler, torch.device('cpu'), step_terms, loss_optimizer=loss_opt)
+    torch.save(built.state_dict(), f'{out}/losses{rank}.pt')
+
+
+def test_the_losses_parameters_are_the_same_on_every_rank_after_a_step(tmp_path):
+    """ArcFace / CosFace / SphereFace class weights and the centres: every rank holds the same values after a
+    step, the update of the gradient averaged over the ranks (computed here one share at a time)."""
+    spawn(rank_loss_step, str(tmp_path))
+    got = [torch.load(tmp_path / f'losses{rank}.pt', weights_only=True) for rank in (0, 1)]
+    images, labels = global_batch()
+    start = loss_step_objects(seed=100)[1].state_dict()
+    shares = [[0, 1, 2, 3], [4, 5, 6, 7]]
+    grads = []
+    for share in shares:   # each rank's local gradient of the summed terms, by hand
+        net, built, _, _, step_terms = loss_step_objects(seed=100)
+        logits, feature = net.train()(images[share], return_metric_feature=True)   # as the loop: train mode
+        total = sum(t.weight * t.value(_batch(net, images[share], labels[share], logits, feature))
+                    for t in step_terms)
+        total.backward()
+        grads.append({n: p.grad.clone() for n, p in built.named_parameters()})
+    for name in start:
+        lr, weight = (0.5, 0.0005) if name.startswith('center') else (0.1, 1.0)
+        expected = start[name] - lr * (grads[0][name] + grads[1][name]) / 2 / weight
+        for rank in (0, 1):
+            torch.testing.assert_close(got[rank][name], expected, atol=1e-6, rtol=1e-5, msg=f'rank {rank} {name}')
+        assert not torch.equal(expected, start[name])
+
+
+def _batch(net, images, labels, logits, feature):
+    from reid.training.terms import Batch
+    return Batch(net, images, labels, 0, logits, feature)

@@ -107,6 +107,27 @@ def wrap(model, device, sync_bn=False):
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == 'cuda' else None)
 
 
+def broadcast_parameters(module):
+    """Give every rank rank 0's parameters and buffers of `module` (the losses: DDP does this only for the
+    network it wraps)."""
+    if active():
+        for tensor in list(module.parameters()) + list(module.buffers()):
+            dist.broadcast(tensor.data, src=0)
+
+
+def average_gradients(parameters):
+    """Replace the gradients of `parameters` by their mean over the ranks, as DDP does for the network: the
+    losses' class weights and centres live outside it, and would otherwise follow each rank's own share."""
+    if not active():
+        return
+    world = dist.get_world_size()
+    for p in parameters:
+        if p.grad is None:  # every rank must take part in every all_reduce
+            p.grad = torch.zeros_like(p)
+        dist.all_reduce(p.grad)
+        p.grad.div_(world)
+
+
 def world_size():
     return dist.get_world_size() if active() else 1
 

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from reid.models.heads import cross_entropy_loss
+from reid.training import distributed
 from reid.training.adversarial import opposite_direction_images
 
 
@@ -42,7 +43,8 @@ class SoftmaxTerm:
 
 class MetricTerm:
     """One metric loss of reid.training.losses on the metric feature, weighted by the loss's own weight (center:
-    0.0005); a loss with its own learning rate (center) is stepped on its unweighted gradient, as BoT."""
+    0.0005); a loss with its own learning rate (center) is stepped on its unweighted gradient, as BoT. Under
+    torchrun the loss's parameters get the gradient averaged over the ranks, like the network's."""
     needs_feature = True
 
     def __init__(self, name, loss):
@@ -53,6 +55,7 @@ class MetricTerm:
         return self.loss(batch.feature.float(), batch.labels)
 
     def after_backward(self):
+        distributed.average_gradients(self.loss.parameters())
         if getattr(self.loss, 'own_lr', None):
             for p in self.loss.parameters():
                 if p.grad is not None:
@@ -77,13 +80,19 @@ class AdversarialTerm:
         pass
 
 
+def class_scores(outputs):
+    """Return what the --DG term compares, [B, K]: the logits, or for PCB's [B, parts, K] the per-part class
+    probabilities averaged over the parts (the original's PCB branch)."""
+    return outputs.softmax(2).mean(1) if outputs.dim() == 3 else outputs
+
+
 def consistency_loss(model, teacher, view1, view2):
-    """The original's --DG term: symmetric KL divergence between the class probabilities of the model on one
-    view and of the (weight-averaged) teacher on the other, batch mean (no gradient to the teacher)."""
-    student = model(view1).float()
+    """The original's --DG term: symmetric KL divergence between the softmax of the model's class scores on one
+    view and of the (weight-averaged) teacher's on the other, batch mean (no gradient to the teacher)."""
+    student = class_scores(model(view1).float())
     teacher.eval()
     with torch.no_grad():
-        target = teacher(view2).float()
+        target = class_scores(teacher(view2).float())
     p, q = student.softmax(1), target.softmax(1)
     return (F.kl_div(target.log_softmax(1), p, reduction='batchmean')
             + F.kl_div(student.log_softmax(1), q, reduction='batchmean')) / 2

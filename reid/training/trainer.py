@@ -221,6 +221,7 @@ def run_training(opts, stop_after=None, log=print):
 
     pixels = cached_pixels(train_set, opts) if opts.cache else None
     network = distributed.wrap(model, device, opts.sync_bn)  # DDP with several processes
+    distributed.broadcast_parameters(metric_losses)   # the losses start equal too (the terms keep them so)
     # the compiled wrapper shares the parameters; checkpoints keep saving `model`'s plain state_dict
     network = torch.compile(network) if opts.compile else network
     val_loader = None
