@@ -39,8 +39,6 @@ def load_network(run_dir, which_epoch='last'):
     else:
         spec = NetworkSpec.from_opts(opts)
     model = build_model(spec, int(opts['nclasses']), pretrained=False)
-    if is_original:
-        original.adapt_model(model, spec)
     try:
         model.load_state_dict(state)
     except RuntimeError as e:

@@ -314,7 +314,8 @@ def test_usam_matches_its_definition_and_sits_after_the_stem_and_layer1():
         for i in range(1, 5):
             for j in range(1, 4):
                 unit_sub = 9 * s[b, i, j] - s[b, i - 1:i + 2, j - 1:j + 2].sum()
-                a = max(0.0, float((unit_sub - 0.3) / math.sqrt(2.0 + usam.bn.eps) * usam.bn.weight + usam.bn.bias))
+                v = float((unit_sub - 0.3) / math.sqrt(2.0 + usam.bn.eps) * usam.bn.weight + usam.bn.bias)
+                a = v if v > 0 else 0.1 * v   # the original's LeakyReLU(0.1)
                 expected[b, :, i, j] = x[b, :, i, j] * (1 + a)
     with torch.no_grad():
         torch.testing.assert_close(usam(x), expected, rtol=1e-5, atol=1e-5)

@@ -115,6 +115,37 @@ def test_consistency_term_is_the_symmetric_kl_between_student_and_teacher_views(
     assert not teacher.training   # the teacher is evaluated, never trained
 
 
+class PartProbe(Probe):
+    """PCB-like logits [B, 3 parts, K]: the probe's logits, doubled and negated for the second and third part."""
+
+    def forward(self, x, return_feature=False):
+        out = super().forward(x)
+        return torch.stack([out, 2 * out, -out], dim=1)
+
+
+def test_consistency_term_of_pcb_compares_the_part_averaged_class_probabilities():
+    """The original's PCB branch: outputs = (softmax_K(part 1) + ... + softmax_K(part 6)) / 6, then the same
+    symmetric KL of softmax(outputs) — classes normalised per part, never across the parts."""
+    torch.manual_seed(1)
+    student, teacher = PartProbe(classes=4), PartProbe(classes=4)
+    g = torch.Generator().manual_seed(4)
+    view1, view2 = torch.randn(5, 3, 16, 8, generator=g), torch.randn(5, 3, 16, 8, generator=g)
+    got = float(terms.ConsistencyTerm(iter([(view1, view2, None)]), teacher).value(batch(student)))
+
+    def scores(net, view):   # by hand, one image, part and class at a time
+        rows = []
+        for logits in net(view).detach().double().tolist():
+            parts = [[math.exp(v) / sum(math.exp(u) for u in part) for v in part] for part in logits]
+            rows.append([sum(part[k] for part in parts) / len(parts) for k in range(len(parts[0]))])
+        return rows
+
+    def softmax(row):
+        return [math.exp(v) / sum(math.exp(u) for u in row) for v in row]
+    p, q = [softmax(r) for r in scores(student, view1)], [softmax(r) for r in scores(teacher, view2)]
+    kl = lambda a, c: sum(sum(x * math.log(x / y) for x, y in zip(ra, rc)) for ra, rc in zip(a, c)) / len(a)  # noqa: E731
+    assert got == pytest.approx((kl(p, q) + kl(q, p)) / 2, rel=1e-4)
+
+
 def test_the_loss_is_the_weighted_sum_of_the_active_terms_and_a_run_builds_its_terms():
     class Constant:
         needs_feature = False

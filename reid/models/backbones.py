@@ -119,9 +119,9 @@ def _torchvision_body(net, name, usam=False):
     if usam:
         raise ValueError(f'--usam is supported for ResNet backbones, not {name}')
     if name.startswith('densenet'):
-        # torchvision's DenseNet applies ReLU after `features` in its forward; keep it.
-        return (nn.Sequential(OrderedDict(features=net.features, relu=nn.ReLU(inplace=True))),
-                net.classifier.in_features, True)
+        # the original pools `features` (ending in BatchNorm norm5) directly, without the ReLU torchvision's
+        # own forward adds
+        return nn.Sequential(OrderedDict(features=net.features)), net.classifier.in_features, True
     linears = [(path, m) for path, m in net.named_modules() if isinstance(m, nn.Linear)]
     if not linears:
         raise ValueError(f'--backbone {name}: no Linear classifier to replace')
@@ -133,8 +133,8 @@ def _torchvision_body(net, name, usam=False):
 
 class USAM(nn.Module):
     """Unit Subtraction Attention Module (Lin et al., TIP 2022), as the original's --usam: the channel sum of
-    the map minus its 3x3 neighbourhood mean (x9) -> BN -> ReLU, zero on the border, gives a map a; returns
-    x + a * x."""
+    the map minus its 3x3 neighbourhood mean (x9) -> BN -> LeakyReLU(0.1), zero on the border, gives a map a;
+    returns x + a * x."""
 
     def __init__(self):
         super().__init__()
@@ -143,7 +143,7 @@ class USAM(nn.Module):
     def forward(self, x):
         fmap = x.sum(1, keepdim=True)
         neighbourhood = F.avg_pool2d(fmap, 3, stride=1, padding=1, count_include_pad=True) * 9
-        att = F.relu(self.bn(9 * fmap - neighbourhood))
+        att = F.leaky_relu(self.bn(9 * fmap - neighbourhood), 0.1)
         border = torch.zeros_like(att)
         border[:, :, 1:-1, 1:-1] = 1
         return x + att * border * x

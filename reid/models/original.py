@@ -5,7 +5,6 @@ Converts them to this toolkit's layout so test.py, demo.py, export.py and reid.a
 import re
 from dataclasses import replace
 
-from torch import nn
 
 from reid.spec import NetworkSpec, alias_flag
 
@@ -74,14 +73,3 @@ def original_spec(opts, path='opts.yaml'):
         raise ValueError(f'{path}: the original run uses {flag}, a backbone this toolkit does not rebuild '
                          '(supported: ResNet-50, --use_dense, --PCB)')
     return spec
-
-
-def adapt_model(model, spec):
-    """Make a model built from `spec` compute the original's features in place; returns it.
-
-    The original's DenseNet feeds `features` (ending in BatchNorm norm5) straight to the pool, without the ReLU
-    torchvision's own forward (and this toolkit's DenseNet body) applies.
-    """
-    if spec.backbone == 'densenet121' and not spec.PCB and hasattr(model.body, 'relu'):
-        model.body.relu = nn.Identity()
-    return model
