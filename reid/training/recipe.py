@@ -60,7 +60,8 @@ def build_parser():
     p.add_argument('--pad', default=None, type=int,
                    help='padding before the random crop (default 10 at width 128, scaled with --w; 0 with --PCB; 0: no crop)')
     p.add_argument('--seed', default=0, type=int)
-    p.add_argument('--FSGD', action='store_true', help="fused SGD/Adam kernels (torch's fused=True; no apex)")
+    p.add_argument('--FSGD', action='store_true', help="changes nothing: the fused update (torch's fused=True) is always on; accepted so the "
+                        "original's commands run")
     add_network_flags(p)
     g = p.add_argument_group('losses', 'extra terms added to the softmax loss (reid/training/losses.py)')
     g.add_argument('--triplet', action='store_true', help='triplet loss, margin 0.3')
