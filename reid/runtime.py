@@ -7,6 +7,7 @@ a request. Each machine-dependent decision can be forced, so one machine runs ev
 """
 import contextlib
 import os
+import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -25,6 +26,13 @@ FORCE_DEVICE = 'REID_DEVICE'
 # cost 1.32 mAP points over seeds 0-2 (50.21 vs 51.53), more than the 1.0 allowed -> fp32; extraction in bf16
 # ran 1.60x as fast with features within cosine 0.9999 of fp32's and the same mAP -> bf16.
 AUTO_BF16 = {'train': False, 'extract': True}
+
+
+# PyTorch 2.14's oneDNN bf16 convolution is wrong on the tiniest maps, measured (bench/precision.py's kernels): a
+# stride-2 3x3 convolution onto a 2x1 map gives features at cosine 0.15-0.36 to fp32's and NaNs, flaky, on a Xeon
+# with AMX; its backward breaks the weights where the input map is 2x1 on an EPYC with avx512_bf16. Under CPU bf16
+# autocast, convolutions whose output has fewer positions than this run in fp32 (they cost next to nothing).
+SMALL_MAP_POSITIONS = 4
 
 
 def cpu_flags(path='/proc/cpuinfo'):
@@ -186,6 +194,17 @@ class Runtime:
     def autocast(self):
         return autocast(self.device, self.amp_dtype)
 
+    def protect_small_maps(self, model, size):
+        """Under CPU bf16 autocast, make the convolutions of `model` with tiny output maps for (h, w) = `size`
+        inputs (convs_on_small_maps) compute in fp32; return their names (empty when nothing changed)."""
+        if self.device.type != 'cpu' or self.amp_dtype != torch.bfloat16:
+            return []
+        names = convs_on_small_maps(model, size, self.device)
+        for name in names:
+            conv = model.get_submodule(name)
+            conv.forward = types.MethodType(_fp32_forward, conv)   # per instance: state_dict keys unchanged
+        return names
+
     def record(self):
         """Return the choice as plain values for opts.yaml's `runtime` entry, with what the machine is."""
         out = {'device': str(self.device), 'precision': str(self.amp_dtype or torch.float32).replace('torch.', ''),
@@ -212,6 +231,39 @@ def add_runtime_flags(parser):
     g.add_argument('--num_workers', default=None, type=int,
                    help='data loading processes (default 2 with CUDA, 0 = in the main process on the CPU)')
     return g
+
+
+def convs_on_small_maps(model, size, device='cpu'):
+    """Return the names of the Conv2d layers of `model` whose output map for one (h, w) = `size` image has fewer
+    than SMALL_MAP_POSITIONS positions (found by one fp32 forward in eval mode; the model's mode is restored)."""
+    found, hooks = [], []
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Conv2d):
+            hooks.append(module.register_forward_hook(
+                lambda m, i, out, name=name: found.append(name)
+                if out.shape[-2] * out.shape[-1] < SMALL_MAP_POSITIONS else None))
+    was_training = model.training
+    try:
+        with torch.no_grad(), autocast(torch.device(device), None):
+            model.eval()(torch.zeros(1, 3, *size, device=device))
+    finally:
+        for hook in hooks:
+            hook.remove()
+        model.train(was_training)
+    return found
+
+
+def log_small_maps(names, log):
+    """Say which convolutions protect_small_maps keeps in fp32 (nothing when there are none)."""
+    if names:
+        log(f'bf16 autocast: {len(names)} convolution(s) with output maps under {SMALL_MAP_POSITIONS} positions run '
+            f'in fp32 (PyTorch\'s oneDNN bf16 kernel is wrong on them): {", ".join(names[:4])}'
+            + (', ...' if len(names) > 4 else ''))
+
+
+def _fp32_forward(self, x):
+    with torch.autocast('cpu', enabled=False):
+        return type(self).forward(self, x.float())
 
 
 def choose_runtime(opts, job, local_rank=None):

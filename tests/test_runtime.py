@@ -100,14 +100,52 @@ def features_of(net, images, **kwargs):
     return extract_features(net, loader, torch.device('cpu'), **kwargs)
 
 
+def bf16_runtime():
+    return runtime.Runtime(torch.device('cpu'), torch.bfloat16, '--cpu_bf16 on', False, 0, None)
+
+
 def test_bf16_features_stay_within_cosine_0999_of_fp32():
+    """As test.py extracts them: the convolutions on tiny maps in fp32 (without, an AMX Xeon gave cosine 0.985)."""
     net = randomised_net()
     images = torch.randn(8, 3, 64, 32, generator=torch.Generator().manual_seed(1))
     fp32 = features_of(net, images)
+    assert bf16_runtime().protect_small_maps(net, (64, 32))
     bf16 = features_of(net, images, amp_dtype=torch.bfloat16)
     cosine = (fp32 * bf16).sum(1)  # both L2-normalised
     assert cosine.min() >= 0.999, cosine
     assert not torch.equal(fp32, bf16)  # bf16 really ran
+
+
+def conv_output_positions(size, convs):
+    """h x w after each (kernel, stride, padding) convolution in turn: floor((n + 2p - k) / s) + 1 per side."""
+    h, w = size
+    out = []
+    for k, stride, pad in convs:
+        h, w = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
+        out.append(h * w)
+    return out
+
+
+def test_the_convolutions_on_tiny_maps_are_found_and_run_in_fp32_under_bf16():
+    """ResNet-18 at 64x32 (stride 2): by the convolution arithmetic, layer4 maps onto 2x1 (every one of its convs),
+    layer3 onto 4x2; those under 4 positions compute in fp32 under CPU bf16 autocast, the others in bf16; the
+    weights (state_dict) are untouched; fp32 runs and CUDA-free fp32 runtimes change nothing."""
+    net = build({**SMALL, 'stride': 2}, num_classes=5).eval()
+    stem = conv_output_positions((64, 32), [(7, 2, 3), (3, 2, 1)])[-1]   # conv1, then the max-pool
+    assert stem == 16 * 8
+    layer2, layer3, layer4 = conv_output_positions((16, 8), [(3, 2, 1)] * 3)   # each stage's first conv
+    assert (layer2, layer3, layer4) == (32, 8, 2)
+    expected = [n for n, m in net.named_modules() if isinstance(m, torch.nn.Conv2d) and '.layer4.' in f'.{n}']
+    assert runtime.convs_on_small_maps(net, (64, 32)) == expected and len(expected) == 5
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    assert runtime.Runtime(torch.device('cpu'), None, 'fp32', False, 0, None).protect_small_maps(net, (64, 32)) == []
+    assert bf16_runtime().protect_small_maps(net, (64, 32)) == expected
+    x = torch.randn(2, 256, 4, 2)
+    with torch.autocast('cpu', torch.bfloat16):
+        assert net.body.layer4[0].conv1(x).dtype == torch.float32
+        assert net.body.layer3[0].conv1(torch.randn(2, 128, 8, 4)).dtype == torch.bfloat16
+    assert net.state_dict().keys() == before.keys() and all(torch.equal(net.state_dict()[k], before[k]) for k in before)
+    assert runtime.convs_on_small_maps(net, (256, 128)) == []
 
 
 def test_channels_last_and_fused_conv_bn_keep_the_features():

@@ -99,8 +99,7 @@ def test_one_epoch_run_writes_every_output(tiny_prepared, tmp_path):
 @pytest.mark.parametrize('precision', ['off', 'on'])
 def test_resume_continues_exactly_like_an_uninterrupted_run(tiny_prepared, tmp_path, precision):
     """In fp32 and in bf16 autocast (--cpu_bf16 on; emulated where the CPU lacks it): README promises both. bf16 at
-    64x32: at 32x16 PyTorch's channels_last bf16 kernel breaks the weights of a stride-2 conv on a 2x1 map
-    (test_reliability: such weights stop the run)."""
+    64x32, where layer4's convolutions map onto 2x1 and so run in fp32 (Runtime.protect_small_maps)."""
     mode = ('--cpu_bf16', precision) + (('--h', '64', '--w', '32') if precision == 'on' else ())
     whole = tiny_opts(tiny_prepared, tmp_path, '--name', 'whole', '--total_epoch', '2', '--erasing_p', '0.5', *mode)
     full = trainer.run_training(whole, log=lambda line: None)
@@ -207,15 +206,30 @@ ALL_LOSSES = ('--triplet', '--circle', '--arcface', '--cosface', '--sphere', '--
 
 
 @pytest.mark.precision
-def test_every_loss_and_trick_trains_resumes_exactly_and_tests(tiny_prepared, tmp_path):
+def test_every_loss_and_trick_trains_resumes_exactly_and_tests(tiny_prepared, tmp_path, monkeypatch):
     """All metric losses at once (P x K by default) with BNNeck, USAM, fused SGD, weight averaging and DG
-    consistency (the tiny train split stands in for DG-Market): the losses'
-    parameters and the average are saved in resume.pth and restored; the resumed run equals an uninterrupted
-    one; test.py evaluates the last and the averaged network."""
+    consistency (the tiny train split stands in for DG-Market): each epoch's loss has the terms the recipe asks
+    for (DG's strictly after --wa starts, weight 0.1, the average as teacher); the losses' parameters and the
+    average are saved in resume.pth and restored; the average's BN statistics are recomputed; the resumed run
+    equals an uninterrupted one; test.py evaluates the last and the averaged network."""
 
     args = ('--total_epoch', '2', '--bnneck', '--usam', '--FSGD', '--wa', '--wa_start', '0', '--DG', '--dg_dir',
             str(tiny_prepared / 'train'), *ALL_LOSSES)
+    epochs, real_epoch = [], trainer.train_one_epoch
+
+    def recorded_epoch(*a, **k):
+        epochs.append([(t.name, t.weight, getattr(t, 'label_smoothing', None), getattr(t, 'teacher', None))
+                       for t in a[5]])
+        return real_epoch(*a, **k)
+    monkeypatch.setattr(trainer, 'train_one_epoch', recorded_epoch)
     whole = trainer.run_training(tiny_opts(tiny_prepared, tmp_path, '--name', 'whole', *args), log=lambda l: None)
+    monkeypatch.setattr(trainer, 'train_one_epoch', real_epoch)
+    metric = ['triplet', 'circle', 'arcface', 'cosface', 'sphere', 'contrast', 'lifted', 'instance', 'instance_id',
+              'center']
+    assert [name for name, *_ in epochs[0]] == ['softmax'] + metric
+    assert [name for name, *_ in epochs[1]] == ['softmax'] + metric + ['dg_consistency']
+    assert epochs[0][0][1:3] == (1.0, 0.1) and epochs[1][-1][1] == 0.1
+    assert type(epochs[1][-1][3]).__name__ == 'AveragedModel'
     trainer.run_training(tiny_opts(tiny_prepared, tmp_path, '--name', 'split', *args), stop_after=1,
                        log=lambda l: None)
     after_one = load_checkpoint(tmp_path / 'split' / 'resume.pth')['losses']
@@ -239,6 +253,12 @@ def test_every_loss_and_trick_trains_resumes_exactly_and_tests(tiny_prepared, tm
     assert all(torch.equal(a['averaged'][k], b['averaged'][k]) for k in a['averaged'])
     average = load_checkpoint(tmp_path / 'whole' / 'net_average.pth')
     assert average.keys() == a['model'].keys() and 'body.usam_1.bn.weight' in average
+    # update_bn: the average's BN statistics recomputed over one pass of the training batches (the copy made when
+    # averaging began holds the initial ones: 0 batches, unit variance)
+    resolved = recipe.resolved_opts(tiny_opts(tiny_prepared, tmp_path, '--name', 'whole', *args))
+    steps = trainer.epoch_steps(trainer.datasets(resolved)[0], resolved)
+    assert int(average['body.bn1.num_batches_tracked']) == steps
+    assert not torch.allclose(average['body.bn1.running_var'], torch.ones(64))
     for key, value in after_one.items():  # every loss parameter is optimised (it moved in epoch 2)
         assert not torch.equal(value, a['losses'][key]), key
 

@@ -17,7 +17,7 @@ from reid.evaluation.metrics import compute_cmc_map, format_result, pool_multi_q
 from reid.evaluation.results import save_multi_query, save_result
 from reid.models.features import flip_sum_features, fuse_conv_bn, l2_normalize_features
 from reid.runs import RunFolder, ensure_writable_folder
-from reid.runtime import autocast, choose_runtime
+from reid.runtime import autocast, choose_runtime, log_small_maps
 from reid.spec import check_network_flags
 
 
@@ -82,6 +82,8 @@ def run_test(opts, log=print):
     model, spec, _ = load_network(run.path, opts.which_epoch)  # this toolkit's runs and the original's
     model = fuse_conv_bn(model).to(runtime.device, memory_format=runtime.memory_format)
     size = spec.input_size()   # what the run was trained at, whatever the test folder's layout
+    smallest = tuple(max(1, int(side * min(scales))) for side in size)
+    log_small_maps(runtime.protect_small_maps(model, smallest), log)
 
     def features(split):
         return split_features(model, test_dir / split, runtime, size, scales, opts.batchsize)

@@ -18,7 +18,7 @@ from reid.data.transforms import eval_transform, train_transform
 from reid.models.heads import build_model, parameter_groups
 from reid.runs import (RunFolder, draw_curves, load_weights, non_finite_entry, restore_rng_states, resume_state,
                        rng_states, seed_everything)
-from reid.runtime import choose_runtime
+from reid.runtime import choose_runtime, log_small_maps
 from reid.spec import NetworkSpec
 from reid.training import distributed
 from reid.training.losses import build_losses, loss_optimizer, shared_loss_parameters
@@ -190,6 +190,7 @@ def run_training(opts, stop_after=None, log=print):
         + (f', {len(val_set)} val images' if val_set is not None else ', no val split') + f'; device {device}')
     model = build_model(NetworkSpec.from_opts(opts), opts.nclasses, pretrained=not opts.scratch)
     model = model.to(device, memory_format=runtime.memory_format)
+    log_small_maps(runtime.protect_small_maps(model, (opts.h, opts.w)), log)
     metric_losses = build_losses(vars(opts), opts.nclasses, getattr(model, 'feature_dim', 0)).to(device)
     terms = loss_terms(opts, metric_losses)
     steps_per_epoch = epoch_steps(train_set, opts)
