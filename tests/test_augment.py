@@ -158,3 +158,36 @@ def test_train_with_cache_writes_only_under_cache_dir_and_keeps_the_sample_order
     cached = trainer.training_batches(data, resolved, runtime, 3, steps, pixels)
     plain = trainer.training_batches(data, resolved, runtime, 3, steps)
     assert [b[1].tolist() for b in cached] == [b[1].tolist() for b in plain]
+
+
+def test_the_cached_path_applies_the_runs_erasing_jitter_and_pad_crop(tiny_prepared, tmp_path):
+    """What --erasing_p, --color_jitter and the pad-crop ask for reaches the --cache batches: each image checked
+    against the cached pixels it came from (found by brute force; flipped or not). Without them every image is
+    exactly one source; erasing leaves a source with one rectangle of the normalised value 0; jitter changes every
+    image; pad-crop shifts some."""
+    def cached_batches(*flags):
+        opts = recipe.resolved_opts(recipe.build_parser().parse_args(
+            ['--data_dir', str(tiny_prepared), '--backbone', 'resnet18', '--scratch', '--h', '32', '--w', '16',
+             '--batchsize', '16', '--num_workers', '0', '--cache', '--cache_dir', str(tmp_path / 'cache'), *flags]))
+        data, _ = trainer.datasets(opts)
+        pixels = trainer.cached_pixels(data, opts)
+        runtime, _ = choose_runtime(opts, 'train')
+        batches = trainer.training_batches(data, opts, runtime, 0, trainer.epoch_steps(data, opts), pixels)
+        sources = augment.normalise(torch.from_numpy(np.asarray(pixels)).permute(0, 3, 1, 2).float() / 255)
+        return torch.cat([images for images, _ in batches]), torch.cat([sources, sources.flip(-1)])
+
+    def differing(images, sources):   # per image: pixels (any channel) that differ from its closest source
+        diff = ((images[:, None] - sources[None]).abs() > 1e-5).any(2).flatten(2).sum(2)
+        return diff.min(1)
+
+    images, sources = cached_batches('--pad', '0')
+    assert (differing(images, sources).values == 0).all()
+    images, sources = cached_batches('--pad', '0', '--erasing_p', '1')
+    counts, closest = differing(images, sources)
+    assert (counts > 0).all()
+    changed = ((images - sources[closest]).abs() > 1e-5).any(1)
+    assert (images.permute(0, 2, 3, 1)[changed] == 0).all()   # every changed pixel is an erased one
+    images, sources = cached_batches('--pad', '0', '--color_jitter')
+    assert (differing(images, sources).values > 0).all()
+    images, sources = cached_batches('--pad', '2')
+    assert (differing(images, sources).values > 0).sum() > len(images) // 2

@@ -162,18 +162,18 @@ def compare(loss_fn, ref_fn, x, params=()):
 
 @pytest.mark.parametrize('seed', [0, 1, 2])
 def test_triplet_with_hard_pairs_matches_reference(seed):
-    loss = losses.TripletLoss(0.3, 'pairs')
+    loss = losses.REGISTRY['triplet']({}, NUM_CLASSES, DIM)   # as train.py builds it: margin 0.3, epsilon 0.1
     compare(lambda x: loss(x, LABELS), lambda x: ref_triplet_pairs(x, LABELS), features(seed))
 
 
 @pytest.mark.parametrize('seed', [0, 1])
 def test_batch_hard_triplet_matches_reference(seed):
-    loss = losses.TripletLoss(0.3, 'batch_hard')
+    loss = losses.REGISTRY['triplet']({'triplet_mining': 'batch_hard'}, NUM_CLASSES, DIM)
     compare(lambda x: loss(x, LABELS), lambda x: ref_triplet_batch_hard(x, LABELS), features(seed, 0.3))
 
 
 def test_circle_matches_reference():
-    loss = losses.CircleLoss()
+    loss = losses.REGISTRY['circle']({}, NUM_CLASSES, DIM)   # m 0.25, gamma 32
     compare(lambda x: loss(x, LABELS), lambda x: ref_circle(x, LABELS), features(3))
 
 
@@ -196,7 +196,7 @@ def test_sphere_target_covers_several_angle_branches():
 
 
 def test_contrastive_and_lifted_match_reference():
-    contrast, lifted = losses.ContrastiveLoss(), losses.LiftedStructureLoss()
+    contrast, lifted = (losses.REGISTRY[name]({}, NUM_CLASSES, DIM) for name in ('contrast', 'lifted'))
     compare(lambda x: contrast(x, LABELS), lambda x: ref_contrastive(x, LABELS), features(5))
     compare(lambda x: lifted(x, LABELS), lambda x: ref_lifted(x, LABELS), features(6))
 

@@ -171,3 +171,39 @@ def test_hand_cross_entropy_is_torchs():   # the reference above, checked once a
     b = batch(seed=5)
     assert hand_cross_entropy(b.logits, LABELS, 0.3) == pytest.approx(
         float(F.cross_entropy(b.logits, LABELS, label_smoothing=0.3)), rel=1e-9)
+
+
+class MetricProbe(nn.Module):
+    """Logits and a metric feature that are fixed linear maps of the images (the loop asks for both)."""
+
+    def __init__(self, classes=3, dim=8):
+        super().__init__()
+        self.fc, self.embed = nn.Linear(3 * 16 * 8, classes), nn.Linear(3 * 16 * 8, dim)
+
+    def forward(self, x, return_metric_feature=False):
+        logits = self.fc(x.flatten(1))
+        return (logits, self.embed(x.flatten(1))) if return_metric_feature else logits
+
+
+def test_one_training_step_moves_the_centres_by_their_own_lr_on_the_unweighted_gradient():
+    """Through the loop as train.py runs it: after one step of --center, c_k = c_k + 0.5 * 2/B * sum over the
+    images i of id k of (x_i - c_k) — the unweighted gradient of mean ||x_i - c_y||^2 at lr 0.5 (BoT), not the
+    0.0005-weighted one."""
+    from reid.training.loop import train_one_epoch
+    torch.manual_seed(0)
+    model = MetricProbe()
+    built = losses.build_losses({'center': True}, 3, 8)
+    start = built['center'].centers.detach().clone()
+    images = torch.randn(len(LABELS), 3, 16, 8)
+    with torch.no_grad():
+        x = model.embed(images.flatten(1))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    train_one_epoch(model, [(images, LABELS)], optimizer, scheduler, torch.device('cpu'),
+                    terms.loss_terms(resolved_opts(parse_options(['--center', '--scratch'])), built),
+                    loss_optimizer=losses.loss_optimizer(built))
+    expected = start.clone()
+    for k in range(3):
+        members = [i for i in range(len(LABELS)) if LABELS[i] == k]
+        expected[k] += 0.5 * 2 / len(LABELS) * sum(x[i] - start[k] for i in members)
+    torch.testing.assert_close(built['center'].centers.detach(), expected, rtol=1e-5, atol=1e-6)
