@@ -30,3 +30,14 @@ def test_opposite_direction_images_respect_the_budget_and_turn_the_feature():
         clean = F.normalize(net(images, return_feature=True), dim=1)
         moved = F.normalize(net(adv, return_feature=True), dim=1)
     assert ((clean * moved).sum(1) < 0.999).all()
+
+
+def test_the_default_budget_is_the_originals_16_grey_levels():
+    """--adv crafts with ODFA's default rate 16 (20 sign steps): some pixels move by more than 8 grey levels, none
+    by more than 16."""
+    torch.manual_seed(1)
+    net = build({'backbone': 'resnet18', 'scratch': True}, num_classes=4)
+    images = (torch.rand(2, 3, 32, 16) - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / \
+        torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    levels = ((opposite_direction_images(net, images) - images).abs() * (0.226 * 255)).amax()
+    assert 8 + 0.5 < levels <= 16 + 1e-3

@@ -191,3 +191,31 @@ def test_the_cached_path_applies_the_runs_erasing_jitter_and_pad_crop(tiny_prepa
     assert (differing(images, sources).values > 0).all()
     images, sources = cached_batches('--pad', '2')
     assert (differing(images, sources).values > 0).sum() > len(images) // 2
+
+
+def test_the_per_image_path_applies_erasing_jitter_flips_and_pad_crop(tmp_path):
+    """train_transform as train.py builds it, 40 draws of one image, each checked against the resized image and
+    its mirror: without random parts but the flip, every draw is one of them, about half of them mirrored;
+    --erasing_p 1 leaves one of them with a rectangle of the normalised value 0; jitter and pad-crop change
+    every draw (pad-crop: nearly every)."""
+    from reid.data.transforms import train_transform
+    path = write_images(tmp_path / 'raw', 1)[0]
+    want = reference_tensor(path, 32, 16)
+
+    def draws(**kwargs):
+        torch.manual_seed(0)
+        transform = train_transform(32, 16, **kwargs)
+        with Image.open(path) as img:
+            return torch.stack([transform(img.convert('RGB')) for _ in range(40)])
+
+    def changed(images):   # per draw: pixels that differ from the image and from its mirror
+        return torch.stack([((images - ref).abs() > 1e-5).any(1) for ref in (want, want.flip(-1))])
+    plain = changed(draws(pad=0)).flatten(2).sum(2)
+    assert ((plain == 0).sum(0) == 1).all() and 8 <= int((plain[1] == 0).sum()) <= 32
+    erased = changed(draws(pad=0, erasing_p=1.0))
+    closest = erased.flatten(2).sum(2).argmin(0)
+    mask = erased[closest, torch.arange(40)]
+    images = draws(pad=0, erasing_p=1.0)
+    assert (mask.flatten(1).sum(1) > 0).all() and (images.permute(0, 2, 3, 1)[mask] == 0).all()
+    assert (changed(draws(pad=0, color_jitter=True)).flatten(2).sum(2).min(0).values > 0).all()
+    assert (changed(draws(pad=2)).flatten(2).sum(2).min(0).values > 0).sum() >= 30

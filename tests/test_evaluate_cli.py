@@ -139,12 +139,13 @@ def test_multi_query_pools_and_counts_fallbacks(tmp_path, capsys):
 @pytest.mark.parametrize('k1, k2, lam', [(7, 3, 0.3), (12, 1, 0.1), (20, 6, 0.3)])
 def test_rerank_flags_reach_the_re_ranking(tmp_path, capsys, k1, k2, lam):
     """The printed re-ranked metrics equal a brute-force evaluation of the dense re-ranking of the paper with the
-    same --k1 --k2 --lambda; a lambda below 1 makes k1 and k2 matter (checked by the values differing)."""
+    same --k1 --k2 --lambda; a lambda below 1 makes k1 and k2 matter (checked by the values differing). The
+    original's values (20, 6, 0.3) are given by a bare --rerank: they are its defaults."""
     data = write_result(tmp_path / 'r.mat', np.random.default_rng(5))
-    args = evaluate_gpu.parse_args(['--rerank', '--k1', str(k1), '--k2', str(k2), '--lambda', str(lam)])
+    flags = [] if (k1, k2, lam) == (20, 6, 0.3) else ['--k1', str(k1), '--k2', str(k2), '--lambda', str(lam)]
+    args = evaluate_gpu.parse_args(['--rerank', *flags])
     assert (args.k1, args.k2, args.lambda_value) == (k1, k2, lam)
-    evaluate_gpu.main(['--result', str(tmp_path / 'r.mat'), '--rerank', '--k1', str(k1), '--k2', str(k2),
-                       '--lambda', str(lam)])
+    evaluate_gpu.main(['--result', str(tmp_path / 'r.mat'), '--rerank', *flags])
     lines = capsys.readouterr().out.strip().split('\n')
     assert lines[2].startswith(f'single query, re-ranked (k1={k1} k2={k2} lambda={lam:g})')
     labels = (data['query_label'], data['query_cam'], data['gallery_label'], data['gallery_cam'])
