@@ -277,8 +277,9 @@ def test_convnext_and_ibn_run_real_forwards_and_ibn_matches_its_definition():
     block = ibn.body.layer2[0].bn1
     assert isinstance(block, M.IBN) and not isinstance(ibn.body.layer4[0].bn1, M.IBN)
     x = torch.randn(2, block.IN.num_features + block.BN.num_features, 5, 4)
+    assert x.shape[1] == 128   # layer2's first block; IBN-a: InstanceNorm on half of its channels
     with torch.no_grad():
-        half = block.IN.num_features
+        half = 64
         a = x[:, :half]
         mean, var = a.mean(dim=(2, 3), keepdim=True), a.var(dim=(2, 3), unbiased=False, keepdim=True)
         expected_in = (a - mean) / torch.sqrt(var + block.IN.eps) * block.IN.weight[:, None, None] + \
