@@ -85,6 +85,12 @@ MUTATIONS = [
              '    echo "gpu_check: no CUDA device here (torch.cuda.is_available() is False or REID_DEVICE=cpu); '
              'nothing was run"\n    exit 1',
              ['tests/test_runtime.py::test_the_gpu_check_says_in_one_line_that_there_is_no_gpu_and_exits_0']),
+    Mutation('CPU bf16 runs the convolutions on tiny maps in bf16', 'reid/runtime.py',
+             "        for name in names:\n            conv = model.get_submodule(name)",
+             "        for name in names[:0]:\n            conv = model.get_submodule(name)",
+             ['tests/test_runtime.py']),
+    Mutation('a 2x1 map counts as big enough for bf16', 'reid/runtime.py',
+             "SMALL_MAP_POSITIONS = 4\n", "SMALL_MAP_POSITIONS = 2\n", ['tests/test_runtime.py']),
     # the loss terms (reid/training/terms.py)
     Mutation('the softmax term drops label smoothing', 'reid/training/terms.py',
              "        return cross_entropy_loss(batch.logits.float(), batch.labels, self.label_smoothing)",
