@@ -120,7 +120,7 @@ def test_html_page_in_a_real_browser(tiny_prepared, tmp_path, capsys):
     assert all(row['data-cam'] == str(cam) for row in visible)
 
     shot = tmp_path / 'shot.png'
-    run_chromium(binary, f'--screenshot={shot}', '--window-size=1200,900', (moved / 'index.html').as_uri())
+    run_chromium(binary, f'--screenshot={shot}', '--window-size=1200,1500', (moved / 'index.html').as_uri())
     with Image.open(shot) as img:
         pixels = np.asarray(img.convert('RGB')).reshape(-1, 3)
     colours = {tuple(p) for p in pixels[::7]}
