@@ -102,3 +102,31 @@ def overlay(image, heat, alpha=0.5):
     rgb = np.asarray(image.convert('RGB'), dtype=np.float32)
     coloured = colormaps['jet'](heat)[..., :3] * 255
     return np.clip((1 - alpha) * rgb + alpha * coloured, 0, 255).astype(np.uint8)
+
+
+def person_box_figures(run, test_dir, raw_dir, every=1):
+    """Return {'images', 'mass', 'area'}: over the query and gallery people of a prepared generated set (ids > 0;
+    every `every`-th image), the mean share of the heatmap's mass inside the person's box and the mean share of
+    the image the box covers. The boxes are raw_dir's person_boxes.csv (prepare.py --make-demo DIR --boxes)."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from reid.data.prepared import list_reid_images
+    from reid.data.synthetic import read_person_boxes
+
+    boxes = read_person_boxes(raw_dir)
+    chosen = []
+    for split, raw_folder in (('query', 'query'), ('gallery', 'bounding_box_test')):
+        for path, pid, _ in list_reid_images(Path(test_dir) / split):
+            key = f'{raw_folder}/{Path(path).name}'
+            if pid > 0 and key in boxes:
+                chosen.append((path, boxes[key]))
+    chosen = chosen[::every]
+    if not chosen:
+        raise ValueError(f'{test_dir}: no query or gallery person has a box in {raw_dir}')
+    masses, areas = [], []
+    for (path, box), heat in zip(chosen, image_heatmaps(run, [p for p, _ in chosen])):
+        masses.append(mass_inside_box(heat, box))
+        areas.append((box[2] - box[0]) * (box[3] - box[1]) / heat.size)
+    return {'images': len(chosen), 'mass': float(np.mean(masses)), 'area': float(np.mean(areas))}
