@@ -26,7 +26,7 @@ def main(argv=None):
         f = person_box_figures(run, os.path.join(args.data, 'pytorch'), args.data)
         print(f'{args.name} epoch {epoch}: {f["images"]} images, heatmap mass inside the person box '
               f'{100 * f["mass"]:.1f}% vs box area {100 * f["area"]:.1f}% of the image '
-              f'(ratio {f["mass"] / f["area"]:.2f})')
+              f'(ratio {f["mass"] / f["area"]:.2f}); lower half of the image {100 * f["lower"]:.1f}%')
     print(f'{time.perf_counter() - start:.0f}s')
 
 

@@ -105,9 +105,9 @@ def overlay(image, heat, alpha=0.5):
 
 
 def person_box_figures(run, test_dir, raw_dir, every=1):
-    """Return {'images', 'mass', 'area'}: over the query and gallery people of a prepared generated set (ids > 0;
-    every `every`-th image), the mean share of the heatmap's mass inside the person's box and the mean share of
-    the image the box covers. The boxes are raw_dir's person_boxes.csv (prepare.py --make-demo DIR --boxes)."""
+    """Return {'images', 'mass', 'area', 'lower'}: over the query and gallery people of a prepared generated set
+    (ids > 0; every `every`-th image), the mean share of the heatmap's mass inside the person's box, the mean share
+    of the image the box covers, and the mean share of the mass in the image's lower half. The boxes are raw_dir's person_boxes.csv (prepare.py --make-demo DIR --boxes)."""
     from pathlib import Path
 
     import numpy as np
@@ -125,8 +125,10 @@ def person_box_figures(run, test_dir, raw_dir, every=1):
     chosen = chosen[::every]
     if not chosen:
         raise ValueError(f'{test_dir}: no query or gallery person has a box in {raw_dir}')
-    masses, areas = [], []
+    masses, areas, lower = [], [], []
     for (path, box), heat in zip(chosen, image_heatmaps(run, [p for p, _ in chosen])):
         masses.append(mass_inside_box(heat, box))
         areas.append((box[2] - box[0]) * (box[3] - box[1]) / heat.size)
-    return {'images': len(chosen), 'mass': float(np.mean(masses)), 'area': float(np.mean(areas))}
+        lower.append(mass_inside_box(heat, (0, heat.shape[0] // 2, heat.shape[1], heat.shape[0])))
+    return {'images': len(chosen), 'mass': float(np.mean(masses)), 'area': float(np.mean(areas)),
+            'lower': float(np.mean(lower))}
