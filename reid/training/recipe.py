@@ -12,7 +12,7 @@ from reid.training.losses import active_loss_names
 MACHINE_OPTIONS = ('gpu_ids', 'num_workers', 'data_dir', 'model_dir', 'cache_dir')
 # ...these from the command line when given there (how this session runs), else from the run's opts.yaml; every
 # other option is the run's recipe and comes from its opts.yaml.
-SESSION_OPTIONS = ('cpu_bf16', 'channels_last', 'compile', 'tensorboard')
+SESSION_OPTIONS = ('cpu_bf16', 'channels_last', 'compile') + ('tensorboard',)   # a resume may turn it on
 
 # Recipes as flag values, applied as parser defaults (explicit flags win; opts.yaml records what was resolved).
 PRESETS = {
