@@ -54,6 +54,15 @@ def heatmap_path(args):
     return os.path.join(os.path.dirname(os.path.abspath(args.output)), 'heatmap.png')
 
 
+def save_heatmaps(args, query, shown):
+    """Draw show.png's panels again with the activation maps of --name laid over them, as heatmap.png."""
+    from reid.evaluation.heatmap import image_heatmaps
+
+    heats = image_heatmaps(load_run(args), [query[0]] + [path for path, _, _ in shown])
+    draw_ranking(query, shown, heatmap_path(args), heats=heats)
+    print(f'saved {heatmap_path(args)} (activation maps of {args.name})')
+
+
 def query_keys(result, index, rerank):
     """Return the (G,) ranking keys of one query (smaller = better): -cosine, or the re-ranked distance."""
     if rerank:
@@ -92,6 +101,8 @@ def show_photo(args, result, gallery_images):
         print(f'{rank:2d} id {gid} score {-keys[g]:.4f} {path}')
     draw_ranking((args.query_image, 'your photo'), shown, args.output)
     print(f'saved {args.output}')
+    if args.heatmap:
+        save_heatmaps(args, (args.query_image, 'your photo'), shown)
 
 
 def write_html(args, result, query_images, gallery_images):
@@ -169,11 +180,7 @@ def show_ranking(args):
     draw_ranking((query_images[i][0], f'query\nid {ql}'), shown, args.output)
     print(f'saved {args.output}')
     if args.heatmap:
-        from reid.evaluation.heatmap import image_heatmaps
-
-        heats = image_heatmaps(load_run(args), [query_images[i][0]] + [path for path, _, _ in shown])
-        draw_ranking((query_images[i][0], f'query\nid {ql}'), shown, heatmap_path(args), heats=heats)
-        print(f'saved {heatmap_path(args)} (activation maps of {args.name})')
+        save_heatmaps(args, (query_images[i][0], f'query\nid {ql}'), shown)
 
 
 if __name__ == '__main__':

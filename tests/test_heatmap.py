@@ -88,5 +88,15 @@ def test_demo_heatmap_writes_heatmap_png_with_the_run(tiny_prepared, tmp_path, c
     with Image.open(tmp_path / 'out' / 'show.png') as a, Image.open(tmp_path / 'out' / 'heatmap.png') as b:
         show, heat = np.asarray(a.convert('RGB'), np.int16), np.asarray(b.convert('RGB'), np.int16)
     assert show.shape == heat.shape and (np.abs(show - heat) > 40).any(axis=2).mean() > 0.05  # laid over
+    photo = sorted((tiny_prepared / 'query').rglob('*.jpg'))[0]   # --query_image draws its heatmap.png too
+    (tmp_path / 'out' / 'heatmap.png').unlink()
+    import scipy.io
+    r = scipy.io.loadmat(tmp_path / 'r.mat')
+    for key in ('query_f', 'gallery_f'):  # the run's 64-d features, so the photo can be searched
+        f = np.random.default_rng(0).standard_normal((r[key].shape[0], 64)).astype(np.float32)
+        r[key] = f / np.linalg.norm(f, axis=1, keepdims=True)
+    scipy.io.savemat(tmp_path / 'r.mat', {k: v for k, v in r.items() if not k.startswith('__')})
+    demo.main(argv + ['--heatmap', '--query_image', str(photo)])
+    assert (tmp_path / 'out' / 'heatmap.png').is_file()
     with pytest.raises(SystemExit, match='--name nope'):
         demo.main(argv[:-4] + ['--name', 'nope', '--model_dir', str(tmp_path / 'model'), '--heatmap'])

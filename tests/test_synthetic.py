@@ -236,3 +236,6 @@ def test_person_boxes_side_file_keeps_the_images_and_bounds_the_drawn_person(tin
     assert close >= 0.7 * len(with_person)  # tight, not just inside the frame (occluders hide some edges)
     synthetic.make_dataset(boxed, size='tiny', seed=0)
     assert not (boxed / synthetic.BOXES_FILE).exists()  # a re-run without boxes drops the stale file
+    import prepare
+    prepare.main(['--make-demo', str(boxed), '--size', 'tiny', '--boxes'])
+    assert synthetic.read_person_boxes(boxed) == boxes
