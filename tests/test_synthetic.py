@@ -234,6 +234,7 @@ def test_person_boxes_side_file_keeps_the_images_and_bounds_the_drawn_person(tin
             assert x0 - 3 <= xs[0] and xs[-1] < x1 + 3 and y0 - 3 <= ys[0] and ys[-1] < y1 + 3, rel
             close += max(abs(xs[0] - x0), abs(xs[-1] + 1 - x1), abs(ys[0] - y0), abs(ys[-1] + 1 - y1)) <= 3
     assert close >= 0.7 * len(with_person)  # tight, not just inside the frame (occluders hide some edges)
+    monkeypatch.undo()
     synthetic.make_dataset(boxed, size='tiny', seed=0)
     assert not (boxed / synthetic.BOXES_FILE).exists()  # a re-run without boxes drops the stale file
     import prepare
