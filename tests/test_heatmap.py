@@ -39,7 +39,6 @@ def test_resnet_map_is_layer4_output():
 
 BACKBONES = [  # (backbone, input size, feature grid)
     ('resnet18', (128, 64), (4, 2)),
-    ('densenet121', (128, 64), (4, 2)),
     ('mobilenet_v3_small', (128, 64), (4, 2)),
     ('timm:vit_tiny_patch16_224', (128, 64), (8, 4)),            # ViT: 16 x 16 patches, one class token
     ('timm:vit_small_patch14_reg4_dinov2', (112, 56), (8, 4)),   # DINO(v2): class + 4 register tokens
