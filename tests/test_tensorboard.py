@@ -19,9 +19,18 @@ def scalars(log_dir):
     return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()['scalars']}
 
 
-def test_tensorboard_events_read_back_and_a_resume_continues_them(tiny_prepared, tmp_path):
+def seconds_of(text):
+    """Seconds of a duration as the epoch line prints it ('45s', '3m05s', '2h07m')."""
+    h, m, sec = re.fullmatch(r'(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?', text).groups()
+    return 3600 * int(h or 0) + 60 * int(m or 0) + int(sec or 0)
+
+
+def test_tensorboard_events_read_back_and_a_resume_continues_them(tiny_prepared, tmp_path, monkeypatch):
     pytest.importorskip('tensorboard')
-    lines = []
+    lines, left = [], []
+    eta = trainer.run_eta
+    monkeypatch.setattr(trainer, 'run_eta', lambda seconds, epochs_left: left.append(epochs_left) or eta(seconds,
+                                                                                                       epochs_left))
     opts = tiny_opts(tiny_prepared, tmp_path, '--name', 'tb', '--total_epoch', '3', '--cosine')
     trainer.run_training(opts, stop_after=1, log=lines.append)
     assert not (tmp_path / 'tb' / 'tb').exists()  # nothing without the flag
@@ -41,10 +50,10 @@ def test_tensorboard_events_read_back_and_a_resume_continues_them(tiny_prepared,
         assert tags[f'final/{key}'] == [(3, pytest.approx(history[key][-1], rel=1e-6))]
     # the epoch line: the whole run's ETA, this session's mean epoch (one here) times the epochs left
     epochs = [line for line in lines if line.startswith('epoch ')]
-    seconds = [float(re.search(r'\| (\d+)s \| run ETA', line).group(1)) for line in epochs]
-    eta = [int(re.search(r'run ETA (\d+)s$', line).group(1)) for line in epochs]
-    assert len(eta) == 3 and eta[2] == 0
-    assert abs(eta[0] - 2 * seconds[0]) <= 1.5 and abs(eta[1] - seconds[1]) <= 1
+    seconds = [float(re.search(r'\| (\d+)s \| run ETA', line).group(1)) for line in epochs]  # '{:.0f}s'
+    etas = [seconds_of(re.search(r'run ETA (\S+)$', line).group(1)) for line in epochs]
+    assert len(etas) == 3 and etas[2] == 0 and left == [2, 1, 0]  # epochs left in the run, not in the session
+    assert abs(etas[0] - 2 * seconds[0]) <= 1.5 and abs(etas[1] - seconds[1]) <= 1
     epoch_means = [sum(v for s, v in tags['train/loss'] if e * steps <= s < (e + 1) * steps) / steps for e in (1, 2)]
     assert epoch_means == pytest.approx(history['train_loss'][1:], rel=1e-4)  # equal batches: the mean of step losses
 
@@ -53,3 +62,4 @@ def test_durations_read_as_the_epoch_line_prints_them():
     assert [trainer.duration_text(s) for s in (0.4, 59, 61, 3599, 3600, 7620)] == ['0s', '59s', '1m01s', '59m59s',
                                                                                      '1h00m', '2h07m']
     assert trainer.run_eta([10, 20], 4) == 60 and trainer.run_eta([], 3) == 0
+    assert [seconds_of(t) for t in ('0s', '1m01s', '2h07m')] == [0, 61, 7620]
