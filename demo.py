@@ -5,6 +5,7 @@ with query = gallery, as CUB, the query's own image is left out like any junk).
     python demo.py --query_index 777 --test_dir ../Market/pytorch
     python demo.py --query_image me.jpg --name ft_ResNet50 --test_dir ../Market/pytorch   # any photo
     python demo.py --html results --test_dir ../Market/pytorch     # every query: results/index.html
+    python demo.py --heatmap --name ft_ResNet50 --query_index 777  # + heatmap.png: where the network looks
 
 --query_image extracts the feature of one photo with the run --name (same resize, normalisation, flip-sum) and
 searches the gallery features already saved in --result, so the gallery is never extracted again.
@@ -32,7 +33,34 @@ def parse_args(argv=None):
     p.add_argument('--which_epoch', default='last', type=str, help="checkpoint of --name: 'last' or a number")
     p.add_argument('--html', default=None, type=str,
                    help='write a static page of every query (top-10, AP, worst first) into this folder')
+    p.add_argument('--heatmap', action='store_true',
+                   help='also save heatmap.png beside --output: the activation map of the run --name over the query '
+                        'and each shown image (with --html: a heatmap toggle per row)')
     return p.parse_args(argv)
+
+
+def load_run(args):
+    """Return the reid.api.ReIDRun of --name (for --query_image and --heatmap), or a one-line SystemExit."""
+    from reid.api import ReIDRun
+
+    try:
+        return ReIDRun(os.path.join(args.model_dir, args.name), args.which_epoch, device='cpu')
+    except (ValueError, OSError) as e:
+        raise SystemExit(f'demo.py --name {args.name}: {e}') from None
+
+
+def heatmap_path(args):
+    """heatmap.png in the folder of --output (show.png's)."""
+    return os.path.join(os.path.dirname(os.path.abspath(args.output)), 'heatmap.png')
+
+
+def save_heatmaps(args, query, shown):
+    """Draw show.png's panels again with the activation maps of --name laid over them, as heatmap.png."""
+    from reid.evaluation.heatmap import image_heatmaps
+
+    heats = image_heatmaps(load_run(args), [query[0]] + [path for path, _, _ in shown])
+    draw_ranking(query, shown, heatmap_path(args), heats=heats)
+    print(f'saved {heatmap_path(args)} (activation maps of {args.name})')
 
 
 def query_keys(result, index, rerank):
@@ -73,6 +101,8 @@ def show_photo(args, result, gallery_images):
         print(f'{rank:2d} id {gid} score {-keys[g]:.4f} {path}')
     draw_ranking((args.query_image, 'your photo'), shown, args.output)
     print(f'saved {args.output}')
+    if args.heatmap:
+        save_heatmaps(args, (args.query_image, 'your photo'), shown)
 
 
 def write_html(args, result, query_images, gallery_images):
@@ -89,7 +119,15 @@ def write_html(args, result, query_images, gallery_images):
     summary = metrics.compute_cmc_map_from_dist(dist, result.query_label, result.query_cam, result.gallery_label,
                                                 result.gallery_cam)
     title = f'{os.path.basename(args.result)}{" (re-ranked)" if args.rerank else ""}: top-{args.top} of every query'
-    path = write_report(args.html, dist, query_images, gallery_images, summary, top=args.top, title=title)
+    heatmaps = None
+    if args.heatmap:
+        from reid.evaluation.heatmap import image_heatmaps
+
+        run = load_run(args)
+        heatmaps = lambda paths: image_heatmaps(run, paths)  # noqa: E731
+    # the score histograms show cosine scores (what a verification threshold compares), re-ranked or not
+    path = write_report(args.html, dist, query_images, gallery_images, summary, top=args.top, title=title,
+                        scores=result.query_f @ result.gallery_f.T, heatmaps=heatmaps)
     print(f'saved {path} ({len(query_images)} queries; open it in a browser, no server needed)')
 
 
@@ -141,6 +179,8 @@ def show_ranking(args):
         print(f'{rank:2d} {"match" if gid == ql else "wrong"} {path}')
     draw_ranking((query_images[i][0], f'query\nid {ql}'), shown, args.output)
     print(f'saved {args.output}')
+    if args.heatmap:
+        save_heatmaps(args, (query_images[i][0], f'query\nid {ql}'), shown)
 
 
 if __name__ == '__main__':

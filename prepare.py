@@ -41,6 +41,8 @@ def build_parser():
     parser.add_argument('--size', default='demo', choices=('tiny', 'demo', 'market'), help='with --make-demo')
     parser.add_argument('--seed', type=int, default=0, help='with --make-demo')
     parser.add_argument('--cameras', type=int, default=6, help='with --make-demo --layout market (15 mimics MSMT17)')
+    parser.add_argument('--boxes', action='store_true',
+                        help="with --make-demo: also write person_boxes.csv, each drawn person's box (the images are the same)")
     return parser
 
 
@@ -69,10 +71,11 @@ def make_demo(args):
     from reid.data import synthetic
 
     if args.layout == 'market':
-        counts = synthetic.make_dataset(args.make_demo, size=args.size, seed=args.seed, n_cameras=args.cameras)
+        counts = synthetic.make_dataset(args.make_demo, size=args.size, seed=args.seed, n_cameras=args.cameras,
+                                        boxes=args.boxes)
         what = f'a synthetic Market-style set ({args.size}, seed {args.seed}, {args.cameras} cameras)'
     else:
-        counts = synthetic.make_layout(args.make_demo, args.layout, size=args.size, seed=args.seed)
+        counts = synthetic.make_layout(args.make_demo, args.layout, size=args.size, seed=args.seed, boxes=args.boxes)
         what = f'a synthetic {args.layout} set ({args.size}, seed {args.seed})'
     print(f'wrote {what} to {args.make_demo}')
     for key, value in counts.items():

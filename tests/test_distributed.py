@@ -82,7 +82,7 @@ def test_sharded_batches_split_each_global_batch():
 def rank_training(rank, data_dir, model_dir, resume, stop_after):
     args = ['--data_dir', data_dir, '--model_dir', model_dir, '--backbone', 'resnet18', '--scratch', '--h', '32',
             '--w', '16', '--batchsize', '16', '--num_workers', '0', '--lr', '0.01', '--name', 'ddp',
-            '--total_epoch', '3', '--channels_last', 'off']
+            '--total_epoch', '3', '--channels_last', 'off', '--tensorboard']
     opts = recipe.build_parser().parse_args(args + (['--resume'] if resume else []))
     history = trainer.run_training(opts, stop_after=stop_after, log=lambda line: None)
     torch.save({'history': history, 'rng': torch.get_rng_state()}, f'{model_dir}/history{rank}_{int(resume)}.pt')
@@ -104,6 +104,10 @@ def test_two_process_training_one_set_of_checkpoints_and_resume(tiny_prepared, t
     resumed = torch.load(model_dir / 'history0_1.pt', weights_only=True)['history']
     assert resumed['train_loss'][:2] == losses and len(resumed['train_loss']) == 3
     assert torch.load(run / 'resume.pth', weights_only=True)['epoch'] == 3
+    # --tensorboard: rank 0 alone writes, one event file per session, every step once
+    assert len(list((run / 'tb').glob('events.out.tfevents.*'))) == 2
+    from test_tensorboard import scalars
+    assert [s for s, _ in scalars(run / 'tb')['train/loss']] == list(range(9))  # 3 epochs of 48 / 16 images
 
 
 def test_torchrun_with_one_process_joins_a_group_and_trains_as_a_plain_run(tiny_prepared, tmp_path):

@@ -38,15 +38,25 @@ def run_chromium(binary, *args):
 
 
 class PageRows(html.parser.HTMLParser):
-    """Collect, per <tr class="query">, its attributes, its green/red frame counts and every <img src>."""
+    """Collect, per <tr class="query">, its attributes, its green/red frame counts and every <img src>; the rows
+    of the per-camera tables; the attributes of <body> and of the threshold line."""
 
     def __init__(self):
         super().__init__()
-        self.rows, self.images = [], []
+        self.rows, self.images, self.body, self.threshold = [], [], {}, None
+        self.tables, self.table = {'query-cameras': [], 'gallery-cameras': []}, None
 
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
         classes = (a.get('class') or '').split()
+        if tag == 'body':
+            self.body = a
+        elif tag == 'p' and a.get('id') == 'threshold':
+            self.threshold = a
+        elif tag == 'table':
+            self.table = a.get('id')
+        elif tag == 'tr' and self.table in self.tables and 'data-cam' in a:
+            self.tables[self.table].append(a)
         if tag == 'tr' and 'query' in classes:
             self.rows.append({**a, 'hit': 0, 'miss': 0})
         elif tag == 'figure' and self.rows:
@@ -86,6 +96,46 @@ def expected_greens(r, top=10):
     return counts, float(np.mean(firsts))
 
 
+def brute_force_ranking(r):
+    """Reference per query: (index of the first gallery image after junk, Market-1501 AP or NaN), by plain sorts
+    and the benchmark's trapezoid rule written out."""
+    gl, gc = r['gallery_label'][0], r['gallery_cam'][0]
+    out = []
+    for q, ql, qc in zip(r['query_f'], r['query_label'][0], r['query_cam'][0]):
+        scored = sorted((-float(np.dot(q, g)), j) for j, g in enumerate(r['gallery_f']))
+        keep = [j for _, j in scored if not (gl[j] == -1 or (gl[j] == ql and gc[j] == qc))]
+        good = [k for k, j in enumerate(keep) if gl[j] == ql]
+        ap = float('nan')
+        if good:
+            ap = 0.0
+            for i, k in enumerate(good):
+                before = 1.0 if k == 0 else i / k
+                ap += (before + (i + 1) / (k + 1)) / 2 / len(good)
+        out.append((keep[0] if keep else -1, ap))
+    return out
+
+
+def expected_camera_rows(r):
+    """Reference rows of the two camera tables, counted query by query."""
+    ql, qc = r['query_label'][0], r['query_cam'][0]
+    gl, gc = r['gallery_label'][0], r['gallery_cam'][0]
+    ranking = brute_force_ranking(r)
+    queries = {}
+    for (first, ap), pid, cam in zip(ranking, ql, qc):
+        row = queries.setdefault(int(cam), {'queries': 0, 'hits': [], 'aps': []})
+        row['queries'] += 1
+        if not np.isnan(ap):
+            row['hits'].append(float(gl[first] == pid))
+            row['aps'].append(ap)
+    wrong_cams = [int(gc[first]) for (first, ap), pid in zip(ranking, ql) if not np.isnan(ap) and gl[first] != pid]
+    gallery = {}
+    for cam in set(gc.tolist()):
+        top1 = sum(1 for first, ap in ranking if not np.isnan(ap) and gc[first] == cam)
+        wrong = wrong_cams.count(cam)
+        gallery[cam] = (int((gc == cam).sum()), top1, wrong, wrong / len(wrong_cams))
+    return queries, gallery
+
+
 def test_html_page_in_a_real_browser(tiny_prepared, tmp_path, capsys):
     binary = chromium()
     r = write_result(tmp_path / 'r.mat', tiny_prepared)
@@ -111,6 +161,26 @@ def test_html_page_in_a_real_browser(tiny_prepared, tmp_path, capsys):
     assert all(not src.startswith(('/', 'file:')) and (moved / src).is_file() for src in dom.images)
     assert len(dom.images) >= n_query + 10
 
+    # every picture loaded (the page counts the broken ones), the three summary pictures among them
+    assert dom.body['data-broken'] == '0' and int(dom.body['data-images']) == len(dom.images)
+    assert {'cmc.png', 'ap_histogram.png', 'scores.png'} <= set(dom.images)
+    # the camera tables, against a count query by query
+    queries, gallery = expected_camera_rows(r)
+    got = {int(row['data-cam']): row for row in dom.tables['query-cameras']}
+    assert sorted(got) == sorted(queries)
+    for cam, want in queries.items():
+        assert int(got[cam]['data-queries']) == want['queries']
+        assert int(got[cam]['data-evaluated']) == len(want['aps'])
+        assert float(got[cam]['data-rank1']) == pytest.approx(np.mean(want['hits']), abs=1e-6)
+        assert float(got[cam]['data-map']) == pytest.approx(np.mean(want['aps']), abs=1e-6)
+    got = {int(row['data-cam']): row for row in dom.tables['gallery-cameras']}
+    assert sorted(got) == sorted(gallery)
+    for cam, (images, top1, wrong, share) in gallery.items():
+        row = got[cam]
+        assert (int(row['data-images']), int(row['data-top1']), int(row['data-wrong'])) == (images, top1, wrong)
+        assert float(row['data-share']) == pytest.approx(share, abs=1e-6)
+    assert sum(int(row['data-wrong']) for row in got.values()) > 0  # the data has wrong first hits
+
     # the camera filter, opened through a link (#camera=N)
     cam = int(r['query_cam'][0][0])
     filtered = PageRows()
@@ -120,7 +190,8 @@ def test_html_page_in_a_real_browser(tiny_prepared, tmp_path, capsys):
     assert all(row['data-cam'] == str(cam) for row in visible)
 
     shot = tmp_path / 'shot.png'
-    run_chromium(binary, f'--screenshot={shot}', '--window-size=1200,900', (moved / 'index.html').as_uri())
+    # 1200 x 1500: the pictures, the camera tables and the first rows (README's docs/img/page.png)
+    run_chromium(binary, f'--screenshot={shot}', '--window-size=1200,1500', (moved / 'index.html').as_uri())
     with Image.open(shot) as img:
         pixels = np.asarray(img.convert('RGB')).reshape(-1, 3)
     colours = {tuple(p) for p in pixels[::7]}
@@ -128,7 +199,70 @@ def test_html_page_in_a_real_browser(tiny_prepared, tmp_path, capsys):
     green = ((pixels[:, 1] > 130) & (pixels[:, 0] < 60) & (pixels[:, 2] < 90)).sum()
     red = ((pixels[:, 0] > 180) & (pixels[:, 1] < 70) & (pixels[:, 2] < 70)).sum()
     assert green > 500 and red > 500
-    shutil.copy(shot, os.environ.get('HTML_SCREENSHOT', tmp_path / 'kept.png'))
+    # HTML_SCREENSHOT=docs/img/page.png keeps README's picture of the page: this screenshot at half size
+    with Image.open(shot) as img:
+        img.convert('RGB').resize((img.width // 2, img.height // 2), Image.LANCZOS).quantize(256).save(
+            os.environ.get('HTML_SCREENSHOT', tmp_path / 'kept.png'), optimize=True)
+
+
+def histogram_pixels(folder):
+    with Image.open(folder / 'scores.png') as img:
+        return np.asarray(img.convert('RGB'))
+
+
+def test_html_threshold_on_the_score_histograms(tiny_prepared, tmp_path):
+    """write_report(threshold=t): the page gives the shares of same-id pairs accepted (score > t) and of
+    different-id pairs rejected, counted pair by pair here; the histogram picture gains the line."""
+    from reid.evaluation import metrics
+    from reid.evaluation.report import write_report
+
+    r = write_result(tmp_path / 'r.mat', tiny_prepared, seed=2)
+    query, gallery = (list_reid_images(tiny_prepared / s) for s in ('query', 'gallery'))
+    dist = -(r['query_f'] @ r['gallery_f'].T)
+    summary = metrics.compute_cmc_map_from_dist(dist, r['query_label'][0], r['query_cam'][0],
+                                                r['gallery_label'][0], r['gallery_cam'][0])
+    write_report(tmp_path / 'plain', dist, query, gallery, summary)
+    write_report(tmp_path / 'with', dist, query, gallery, summary, threshold=0.3)
+    dom = PageRows()
+    dom.feed((tmp_path / 'with' / 'index.html').read_text())
+    same, accepted, different, rejected = 0, 0, 0, 0
+    gl, gc = r['gallery_label'][0], r['gallery_cam'][0]
+    for i, (ql, qc) in enumerate(zip(r['query_label'][0], r['query_cam'][0])):
+        for j in range(len(gl)):
+            if gl[j] == -1 or (gl[j] == ql and gc[j] == qc):
+                continue
+            score = float(np.dot(r['query_f'][i], r['gallery_f'][j]))
+            if gl[j] == ql:
+                same, accepted = same + 1, accepted + (score > 0.3)
+            else:
+                different, rejected = different + 1, rejected + (score <= 0.3)
+    assert 0 < accepted < same and 0 < rejected < different  # the threshold cuts both histograms
+    assert float(dom.threshold['data-accept']) == pytest.approx(accepted / same, abs=1e-6)
+    assert float(dom.threshold['data-reject']) == pytest.approx(rejected / different, abs=1e-6)
+    plain = PageRows()
+    plain.feed((tmp_path / 'plain' / 'index.html').read_text())
+    assert plain.threshold is None
+    assert (histogram_pixels(tmp_path / 'plain') != histogram_pixels(tmp_path / 'with')).any(axis=2).sum() > 100
+
+
+def test_html_heatmap_toggle(tiny_prepared, tmp_path):
+    """--html --heatmap: every thumbnail has a heatmap version; #heatmaps switches every row to them, and they load."""
+    binary = chromium()
+    from test_export import write_run
+
+    (tmp_path / 'model' / 'run').mkdir(parents=True)
+    write_run(tmp_path / 'model' / 'run', pcb=False)
+    write_result(tmp_path / 'r.mat', tiny_prepared)
+    demo.main(['--html', str(tmp_path / 'page'), '--heatmap', '--name', 'run', '--model_dir', str(tmp_path / 'model'),
+               '--test_dir', str(tiny_prepared), '--result', str(tmp_path / 'r.mat')])
+    plain, heat = PageRows(), PageRows()
+    plain.feed(run_chromium(binary, '--dump-dom', (tmp_path / 'page' / 'index.html').as_uri()))
+    heat.feed(run_chromium(binary, '--dump-dom', (tmp_path / 'page' / 'index.html').as_uri() + '#heatmaps'))
+    thumbs = [src for src in plain.images if src.startswith('thumbs/')]
+    switched = [src for src in heat.images if src.startswith('thumbs/')]
+    assert thumbs and all(not src.startswith('thumbs/h') for src in thumbs)
+    assert switched == [src.replace('thumbs/', 'thumbs/h') for src in thumbs]
+    assert heat.body['data-broken'] == '0'
 
 
 def test_html_rerank_rows_follow_the_reranked_distances(tiny_prepared, tmp_path):

@@ -209,3 +209,34 @@ def test_make_layout_writes_files_refuses_foreign_folders_and_replaces_its_own(t
     with pytest.raises(ValueError, match='layout'):
         synthetic.make_layout(tmp_path / 'x', 'imagenet')
     assert (foreign / 'thesis.txt').read_text() == 'precious'
+
+
+def test_person_boxes_side_file_keeps_the_images_and_bounds_the_drawn_person(tiny_market, tmp_path, monkeypatch):
+    """boxes=True writes person_boxes.csv and the same image bytes; each box bounds the pixels the person changes,
+    found here by rendering each image again with the person drawn onto a throw-away copy (same random draws)."""
+    boxed = tmp_path / 'boxed'
+    synthetic.make_dataset(boxed, size='tiny', seed=0, boxes=True)
+    images = {k: v for k, v in checksums(boxed).items() if k.endswith('.jpg')}
+    assert images == {k: v for k, v in checksums(tiny_market).items() if k.endswith('.jpg')}
+    boxes = synthetic.read_person_boxes(boxed)
+    assert set(boxes) == set(images)
+    specs = {f'{s.folder}/{s.name}': s for s in synthetic.plan_dataset('tiny', 0)}
+    with_person = {rel: np.asarray(synthetic.render_image(0, specs[rel]), np.int16) for rel in list(boxes)[::3]}
+    real = synthetic._draw_person
+    monkeypatch.setattr(synthetic, '_draw_person', lambda img, *a: real(img.copy(), *a))
+    close = 0
+    for rel, pixels in with_person.items():
+        changed = (np.abs(pixels - np.asarray(synthetic.render_image(0, specs[rel]), np.int16)) > 24).any(axis=2)
+        ys, xs = np.flatnonzero(changed.any(axis=1)), np.flatnonzero(changed.any(axis=0))
+        x0, y0, x1, y1 = boxes[rel]
+        assert 0 <= x0 < x1 <= 64 and 0 <= y0 < y1 <= 128
+        if len(xs):  # blur spreads a change by a pixel or two
+            assert x0 - 3 <= xs[0] and xs[-1] < x1 + 3 and y0 - 3 <= ys[0] and ys[-1] < y1 + 3, rel
+            close += max(abs(xs[0] - x0), abs(xs[-1] + 1 - x1), abs(ys[0] - y0), abs(ys[-1] + 1 - y1)) <= 3
+    assert close >= 0.7 * len(with_person)  # tight, not just inside the frame (occluders hide some edges)
+    monkeypatch.undo()
+    synthetic.make_dataset(boxed, size='tiny', seed=0)
+    assert not (boxed / synthetic.BOXES_FILE).exists()  # a re-run without boxes drops the stale file
+    import prepare
+    prepare.main(['--make-demo', str(boxed), '--size', 'tiny', '--boxes'])
+    assert synthetic.read_person_boxes(boxed) == boxes

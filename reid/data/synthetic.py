@@ -1,6 +1,7 @@
 """A seeded, procedurally drawn stand-in for Market-1501 (same folders, file names and 128x64 JPEGs), filed in any
 layout by that layout's writer (reid/data/layouts/), so the toolkit runs end to end without a real download.
 """
+import copy
 import json
 import os
 import shutil
@@ -16,6 +17,7 @@ SCALE = 2                        # draw at twice the size, then downsample: anti
 MARKER = '.synthetic_reid.json'  # written into the root so a re-run knows the folder is ours to overwrite
 FOLDERS = ('bounding_box_train', 'bounding_box_test', 'query', 'gt_bbox')
 FORMAT_VERSION = 1
+BOXES_FILE = 'person_boxes.csv'  # optional (boxes=True): path,x0,y0,x1,y1 of each drawn person, for tests
 
 # Sizes. Counts per (id, camera) are drawn around these totals; 'market' matches Market-1501's published counts.
 PRESETS = {
@@ -241,6 +243,30 @@ def _camera_view(seed, cam, r):
 
 def render_image(seed, spec):
     """Return the PIL image (128x64 RGB) described by an ImageSpec; pure function of (seed, spec)."""
+    return _render(seed, spec)[0]
+
+
+def render_image_and_box(seed, spec):
+    """Return (the image render_image gives, the drawn person's box): (x0, y0, x1, y1) in pixels of the saved
+    image (x1, y1 exclusive) around every pixel the person's drawing covers, before occluders (None when the
+    person is wholly outside the frame)."""
+    return _render(seed, spec, with_box=True)
+
+
+def _person_box(size, look, cx, top, unit, phase, front, r):
+    """Box (x0, y0, x1, y1) at drawing scale of the person drawn alone on a black canvas (no palette colour is
+    black, and PIL draws without anti-aliasing), or None. `r` must be a copy: the drawing consumes it."""
+    canvas = Image.new('RGB', size, (0, 0, 0))
+    _draw_person(canvas, look, cx, top, unit, phase, front, r)
+    mask = np.asarray(canvas).any(axis=2)
+    if not mask.any():
+        return None
+    ys, xs = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    return int(xs[0]), int(ys[0]), int(xs[-1]) + 1, int(ys[-1]) + 1
+
+
+def _render(seed, spec, with_box=False):
+    """(image, box or None) of render_image / render_image_and_box: one drawing, so the two never differ."""
     cam_set = camera_setup(seed, spec.cam)
     r = _rng(seed, 3, *spec.image_key)
     img = _camera_view(seed, spec.cam, r)
@@ -259,7 +285,9 @@ def render_image(seed, spec):
         foot = H * r.uniform(1.2, 2.5)
     unit = scale * H
     front = bool(r.random() < cam_set.front_prob)
-    _draw_person(img, look, cx, foot - unit, unit, float(r.uniform(-1, 1)), front, r)
+    phase = float(r.uniform(-1, 1))
+    box = _person_box(img.size, look, cx, foot - unit, unit, phase, front, copy.deepcopy(r)) if with_box else None
+    _draw_person(img, look, cx, foot - unit, unit, phase, front, r)
 
     if r.random() < cam_set.occlusion:   # something in front: a pole or a car bonnet / bench
         d = ImageDraw.Draw(img)
@@ -271,8 +299,12 @@ def render_image(seed, spec):
             d.rectangle([0, H * r.uniform(0.68, 0.85), W, H], fill=colour)
 
     img = img.resize((WIDTH, HEIGHT), Image.BILINEAR, reducing_gap=None)
+    if box is not None:  # drawing scale -> saved pixels, rounded outwards
+        box = (box[0] // SCALE, box[1] // SCALE, -(-box[2] // SCALE), -(-box[3] // SCALE))
     if r.random() < 0.5:
         img = img.transpose(Image.FLIP_LEFT_RIGHT)
+        if box is not None:
+            box = (WIDTH - box[2], box[1], WIDTH - box[0], box[3])
     radius = cam_set.blur + r.uniform(0, 0.3)
     if radius > 0.15:
         img = img.filter(ImageFilter.GaussianBlur(radius))
@@ -280,7 +312,7 @@ def render_image(seed, spec):
     gain = cam_set.gain * (1 + r.normal(0, 0.06))
     cast = np.array(cam_set.cast) * (1 + r.normal(0, 0.025, 3))
     pix = pix * gain * cast + r.normal(0, r.uniform(2, 6), pix.shape)
-    return Image.fromarray(np.clip(pix + 0.5, 0, 255).astype(np.uint8))
+    return Image.fromarray(np.clip(pix + 0.5, 0, 255).astype(np.uint8)), box
 
 
 def _split_total(r, total, n, lo, hi):
@@ -382,9 +414,34 @@ FORMATS = {'.jpg': ('JPEG', dict(quality=90)), '.png': ('PNG', {}), '.bmp': ('BM
 
 
 def _write_one(job):
-    root, seed, rel, spec = job
+    """Render and save one image; return (its relative path, the person's box or None)."""
+    root, seed, rel, spec, with_box = job
     fmt, kwargs = FORMATS[Path(rel).suffix]
-    render_image(seed, spec).save(os.path.join(root, rel), fmt, **kwargs)
+    img, box = _render(seed, spec, with_box)
+    img.save(os.path.join(root, rel), fmt, **kwargs)
+    return rel, box
+
+
+def read_person_boxes(root):
+    """Return {relative path: (x0, y0, x1, y1)} from the BOXES_FILE of a set written with boxes=True."""
+    import csv
+
+    path = Path(root) / BOXES_FILE
+    if not path.is_file():
+        raise ValueError(f'{path}: no person boxes here (generate the set with prepare.py --make-demo DIR --boxes)')
+    with open(path, newline='') as f:
+        return {row['path']: tuple(int(row[k]) for k in ('x0', 'y0', 'x1', 'y1')) for row in csv.DictReader(f)}
+
+
+def _write_boxes(root, boxes):
+    import csv
+
+    tmp = Path(root) / (BOXES_FILE + '.tmp')
+    with open(tmp, 'w', newline='') as f:
+        out = csv.writer(f)
+        out.writerow(['path', 'x0', 'y0', 'x1', 'y1'])
+        out.writerows([rel, *box] for rel, box in sorted(boxes.items()) if box is not None)
+    os.replace(tmp, Path(root) / BOXES_FILE)
 
 
 def dataset_counts(specs):
@@ -441,12 +498,13 @@ def plan_layout(layout, size='tiny', seed=0, n_cameras=None):
     return unit.generate(drawn_set(size, seed, n_cameras or unit.cameras))
 
 
-def make_dataset(root, size='demo', seed=0, n_cameras=6, workers=None, progress=None):
+def make_dataset(root, size='demo', seed=0, n_cameras=6, workers=None, progress=None, boxes=False):
     """Write a synthetic Market-1501-style raw set under `root`; return its counts (images per folder, ids).
 
     Refuses (ValueError) a non-empty `root` that is not a previous generated set; a previous set is replaced
     (its four raw folders only: a `pytorch/` folder made by prepare.py is left alone).
     `workers`: processes (default: 1 for small sets, else the CPU count); the output does not depend on it.
+    `boxes`: also write BOXES_FILE, each drawn person's box (the images are the same either way).
     """
     from reid.data.layouts import LAYOUTS
 
@@ -454,10 +512,10 @@ def make_dataset(root, size='demo', seed=0, n_cameras=6, workers=None, progress=
     files, texts = LAYOUTS['market'].generate(drawn)
     params = dict(generator='synthetic.py', version=FORMAT_VERSION, size=size, seed=seed, n_cameras=n_cameras)
     return _write_set(root, seed, files, texts, FOLDERS, params, dataset_counts(drawn.specs), workers,
-                      progress, f'generating {size} set')
+                      progress, f'generating {size} set', boxes)
 
 
-def make_layout(root, layout, size='tiny', seed=0, workers=None, progress=None):
+def make_layout(root, layout, size='tiny', seed=0, workers=None, progress=None, boxes=False):
     """Write a generated raw set in `layout`'s format under `root`; return counts per top-level entry.
 
     Same rules as make_dataset: a non-empty folder that is not a generated set is refused; a previous
@@ -467,10 +525,11 @@ def make_layout(root, layout, size='tiny', seed=0, workers=None, progress=None):
     tops = sorted({rel.split('/')[0] for rel, _ in files} | {rel.split('/')[0] for rel in texts})
     counts = {top: sum(rel.split('/')[0] == top for rel, _ in files) for top in tops if top not in texts}
     params = dict(generator='synthetic.py', version=FORMAT_VERSION, layout=layout, size=size, seed=seed)
-    return _write_set(root, seed, files, texts, tops, params, counts, workers, progress, f'generating {layout}')
+    return _write_set(root, seed, files, texts, tops, params, counts, workers, progress, f'generating {layout}',
+                      boxes)
 
 
-def _write_set(root, seed, files, texts, tops, params, counts, workers, progress, desc):
+def _write_set(root, seed, files, texts, tops, params, counts, workers, progress, desc, boxes=False):
     """Write `files` (rendered) and `texts` under `root`, replacing its entries `tops`; return `counts`.
 
     The marker goes first (incomplete), so an interrupted run leaves a folder the next run may overwrite.
@@ -483,7 +542,7 @@ def _write_set(root, seed, files, texts, tops, params, counts, workers, progress
                          'pick an empty or new folder')
     root.mkdir(parents=True, exist_ok=True)
     (root / MARKER).write_text(json.dumps(dict(params, complete=False), indent=1))
-    for top in tops:
+    for top in list(tops) + [BOXES_FILE]:   # a box file of an earlier run would no longer describe the images
         if (root / top).is_dir():
             shutil.rmtree(root / top)
         elif (root / top).exists():
@@ -491,22 +550,27 @@ def _write_set(root, seed, files, texts, tops, params, counts, workers, progress
     for folder in sorted({(root / rel).parent for rel, _ in files}):
         folder.mkdir(parents=True, exist_ok=True)
 
-    jobs = [(str(root), seed, rel, spec) for rel, spec in files]
+    jobs = [(str(root), seed, rel, spec, boxes) for rel, spec in files]
     if workers is None:
         workers = 1 if len(jobs) < 2000 else (os.cpu_count() or 1)
     from tqdm import tqdm
     show = len(jobs) >= 2000 if progress is None else progress
     bar = tqdm(total=len(jobs), desc=desc, unit='img', disable=not show)
+    drawn_boxes = {}
     if workers <= 1:
         for job in jobs:
-            _write_one(job)
+            rel, box = _write_one(job)
+            drawn_boxes[rel] = box
             bar.update()
     else:
         import multiprocessing
         with multiprocessing.get_context().Pool(workers) as pool:
-            for _ in pool.imap_unordered(_write_one, jobs, chunksize=64):
+            for rel, box in pool.imap_unordered(_write_one, jobs, chunksize=64):
+                drawn_boxes[rel] = box
                 bar.update()
     bar.close()
+    if boxes:
+        _write_boxes(root, drawn_boxes)
     for rel, text in texts.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(text)

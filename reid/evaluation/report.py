@@ -1,7 +1,8 @@
 """Rankings for people: the ranked gallery of a query, its picture (show.png), and a static HTML page of every
-query's top-10.
+query's top-10 that explains itself: CMC curve, AP histogram, per-camera tables, same-id / different-id scores.
 
-The page (demo.py --html DIR) needs no server and keeps working when DIR is moved: thumbnails are copied into it.
+The page (demo.py --html DIR) needs no server and keeps working when DIR is moved: thumbnails and the pictures
+(matplotlib PNGs) are written into it.
 """
 import html
 import math
@@ -24,6 +25,36 @@ figure.query-image { border: 4px solid #333; }
 figure.hit { border: 4px solid #1a9c3a; }
 figure.miss { border: 4px solid #d62728; }
 td.info { font-size: 12px; width: 9em; }
+#pictures img { height: 240px; margin-right: 8px; border: 1px solid #ddd; background: white; }
+table.cameras { margin: 0.5em 2em 1em 0; display: inline-table; vertical-align: top; font-size: 13px; }
+table.cameras td, table.cameras th { border: 1px solid #ccc; padding: 2px 8px; text-align: right; }
+#broken { color: #d62728; font-weight: bold; }
+"""
+
+# Count the pictures that failed to load: a broken picture says so on the page instead of staying a blank box.
+BROKEN_IMAGE_SCRIPT = """
+window.addEventListener('load', function () {
+  var broken = 0, all = document.querySelectorAll('img');
+  all.forEach(function (img) { broken += (img.complete && img.naturalWidth > 0) ? 0 : 1; });
+  document.body.dataset.images = all.length;
+  document.body.dataset.broken = broken;
+  if (broken) { document.getElementById('broken').textContent = broken + ' picture(s) failed to load'; }
+});
+"""
+
+# The heatmap toggle of each row: every thumbnail swaps to its heatmap version and back. #heatmaps in the link
+# opens the page with every row switched.
+HEATMAP_SCRIPT = """
+function toggleHeat(row) {
+  row.querySelectorAll('img[data-heat]').forEach(function (img) {
+    var other = img.dataset.heat; img.dataset.heat = img.getAttribute('src'); img.setAttribute('src', other);
+  });
+  row.classList.toggle('heat');
+}
+document.querySelectorAll('button.heat').forEach(function (b) {
+  b.addEventListener('click', function () { toggleHeat(b.closest('tr')); });
+});
+if (/heatmaps/.test(location.hash)) { document.querySelectorAll('tr.query').forEach(toggleHeat); }
 """
 
 # Show only the rows whose query camera is the chosen one (all rows for '').
@@ -58,8 +89,12 @@ def ranked_gallery(keys, ql, qc, gl, gc):
     return order[~junk_mask(ql, qc, gl[order], gc[order])]
 
 
-def draw_ranking(query, shown, path):
-    """Save a 1 x (1 + len(shown)) figure: the query, then (image, is_match, caption) with green/red frames."""
+def draw_ranking(query, shown, path, heats=None):
+    """Save a 1 x (1 + len(shown)) figure: the query, then (image, is_match, caption) with green/red frames.
+
+    `heats`: one [0, 1] map per panel (query first, each at its image's size), laid over the images
+    (reid.evaluation.heatmap.overlay): the picture demo.py --heatmap saves.
+    """
     import matplotlib
     matplotlib.use('Agg')  # headless: never needs a display
     import matplotlib.pyplot as plt
@@ -67,10 +102,14 @@ def draw_ranking(query, shown, path):
 
     fig, axes = plt.subplots(1, 1 + len(shown), figsize=(1.6 * (1 + len(shown)), 3.6), squeeze=False)
     panels = [(query[0], None, query[1])] + list(shown)
-    for ax, (img_path, match, caption) in zip(axes[0], panels):
+    for k, (ax, (img_path, match, caption)) in enumerate(zip(axes[0], panels)):
         try:
             with Image.open(img_path) as img:
-                ax.imshow(img.convert('RGB'))
+                if heats is None:
+                    ax.imshow(img.convert('RGB'))
+                else:
+                    from reid.evaluation.heatmap import overlay
+                    ax.imshow(overlay(img, heats[k]))
         except Exception as err:  # a damaged image gets an empty panel, named, instead of no picture at all
             print(f'warning: {img_path}: unreadable image ({type(err).__name__}), left blank')
         ax.set_xticks([])
@@ -103,18 +142,125 @@ def _thumbnail(src, dst):
         img.resize((width, THUMB_HEIGHT)).save(dst, quality=85)
 
 
-def _figure(css, src, caption, title):
-    return (f'<figure class="{css}" title="{html.escape(title)}"><img src="{html.escape(src)}" alt="">'
-            f'<figcaption>{html.escape(caption)}</figcaption></figure>')
+def pair_scores(scores, ql, qc, gl, gc):
+    """Return (same-id scores, different-id scores) of every valid query-gallery pair (junk left out: id -1, and
+    the same id in the same camera); distractors (id 0) count as different."""
+    from reid.evaluation.metrics import JUNK_ID
+
+    scores, ql, qc, gl, gc = (np.asarray(a) for a in (scores, ql, qc, gl, gc))
+    same_id = gl[None, :] == ql[:, None]
+    junk = (gl[None, :] == JUNK_ID) | (same_id & (gc[None, :] == qc[:, None]))
+    return scores[same_id & ~junk], scores[~same_id & ~junk]
 
 
-def write_report(out_dir, dist, query_images, gallery_images, summary, top=10, title='Re-ID results'):
-    """Write out_dir/index.html (+ out_dir/thumbs/) and return its path.
+def camera_tables(top1, aps, ql, qc, gl, gc):
+    """Return (per query camera, per gallery camera) rows for the page.
+
+    `top1[i]`: gallery index of query i's first ranked image (junk removed), -1 without one; `aps[i]`: its AP
+    (NaN without a valid match). Query camera rows: cam, queries, evaluated (with a valid match), Rank@1 and mAP
+    over the evaluated ones. Gallery camera rows: cam, images, top1 (evaluated queries whose first image is
+    there), wrong (of those, another person), share (wrong / all wrong top-1 hits of the set).
+    """
+    top1, aps = np.asarray(top1), np.asarray(aps)
+    valid = ~np.isnan(aps)
+    hit = np.array([t >= 0 and gl[t] == q for t, q in zip(top1, ql)], dtype=bool)
+    wrong_at = top1[valid & ~hit]
+    queries = []
+    for cam in sorted(set(np.asarray(qc).tolist())):
+        mine = (np.asarray(qc) == cam) & valid
+        queries.append(dict(cam=cam, queries=int((np.asarray(qc) == cam).sum()), evaluated=int(mine.sum()),
+                            rank1=float(hit[mine].mean()) if mine.any() else float('nan'),
+                            mAP=float(aps[mine].mean()) if mine.any() else float('nan')))
+    gallery = []
+    for cam in sorted(set(np.asarray(gc).tolist())):
+        there = top1[valid][gc[top1[valid]] == cam] if valid.any() else top1[:0]
+        wrong = int((gc[wrong_at] == cam).sum()) if len(wrong_at) else 0
+        gallery.append(dict(cam=cam, images=int((np.asarray(gc) == cam).sum()), top1=int(len(there)), wrong=wrong,
+                            share=wrong / len(wrong_at) if len(wrong_at) else 0.0))
+    return queries, gallery
+
+
+def threshold_rates(same, different, threshold):
+    """Return (share of same-id pairs accepted, share of different-id pairs rejected) at `threshold` (a pair is
+    accepted when its score is above it)."""
+    accept = float((np.asarray(same) > threshold).mean()) if len(same) else float('nan')
+    reject = float((np.asarray(different) <= threshold).mean()) if len(different) else float('nan')
+    return accept, reject
+
+
+def draw_summary_pictures(out_dir, cmc, aps, same, different, threshold=None):
+    """Write cmc.png (Rank@1..50), ap_histogram.png and scores.png (same-id / different-id histograms, with the
+    verification threshold as a line when given) into out_dir; return their file names."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    names = []
+
+    def save(fig, name):
+        fig.tight_layout()
+        fig.savefig(out_dir / name, dpi=80)
+        plt.close(fig)
+        names.append(name)
+
+    fig, ax = plt.subplots(figsize=(4, 3))
+    ranks = np.arange(1, min(50, len(cmc)) + 1)
+    ax.plot(ranks, 100 * np.asarray(cmc)[:len(ranks)], marker='.', color='#1f77b4')
+    ax.set(xlabel='rank k', ylabel='Rank@k (%)', title='CMC curve', ylim=(0, 100.5))
+    ax.grid(alpha=0.3)
+    save(fig, 'cmc.png')
+
+    fig, ax = plt.subplots(figsize=(4, 3))
+    valid = np.asarray(aps)[~np.isnan(aps)]
+    ax.hist(100 * valid, bins=np.linspace(0, 100, 21), color='#ff7f0e', edgecolor='white')
+    ax.set(xlabel='AP of a query (%)', ylabel='queries', title=f'AP histogram ({len(valid)} queries)')
+    save(fig, 'ap_histogram.png')
+
+    fig, ax = plt.subplots(figsize=(4, 3))
+    bins = np.linspace(min(np.min(same, initial=1), np.min(different, initial=1), -0.0),
+                       max(np.max(same, initial=0), np.max(different, initial=0), 1.0), 41)
+    ax.hist(different, bins=bins, density=True, alpha=0.6, color='#d62728', label=f'different id ({len(different)})')
+    ax.hist(same, bins=bins, density=True, alpha=0.6, color='#1a9c3a', label=f'same id ({len(same)})')
+    if threshold is not None:
+        ax.axvline(threshold, color='black', linestyle='--', linewidth=1.5, label=f'threshold {threshold:.3f}')
+    ax.set(xlabel='score (cosine)', ylabel='density', title='scores of query-gallery pairs')
+    ax.legend(fontsize=7)
+    save(fig, 'scores.png')
+    return names
+
+
+def _camera_tables_html(queries, gallery):
+    def pct(v):
+        return '-' if math.isnan(v) else f'{100 * v:.2f}'
+
+    qrows = ''.join(
+        f'<tr data-cam="{r["cam"]}" data-queries="{r["queries"]}" data-evaluated="{r["evaluated"]}" '
+        f'data-rank1="{r["rank1"]:.6f}" data-map="{r["mAP"]:.6f}"><td>{r["cam"]}</td><td>{r["queries"]}</td>'
+        f'<td>{r["evaluated"]}</td><td>{pct(r["rank1"])}</td><td>{pct(r["mAP"])}</td></tr>' for r in queries)
+    grows = ''.join(
+        f'<tr data-cam="{r["cam"]}" data-images="{r["images"]}" data-top1="{r["top1"]}" data-wrong="{r["wrong"]}" '
+        f'data-share="{r["share"]:.6f}"><td>{r["cam"]}</td><td>{r["images"]}</td><td>{r["top1"]}</td>'
+        f'<td>{r["wrong"]}</td><td>{pct(r["share"])}</td></tr>' for r in gallery)
+    return (
+        '<table class="cameras" id="query-cameras"><caption>Per query camera</caption><tr><th>camera</th>'
+        '<th>queries</th><th>evaluated</th><th>Rank@1 %</th><th>mAP %</th></tr>' + qrows + '</table>'
+        '<table class="cameras" id="gallery-cameras"><caption>Per gallery camera: where the first hit lands'
+        '</caption><tr><th>camera</th><th>images</th><th>top-1 hits</th><th>wrong</th>'
+        '<th>% of all wrong top-1</th></tr>' + grows + '</table>')
+
+
+def write_report(out_dir, dist, query_images, gallery_images, summary, top=10, title='Re-ID results', threshold=None,
+                 scores=None, heatmaps=None):
+    """Write out_dir/index.html (+ out_dir/thumbs/ and the pictures) and return its path.
 
     `dist` (Q, G): smaller = better (e.g. -cosine, or re-ranked distances). `query_images`/`gallery_images`:
     [(path, id, camera)] in the order of dist's rows/columns. `summary`: the metrics dict of the whole set.
-    One row per query: its image, AP and top-`top` strip (green = same id, red = another), worst AP first
-    (queries without a valid match last), and a filter by query camera.
+    On top: the CMC curve, the AP histogram, the same-id / different-id histograms of `scores` (Q, G cosine
+    scores, default -dist) with `threshold` (a cosine score: a pair is accepted above it) drawn when given, and the
+    per-camera tables. One row per query: its image, AP and top-`top` strip (green = same id, red = another), worst
+    AP first (queries without a valid match last), and a filter by query camera. `heatmaps`: a function from image
+    paths to activation maps (reid.evaluation.heatmap.image_heatmaps): each row gets a heatmap toggle.
     """
     from tqdm import tqdm
 
@@ -140,22 +286,45 @@ def write_report(out_dir, dist, query_images, gallery_images, summary, top=10, t
             _thumbnail(path, out_dir / written[key])
         return written[key]
 
+    ranked = {i: ranked_gallery(dist[i], ql[i], qc[i], gl, gc)[:max(top, 1)] for i in range(len(ql))}
+    heat = {}
+    if heatmaps is not None:
+        heat = _heat_thumbnails(out_dir, heatmaps, query_images, gallery_images, ranked, top)
+
+    def figure(css, kind, index, path, caption, title):
+        img = thumb(kind, index, path)
+        extra = f' data-heat="{heat[kind, index]}"' if (kind, index) in heat else ''
+        return (f'<figure class="{css}" title="{html.escape(title)}"><img src="{html.escape(img)}" alt=""{extra}>'
+                f'<figcaption>{html.escape(caption)}</figcaption></figure>')
+
     rows = []
     for rank, i in enumerate(tqdm(order, desc='html', dynamic_ncols=True), 1):
         qpath = query_images[i][0]
         strip = []
-        for g in ranked_gallery(dist[i], ql[i], qc[i], gl, gc)[:top]:
+        for g in ranked[i][:top]:
             gpath, gid, gcam = gallery_images[g]
             hit = gid == ql[i]
-            strip.append(_figure('hit' if hit else 'miss', thumb('g', g, gpath), Path(gpath).name,
-                                 f'id {gid}, camera {gcam}, distance {dist[i, g]:.4f}'))
+            strip.append(figure('hit' if hit else 'miss', 'g', g, gpath, Path(gpath).name,
+                                f'id {gid}, camera {gcam}, distance {dist[i, g]:.4f}'))
         ap = 'no valid match' if math.isnan(aps[i]) else f'AP {100 * aps[i]:.2f}%'
+        toggle = '<br><button class="heat" type="button">heatmap</button>' if heat else ''
         rows.append(
             f'<tr class="query" data-cam="{qc[i]}" data-ap="{aps[i]:.6f}" data-query="{i}">'
-            f'<td class="info">#{rank} (query {i})<br>id {ql[i]}, camera {qc[i]}<br><b>{ap}</b></td>'
-            f'<td>{_figure("query-image", thumb("q", i, qpath), Path(qpath).name, f"query id {ql[i]}, camera {qc[i]}")}'
+            f'<td class="info">#{rank} (query {i})<br>id {ql[i]}, camera {qc[i]}<br><b>{ap}</b>{toggle}</td>'
+            f'<td>{figure("query-image", "q", i, qpath, Path(qpath).name, f"query id {ql[i]}, camera {qc[i]}")}'
             f'</td><td class="strip">{"".join(strip)}</td></tr>')
 
+    top1 = [int(ranked[i][0]) if len(ranked[i]) else -1 for i in range(len(ql))]
+    same, different = pair_scores(-dist if scores is None else scores, ql, qc, gl, gc)
+    pictures = draw_summary_pictures(out_dir, summary['cmc'], aps, same, different, threshold)
+    pictures_html = ''.join(f'<img src="{name}" alt="{name}">' for name in pictures)
+    verification = ''
+    if threshold is not None:
+        accept, reject = threshold_rates(same, different, threshold)
+        verification = (f'<p id="threshold" data-threshold="{threshold:.6f}" data-accept="{accept:.6f}" '
+                        f'data-reject="{reject:.6f}">Verification threshold {threshold:.3f} (a pair is "same person" '
+                        f'above it): accepts {100 * accept:.2f}% of same-id pairs, rejects {100 * reject:.2f}% of '
+                        f'different-id pairs.</p>')
     cams = ''.join(f'<option value="{c}">camera {c}</option>' for c in sorted(set(qc.tolist())))
     metrics_html = ''.join(f'<span>{name}: <b>{100 * value:.2f}%</b></span>' for name, value in (
         ('Rank@1', rank_at(summary, 1)), ('Rank@5', rank_at(summary, 5)), ('Rank@10', rank_at(summary, 10)),
@@ -165,11 +334,37 @@ def write_report(out_dir, dist, query_images, gallery_images, summary, top=10, t
         f'<style>{PAGE_STYLE}</style></head><body>\n<h1>{html.escape(title)}</h1>\n'
         f'<div id="summary">{metrics_html}<span>{summary["n_valid"]} queries evaluated, '
         f'{summary["n_skipped"]} without a match; {len(gl)} gallery images</span></div>\n'
+        f'<div id="pictures">{pictures_html}</div>\n'
+        '<p>CMC: Rank@k = the share of queries whose first correct match is among the top k. AP histogram: how '
+        'the queries spread between easy (right) and hard (left). Scores: cosine of every valid query-gallery '
+        'pair; the less the green (same person) and red (someone else) overlap, the easier it is to tell '
+        'them apart with one threshold.</p>\n'
+        f'{verification}<div id="cameras">{_camera_tables_html(*camera_tables(top1, aps, ql, qc, gl, gc))}</div>\n'
+        f'<p id="broken"></p>\n'
         f'<p>Worst queries first. Green frame = same person, red = someone else (junk removed). '
         f'<label>Query camera: <select id="camera"><option value="">all</option>{cams}</select></label> '
         f'showing <span id="shown">{len(rows)}</span> of {len(rows)} queries.</p>\n'
         f'<table id="results">\n' + '\n'.join(rows) + '\n</table>\n'
-        f'<script>{FILTER_SCRIPT}</script>\n</body></html>\n')
+        f'<script>{FILTER_SCRIPT}{HEATMAP_SCRIPT if heat else ""}{BROKEN_IMAGE_SCRIPT}</script>\n</body></html>\n')
     path = out_dir / 'index.html'
     path.write_text(page, encoding='utf-8')
     return path
+
+
+def _heat_thumbnails(out_dir, heatmaps, query_images, gallery_images, ranked, top):
+    """Write the heatmap version of every shown thumbnail; return {(kind, index): its relative path}."""
+    from PIL import Image
+
+    from reid.evaluation.heatmap import overlay
+
+    shown = [('q', i, query_images[i][0]) for i in range(len(query_images))]
+    shown += [('g', int(g), gallery_images[g][0]) for g in sorted({int(g) for r in ranked.values() for g in r[:top]})]
+    out = {}
+    for (kind, index, path), heat in zip(shown, heatmaps([p for _, _, p in shown])):
+        rel = f'thumbs/h{kind}{index:06d}.jpg'
+        with Image.open(path) as img:
+            blended = Image.fromarray(overlay(img, heat))
+        width = max(1, round(blended.width * THUMB_HEIGHT / blended.height))
+        blended.resize((width, THUMB_HEIGHT)).save(out_dir / rel, quality=85)
+        out[kind, index] = rel
+    return out

@@ -36,12 +36,13 @@ def lr_factor(step, steps_per_epoch, total_epoch, warm_epoch=0, cosine=False, mi
 
 
 def train_one_epoch(model, loader, optimizer, scheduler, device, terms, amp_dtype=None, scaler=None,
-                    loss_optimizer=None, desc='train'):
+                    loss_optimizer=None, desc='train', on_step=None):
     """Run one epoch of training on the loss sum(weight x value) of `terms` (reid.training.terms); step
     `scheduler` after every optimizer step.
 
     `loss_optimizer` steps the losses that own their learning rate (center). `scaler` is a torch.amp.GradScaler
-    for fp16. Returns (mean loss, top-1 error) over the samples seen.
+    for fp16. `on_step(step, batch loss, batch top-1 error, batch size)` is called after every optimizer step
+    (train.py --tensorboard). Returns (mean loss, top-1 error) over the samples seen.
     """
     model.train()
     needs_feature = any(term.needs_feature for term in terms)
@@ -73,10 +74,13 @@ def train_one_epoch(model, loader, optimizer, scheduler, device, terms, amp_dtyp
                 opt.step()
         if scaler is not None:
             scaler.update()
+        n, batch_loss = labels.shape[0], loss.item()
+        batch_correct = (predicted_classes(logits.detach()) == labels).sum().item()
+        if on_step is not None:  # before the schedule moves on: the learning rate this step used
+            on_step(step, batch_loss, 1.0 - batch_correct / n, n)
         scheduler.step()
-        n = labels.shape[0]
-        loss_sum += loss.item() * n
-        correct += (predicted_classes(logits.detach()) == labels).sum().item()
+        loss_sum += batch_loss * n
+        correct += batch_correct
         seen += n
         bar.set_postfix(loss=f'{loss_sum / seen:.4f}', acc=f'{correct / seen:.3f}',
                         img_s=f'{seen / (time.perf_counter() - start):.1f}')

@@ -12,7 +12,7 @@ from reid.training.losses import active_loss_names
 MACHINE_OPTIONS = ('gpu_ids', 'num_workers', 'data_dir', 'model_dir', 'cache_dir')
 # ...these from the command line when given there (how this session runs), else from the run's opts.yaml; every
 # other option is the run's recipe and comes from its opts.yaml.
-SESSION_OPTIONS = ('cpu_bf16', 'channels_last', 'compile')
+SESSION_OPTIONS = ('cpu_bf16', 'channels_last', 'compile') + ('tensorboard',)   # a resume may turn it on
 
 # Recipes as flag values, applied as parser defaults (explicit flags win; opts.yaml records what was resolved).
 PRESETS = {
@@ -98,6 +98,8 @@ def build_parser():
                    help='decode every training image once into a uint8 cache and augment whole batches on the device')
     g.add_argument('--cache_dir', default=None, type=str, help='where --cache writes (default <data_dir>/cache)')
     g.add_argument('--sync_bn', action='store_true', help='with torchrun on CUDA: BatchNorm statistics over all GPUs')
+    p.add_argument('--tensorboard', action='store_true',
+                   help='write TensorBoard event files into <model_dir>/<name>/tb/ (loss, error, lr, img/s per step)')
     p.add_argument('--resume', action='store_true', help='continue <model_dir>/<name> from resume.pth')
     p.add_argument('--overwrite', action='store_true',
                    help='replace an existing run of the same --name (its net_*.pth are deleted)')

@@ -159,6 +159,21 @@ def restore_progress(state, path, model, optimizer, scheduler, scaler, metric_lo
     return state['history'], state['epoch'], averaged
 
 
+def duration_text(seconds):
+    """'45s', '3m05s' or '2h07m': a duration as the epoch line prints it."""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f'{seconds}s'
+    if seconds < 3600:
+        return f'{seconds // 60}m{seconds % 60:02d}s'
+    return f'{seconds // 3600}h{seconds % 3600 // 60:02d}m'
+
+
+def run_eta(epoch_seconds, epochs_left):
+    """Seconds the run still needs: the mean duration of this session's epochs times the epochs left."""
+    return sum(epoch_seconds) / len(epoch_seconds) * epochs_left if epoch_seconds else 0.0
+
+
 def run_training(opts, stop_after=None, log=print):
     """Train as `opts` (parsed, see reid.training.recipe.build_parser) says; return the per-epoch history dict.
 
@@ -230,6 +245,10 @@ def run_training(opts, stop_after=None, log=print):
         val_loader = DataLoader(val_set, batch_size=opts.batchsize, shuffle=False, num_workers=runtime.workers,
                                 pin_memory=device.type == 'cuda')
     last_epoch = opts.total_epoch if stop_after is None else min(opts.total_epoch, first_epoch + stop_after)
+    board, epoch_seconds = None, []
+    if getattr(opts, 'tensorboard', False) and rank == 0:
+        from reid.training.tensorboard import TrainingBoard
+        board = TrainingBoard(run.tensorboard_dir, first_epoch * steps_per_epoch)
     for epoch in range(first_epoch, last_epoch):
         start, lr = time.perf_counter(), optimizer.param_groups[-1]['lr']
         if opts.wa and averaged is None and epoch >= opts.wa_start * opts.total_epoch:
@@ -240,7 +259,8 @@ def run_training(opts, stop_after=None, log=print):
             epoch_terms.append(ConsistencyTerm(dg_batches(opts, epoch, runtime), averaged))
         loader = training_batches(train_set, opts, runtime, epoch, steps_per_epoch, pixels)
         loss, err = train_one_epoch(network, loader, optimizer, scheduler, device, epoch_terms, runtime.amp_dtype,
-                                    scaler, loss_opt, desc=f'epoch {epoch + 1}/{opts.total_epoch}')
+                                    scaler, loss_opt, desc=f'epoch {epoch + 1}/{opts.total_epoch}',
+                                    on_step=board.step_logger(epoch * steps_per_epoch, optimizer) if board else None)
         train_seconds = time.perf_counter() - start
         if not math.isfinite(loss):  # the weights are now garbage: keep the last good checkpoint as it is
             raise TrainingStopped(
@@ -274,7 +294,11 @@ def run_training(opts, stop_after=None, log=print):
         line += f' | lr {lr:.2e} | {steps_per_epoch * opts.batchsize / train_seconds:.0f} img/s'
         if device.type == 'cuda':
             line += f' | peak {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB'
-        log(f'{line} | {time.perf_counter() - start:.0f}s')
+        epoch_seconds.append(time.perf_counter() - start)
+        log(f'{line} | {epoch_seconds[-1]:.0f}s | run ETA '
+            f'{duration_text(run_eta(epoch_seconds, opts.total_epoch - epoch - 1))}')
+        if board is not None:
+            board.epoch(epoch + 1, history, lr)
 
         rng_per_rank = distributed.gathered(rng_states())  # every rank takes part; rank 0 saves them all
         if rank == 0:
@@ -294,6 +318,8 @@ def run_training(opts, stop_after=None, log=print):
                 log(f'{len(train_set.skipped)} unreadable image(s) skipped so far (others took their place): '
                     + ', '.join(list(train_set.skipped)[:5]))
         distributed.barrier()  # resume.pth is complete before any rank may stop
+    if board is not None:  # final/ only once the whole run is done, not at a stop_after pause
+        board.close(history if last_epoch == opts.total_epoch else None, last_epoch)
     return history
 
 
