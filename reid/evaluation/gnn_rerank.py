@@ -24,8 +24,12 @@ def _csr(rows, cols, vals, shape):
     """A CSR tensor from row-sorted (rows, cols, vals)."""
     pointers = torch.zeros(shape[0] + 1, dtype=torch.int64, device=vals.device)
     pointers[1:] = torch.cumsum(torch.bincount(rows, minlength=shape[0]), 0)
+    return _csr_from(pointers, cols, vals, shape)
+
+
+def _csr_from(pointers, cols, vals, shape):
     with warnings.catch_warnings():
-        warnings.simplefilter('ignore', UserWarning)  # "sparse CSR support is in beta"
+        warnings.simplefilter('ignore', UserWarning)  # "sparse CSR support is in beta", "checks disabled"
         return torch.sparse_csr_tensor(pointers, cols, vals, size=shape, check_invariants=False)
 
 
@@ -38,8 +42,8 @@ def _row_slice(matrix, start, stop):
     """Rows start..stop of a CSR tensor, as CSR."""
     pointers = matrix.crow_indices()
     lo, hi = int(pointers[start]), int(pointers[stop])
-    return torch.sparse_csr_tensor(pointers[start:stop + 1] - lo, matrix.col_indices()[lo:hi],
-                                   matrix.values()[lo:hi], size=(stop - start, matrix.shape[1]))
+    return _csr_from(pointers[start:stop + 1] - lo, matrix.col_indices()[lo:hi], matrix.values()[lo:hi],
+                     (stop - start, matrix.shape[1]))
 
 
 def _row_norms(matrix):
@@ -60,7 +64,7 @@ def _scaled_rows(matrix, scale):
     """diag(scale) @ matrix for a CSR tensor."""
     pointers = matrix.crow_indices()
     rows = torch.repeat_interleave(torch.arange(matrix.shape[0], device=pointers.device), pointers.diff())
-    return torch.sparse_csr_tensor(pointers, matrix.col_indices(), matrix.values() * scale[rows], size=matrix.shape)
+    return _csr_from(pointers, matrix.col_indices(), matrix.values() * scale[rows], matrix.shape)
 
 
 def _neighbours_and_scores(x, k):
