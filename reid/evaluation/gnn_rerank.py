@@ -69,11 +69,9 @@ def _scaled_rows(matrix, scale):
 
 def _neighbours_and_scores(x, k):
     """Return (top-k neighbours (N, k) by descending cosine, equal scores by index; their scores (N, k))."""
-    n = len(x)
-    neighbours, _ = _neighbours_and_row_max(x, k, max(1, _BLOCK_ELEMENTS // n), key=_negated_score)
-    scores = torch.einsum('nd,nkd->nk', x, x[neighbours]) if n * k * x.shape[1] <= _BLOCK_ELEMENTS * 4 else \
-        torch.cat([torch.einsum('nd,nkd->nk', x[s:s + 4096], x[neighbours[s:s + 4096]]) for s in range(0, n, 4096)])
-    return neighbours, scores
+    neighbours, _, negated = _neighbours_and_row_max(x, k, max(1, _BLOCK_ELEMENTS // len(x)), key=_negated_score,
+                                                     with_values=True)
+    return neighbours, -negated
 
 
 class _Graph:

@@ -58,8 +58,9 @@ def _merge_later_columns(values, indices, block, first_index):
     values[rows], indices[rows] = _merge_smallest(values[rows], indices[rows], new_values, new_indices)
 
 
-def _neighbours_and_row_max(x, k, rows_per_block, key=_squared_distance):
-    """Return (neighbours (N, k) in stable ascending distance order, row maxima (N,)).
+def _neighbours_and_row_max(x, k, rows_per_block, key=_squared_distance, with_values=False):
+    """Return (neighbours (N, k) in stable ascending distance order, row maxima (N,)), and their distances (N, k)
+    when `with_values`.
 
     `key(a, b)`: the symmetric distance of rows a to rows b (default the squared Euclidean distance).
     Equal distances are ordered by image index (queries first, then gallery). The distance matrix is symmetric:
@@ -81,7 +82,7 @@ def _neighbours_and_row_max(x, k, rows_per_block, key=_squared_distance):
             later = dist[:, stop - start:].T.contiguous()
             row_max[stop:] = torch.maximum(row_max[stop:], later.amax(1))
             _merge_later_columns(values[stop:], indices[stop:], later, start)
-    return indices, row_max
+    return (indices, row_max, values) if with_values else (indices, row_max)
 
 
 def _is_member(keys, members):
