@@ -11,7 +11,7 @@ import torch
 from reid.evaluation.metrics import pick_device
 from reid.evaluation.rerank import _neighbours_and_row_max
 
-# Dense rows (rows x all images) built at once when a sparse product is coalesced: 2**24 floats = 64 MB.
+# Dense values held at once: a block of query rows x all images (and the products with it), 2**24 floats = 64 MB.
 _BLOCK_ELEMENTS = 1 << 24
 
 
@@ -75,7 +75,8 @@ def _neighbours_and_scores(x, k):
 
 
 class _Graph:
-    """The propagated adjacency A = diag(norm) P W (W = previous A + its transpose), kept as its factors."""
+    """The propagated adjacency A = diag(1 / norm) P W (W = the previous A + its transpose, P = the top-k2 weights
+    S^2), kept as its sparse factors: the last round's A (k1 * k2 * 12 entries a row at Market size) is never built."""
 
     def __init__(self, x, k1, k2):
         n, device = len(x), x.device
@@ -83,7 +84,7 @@ class _Graph:
         rows = torch.arange(n, device=device)
         self.adjacency = _csr(rows.repeat_interleave(k1), neighbours.reshape(-1), torch.ones(n * k1, device=device),
                               (n, n))
-        self.rounds = []  # (P, P^T, W factors) per round; A of round r = diag(1/norm) P W
+        self.rounds = []  # (W, 1 / row norms) per round: that round's A = diag(1 / norm) P W, W = A + A^T
         if k2 == 1:  # the original skips propagation: A stays the 0/1 top-k1 adjacency, rows not normalised
             return
         weight = (scores[:, :k2] ** 2).reshape(-1)
