@@ -3,7 +3,6 @@ loops where the original has CUDA kernels); only fit for small sets, which is al
 """
 import numpy as np
 import pytest
-import torch
 
 from reid.evaluation import gnn_rerank, metrics
 

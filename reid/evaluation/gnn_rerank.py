@@ -75,8 +75,8 @@ def _neighbours_and_scores(x, k):
 
 
 class _Graph:
-    """The propagated adjacency A = diag(1 / norm) P W (W = the previous A + its transpose, P = the top-k2 weights
-    S^2), kept as its sparse factors: the last round's A (k1 * k2 * 12 entries a row at Market size) is never built."""
+    """The propagated adjacency A = diag(1 / norm) P W (W = the previous A + its transpose, P = the top-k2
+    weights S^2), kept as sparse factors: the last round's A (~2,150 entries a row at Market size) is never built."""
 
     def __init__(self, x, k1, k2):
         n, device = len(x), x.device
