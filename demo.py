@@ -89,16 +89,39 @@ def photo_keys(args, gallery_f):
     return -(gallery_f @ feature)
 
 
+def run_threshold(args):
+    """Return the calibrated threshold entry of --name (threshold.yaml) or None, saying which on stdout."""
+    from reid.runs import RunFolder
+
+    run = RunFolder(os.path.join(args.model_dir, args.name))
+    if not run.threshold_file.is_file():
+        print(f'no calibrated threshold in {run.path} (test.py --calibrate): hits are not judged same or different')
+        return None
+    try:
+        entry = run.read_threshold()
+    except ValueError as e:
+        raise SystemExit(f'demo.py: {e}') from None
+    print(f'threshold {entry["threshold"]:.4f} (false-accept rate {entry["far"]:g}, calibrated on '
+          f'{entry.get("calibrated_on", "?")}): a hit scoring above it is the same identity')
+    return entry['threshold']
+
+
 def show_photo(args, result, gallery_images):
-    """Rank the gallery for --query_image (junk id -1 left out; its id and camera are unknown) and draw it."""
+    """Rank the gallery for --query_image (junk id -1 left out; its id and camera are unknown) and draw it; with a
+    calibrated run, say for each hit whether it passes the same-identity threshold."""
     keys = photo_keys(args, result.gallery_f)
     ranked = ranked_gallery(keys, None, None, result.gallery_label, result.gallery_cam)[:args.top]
     print(f'query image {args.query_image} (run {args.name})')
+    threshold = run_threshold(args)
     shown = []
     for rank, g in enumerate(ranked, 1):
         path, gid, _ = gallery_images[g]
-        shown.append((path, None, f'{rank}: id {gid}\nscore {-keys[g]:.3f}'))
-        print(f'{rank:2d} id {gid} score {-keys[g]:.4f} {path}')
+        score = float(-keys[g])
+        verdict = '' if threshold is None else ('same' if score > threshold else 'different')
+        # a passing hit gets a green frame, a failing one red; no frame colour without a threshold
+        shown.append((path, None if threshold is None else score > threshold,
+                      f'{rank}: id {gid}\nscore {score:.3f}' + (f' {verdict}' if verdict else '')))
+        print(f'{rank:2d} id {gid} score {score:.4f}{" " + verdict if verdict else ""} {path}')
     draw_ranking((args.query_image, 'your photo'), shown, args.output)
     print(f'saved {args.output}')
     if args.heatmap:
@@ -109,6 +132,7 @@ def write_html(args, result, query_images, gallery_images):
     """Write the static results page of every query into --html; print its path."""
     from reid.evaluation import metrics
     from reid.evaluation.report import write_report
+    from reid.evaluation.verification import threshold_of
 
     if args.rerank:
         from reid.evaluation.rerank import k_reciprocal_rerank
@@ -125,9 +149,11 @@ def write_html(args, result, query_images, gallery_images):
 
         run = load_run(args)
         heatmaps = lambda paths: image_heatmaps(run, paths)  # noqa: E731
-    # the score histograms show cosine scores (what a verification threshold compares), re-ranked or not
+    # the score histograms show cosine scores (what a verification threshold compares), re-ranked or not; the
+    # threshold is the run's (--name: test.py --calibrate) or the one evaluate_gpu.py --verify saved beside --result
+    threshold = threshold_of(os.path.join(args.model_dir, args.name), args.result)
     path = write_report(args.html, dist, query_images, gallery_images, summary, top=args.top, title=title,
-                        scores=result.query_f @ result.gallery_f.T, heatmaps=heatmaps)
+                        scores=result.query_f @ result.gallery_f.T, heatmaps=heatmaps, threshold=threshold)
     print(f'saved {path} ({len(query_images)} queries; open it in a browser, no server needed)')
 
 

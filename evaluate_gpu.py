@@ -3,6 +3,10 @@
     python evaluate_gpu.py                              # reads ./pytorch_result.mat
     python evaluate_gpu.py --result other.mat --multi   # also multi-query, from ./multi_query.mat
     python evaluate_gpu.py --rerank --k1 20 --k2 6 --lambda 0.3   # also k-reciprocal re-ranking
+    python evaluate_gpu.py --rerank gnn                 # GNN re-ranking instead (k1 26, k2 7, lambda 0.3)
+    python evaluate_gpu.py --aqe 5 --dba --rerank gnn   # average query expansion (+ DBA), then re-ranking
+    python evaluate_gpu.py --verify                     # same person? TAR at FAR 1e-1..1e-4, thresholds, AUC
+    python evaluate_gpu.py --verify --save_threshold model/ft_ResNet50 --far 1e-3   # calibrate that run
     python evaluate_gpu.py --trials 10                  # VehicleID: mean and std over 10 re-drawn galleries
     python evaluate_gpu.py --result viper0.mat viper1.mat ...     # VIPeR: mean and std over several splits
 
@@ -16,7 +20,9 @@ from pathlib import Path
 import scipy.io
 
 from reid.evaluation import metrics
-from reid.evaluation.protocols import evaluate_all, format_trials, redrawn_galleries, trial_summary
+from reid.evaluation import verification
+from reid.evaluation.protocols import (RERANK_DEFAULTS, RERANKERS, evaluate_all, format_trials, redrawn_galleries,
+                                       trial_summary)
 from reid.evaluation.results import load_multi_query, load_result
 
 
@@ -29,20 +35,50 @@ def parse_args(argv=None):
                              'N times from the features; mean and std')
     parser.add_argument('--multi', action='store_true', help='also evaluate multi-query (features from --multi_result)')
     parser.add_argument('--multi_result', default='multi_query.mat', help='multi-query features saved by test.py')
-    parser.add_argument('--rerank', action='store_true', help='also evaluate with k-reciprocal re-ranking')
-    parser.add_argument('--k1', default=20, type=int, help='re-ranking: size of the k-reciprocal sets')
-    parser.add_argument('--k2', default=6, type=int, help='re-ranking: neighbours of the local query expansion')
+    parser.add_argument('--rerank', nargs='?', const='k_reciprocal', default=None, choices=RERANKERS,
+                        help='also evaluate re-ranked: k_reciprocal (the default of a bare --rerank) or gnn')
+    parser.add_argument('--k1', default=None, type=int,
+                        help='re-ranking: size of the k-reciprocal sets / GNN neighbours (default 20 / 26)')
+    parser.add_argument('--k2', default=None, type=int,
+                        help='re-ranking: neighbours of the local query expansion / GNN propagation (default 6 / 7)')
     parser.add_argument('--lambda', dest='lambda_value', default=0.3, type=float,
-                        help='re-ranking: weight of the original distance in the final distance')
+                        help='re-ranking: weight of the original distance (score) in the final one')
+    parser.add_argument('--aqe', default=0, type=int, metavar='K',
+                        help='average query expansion: each query replaced by the weighted mean of itself and its '
+                             'top K-1 gallery neighbours (fast-reid AQE; weights score**alpha); 0 = off')
+    parser.add_argument('--aqe_alpha', default=3.0, type=float, help='query expansion: weight exponent alpha')
+    parser.add_argument('--dba', action='store_true',
+                        help='with --aqe: first replace each gallery image by the weighted mean of its top K')
+    parser.add_argument('--verify', action='store_true',
+                        help='score every valid query-gallery pair: TAR at FAR 1e-1..1e-4 with the thresholds, '
+                             'and AUC; the figures go beside --result (<stem>_verify.yaml)')
+    parser.add_argument('--save_threshold', nargs='?', const='model/ft_ResNet50', default=None, metavar='RUN',
+                        help='with --verify: write the threshold at --far into RUN/threshold.yaml '
+                             '(default model/ft_ResNet50)')
+    parser.add_argument('--far', default=verification.DEFAULT_FAR, type=float,
+                        help='false-accept rate of the threshold --save_threshold keeps (one of 1e-1..1e-4)')
     args = parser.parse_args(argv)
+    method = args.rerank or 'k_reciprocal'
+    args.k1 = RERANK_DEFAULTS[method]['k1'] if args.k1 is None else args.k1
+    args.k2 = RERANK_DEFAULTS[method]['k2'] if args.k2 is None else args.k2
     if args.k1 < 1 or args.k2 < 1:
         parser.error(f'--k1 {args.k1} --k2 {args.k2}: both must be at least 1')
     if not 0 <= args.lambda_value <= 1:
         parser.error(f'--lambda {args.lambda_value}: must lie in [0, 1]')
     if args.trials < 0 or (args.trials and len(args.result) > 1):
         parser.error(f'--trials {args.trials}: a positive number of gallery draws of one --result file')
-    if (args.trials or len(args.result) > 1) and (args.multi or args.rerank):
-        parser.error('--multi and --rerank evaluate one result; not with --trials or several --result files')
+    if args.rerank == 'gnn' and args.k2 > args.k1:
+        parser.error(f'--k1 {args.k1} --k2 {args.k2}: GNN re-ranking propagates over the first k2 of the k1 '
+                     'neighbours, so k2 <= k1')
+    if args.aqe < 0 or args.aqe_alpha < 0 or (args.dba and not args.aqe):
+        parser.error(f'--aqe {args.aqe} --aqe_alpha {args.aqe_alpha}: K >= 1 (0 = off), alpha >= 0; --dba needs --aqe')
+    if args.save_threshold and not args.verify:
+        parser.error('--save_threshold needs --verify')
+    if args.far not in verification.FARS:
+        parser.error(f'--far {args.far}: one of {", ".join("%g" % f for f in verification.FARS)}')
+    if (args.trials or len(args.result) > 1) and (args.multi or args.rerank or args.aqe or args.verify):
+        parser.error('--multi, --rerank, --aqe and --verify evaluate one result; not with --trials or several '
+                     '--result files')
     return args
 
 
@@ -65,6 +101,25 @@ def evaluate_trials(args):
     return values, mean, std
 
 
+def verify(args, result):
+    """Print the verification lines of the plain cosine scores, save them beside the result (and the threshold)."""
+    report = verification.verification_report(*result)
+    print('verification (every valid query-gallery pair; accepted when the cosine score is above the threshold):')
+    print(verification.format_verification(report))
+    figures = verification.figures_file(args.result)
+    verification.save_figures(report, figures, args.result)
+    print(f'verification figures: {figures}')
+    if args.save_threshold:
+        from reid.runs import RunFolder
+
+        run = RunFolder(args.save_threshold)
+        if not run.path.is_dir():
+            raise SystemExit(f'--save_threshold {run.path}: no such run folder')
+        path = run.write_threshold(verification.threshold_entry(report, args.far, args.result))
+        print(f'threshold at FAR {args.far:g}: {path}')
+    return report
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args.trials or len(args.result) > 1:
@@ -73,8 +128,11 @@ def main(argv=None):
     result = load_result(args.result)
     multi = load_multi_query(args.multi_result) if args.multi else None
     params = dict(k1=args.k1, k2=args.k2, lambda_value=args.lambda_value) if args.rerank else None
+    expansion = dict(k=args.aqe, alpha=args.aqe_alpha, dba=args.dba) if args.aqe else None
     try:
-        reports = evaluate_all(result, multi, params)
+        if args.verify:
+            verify(args, result)
+        reports = evaluate_all(result, multi, params, args.rerank or 'k_reciprocal', expansion)
     except ValueError as e:
         raise SystemExit(f'{args.result}: {e}')
     if reports[0][1]['n_valid'] == 0:

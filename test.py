@@ -3,6 +3,7 @@
     python test.py --name ft_ResNet50 --test_dir ../Market/pytorch                  # net_last.pth
     python test.py --name ft_ResNet50 --test_dir ../Market/pytorch --which_epoch 59 --ms 1,1.1 --multi
     python test.py --name demo --test_dir data/demo/pytorch --which_epoch init      # the untrained network
+    python test.py --name ft_ResNet50 --test_dir ../Market/pytorch --calibrate --far 1e-3   # threshold.yaml
 
 The network is rebuilt from model/<name>/opts.yaml. Feature = sum over the image and its horizontal flip (and
 each --ms scale), L2-normalised. Ids and cameras come from the prepared folder's images.csv (from the file
@@ -13,7 +14,7 @@ gallery/ are read.
 import argparse
 import sys
 
-from reid.evaluation.extract import run_test
+from reid.evaluation.extract import run_calibration, run_test
 from reid.runs import os_error_line
 from reid.runtime import add_runtime_flags
 from reid.spec import add_network_flags
@@ -33,6 +34,10 @@ def build_parser():
                    help="scales as area ratios, e.g. '1,1.1' (each image is resized by sqrt(s), as the original)")
     p.add_argument('--result', default='pytorch_result.mat', type=str,
                    help='where to write the features (multi_query.mat goes beside it)')
+    p.add_argument('--calibrate', action='store_true',
+                   help='instead of testing: score the val split (queries) against train (gallery) and write the '
+                        'same-identity threshold at --far into model/<name>/threshold.yaml')
+    p.add_argument('--far', default=1e-3, type=float, help='--calibrate: false-accept rate (1e-1, 1e-2, 1e-3 or 1e-4)')
     add_runtime_flags(p)
     # The network is rebuilt from opts.yaml; the original's network flags are accepted so its commands work, and
     # checked against opts.yaml so a typo cannot silently test another network.
@@ -43,7 +48,7 @@ def build_parser():
 def main(argv=None):
     opts = build_parser().parse_args(argv)
     try:
-        run_test(opts)
+        run_calibration(opts) if opts.calibrate else run_test(opts)
     except ValueError as e:
         raise SystemExit(f'test.py: {e}') from None
     except OSError as e:

@@ -5,6 +5,8 @@
     python -m bench.bench_evaluate --skip_dense           # leave out the dense re-ranking (~13 GB at full size)
     python -m bench.bench_evaluate --size msmt17          # MSMT17 size (11659 x 82161 x 512), no naive references
     python -m bench.bench_evaluate --size msmt17 --whole_process_only   # just `python evaluate_gpu.py [--rerank]`
+    python -m bench.bench_evaluate --methods              # plain / k-reciprocal / GNN / AQE at Market AND MSMT17 size
+    python -m bench.bench_evaluate --methods --market_only            # the same at Market size only (minutes)
 
 Each variant runs in its own subprocess, so its peak RSS (os.wait4) is its own; 'load only' is the baseline
 (python, torch, the .mat) that the other peaks are compared with. Times cover the computation only, except the
@@ -223,6 +225,33 @@ def max_abs_difference(a_path, b_path, n_gallery, rows=256):
     return max(float(np.abs(a[i:i + rows] - b[i:i + rows]).max()) for i in range(0, len(a), rows))
 
 
+METHODS = (('plain', ''), ('k-reciprocal', '--rerank'), ('GNN', '--rerank gnn'), ('AQE K=5', '--aqe 5'),
+           ('AQE K=5 + DBA', '--aqe 5 --dba'))
+
+
+def compare_methods(sizes, noise, threads):
+    """Whole-process `python evaluate_gpu.py [flags]` per method and size: wall time, peak RSS, Rank@1 / mAP of the
+    last result printed (re-ranked or expanded), side by side; 'plain' is the reference of the ratios."""
+    table = []
+    for size in sizes:
+        with tempfile.TemporaryDirectory(prefix='bench_evaluate_') as workdir:
+            mat = Path(workdir) / 'pytorch_result.mat'
+            n = write_synthetic_result(mat, 1.0, noise, size=size)
+            print(f'{size}: {n["queries"]} queries x {n["gallery_real"] + n["distractors"] + n["junk"]} gallery x '
+                  f'{n["dim"]}-d', flush=True)
+            for name, flags in METHODS:
+                report = run_variant(('evaluate_gpu.py ' + flags).strip(), mat, workdir, threads)
+                table.append((size, name, report))
+                print(f'  {name:14s} {report["wall"]:7.1f} s  {report["peak_mb"] / 1024:5.2f} GB  '
+                      f'Rank@1 {report["Rank@1"]:.4f}  mAP {report["mAP"]:.4f}', flush=True)
+    print(f'\n{"size":8s} {"method":14s} {"wall s":>7s} {"x plain":>7s} {"peak GB":>7s} {"Rank@1":>7s} {"mAP":>7s}')
+    for size, name, report in table:
+        plain = next(r for s, m, r in table if s == size and m == 'plain')
+        print(f'{size:8s} {name:14s} {report["wall"]:7.1f} {report["wall"] / plain["wall"]:7.1f} '
+              f'{report["peak_mb"] / 1024:7.2f} {report["Rank@1"]:7.4f} {report["mAP"]:7.4f}')
+    return table
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--size', default='market', choices=sorted(SIZES),
@@ -234,6 +263,10 @@ def main(argv=None):
     parser.add_argument('--whole_process_only', action='store_true',
                         help='only the two whole-process rows (python evaluate_gpu.py [--rerank]) after the load row')
     parser.add_argument('--threads', type=int, help='torch threads in every variant (default: torch decides)')
+    parser.add_argument('--methods', action='store_true',
+                        help='compare plain / k-reciprocal / GNN / AQE (whole evaluate_gpu.py processes) at Market '
+                             'and MSMT17 size')
+    parser.add_argument('--market_only', action='store_true', help='with --methods: Market size only')
     parser.add_argument('--child', help=argparse.SUPPRESS)
     parser.add_argument('--mat', help=argparse.SUPPRESS)
     parser.add_argument('--out', help=argparse.SUPPRESS)
@@ -242,6 +275,8 @@ def main(argv=None):
         return run_child(args.child, args.mat, args.out, args.threads)
     if not 0 < args.scale <= 1:
         raise SystemExit(f'--scale {args.scale}: must lie in (0, 1]')
+    if args.methods:
+        return compare_methods(['market'] if args.market_only else ['market', 'msmt17'], args.noise, args.threads)
 
     with tempfile.TemporaryDirectory(prefix='bench_evaluate_') as workdir:
         mat = Path(workdir) / 'pytorch_result.mat'

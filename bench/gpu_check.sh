@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every CUDA path once, with its figures, in at most 8 minutes on one GPU: train.py (ResNet-50, 256x128, one epoch
 # on the Market-sized generated set) under --fp16, under --bf16 and with --compile (img/s, epoch seconds, peak
-# torch.cuda.max_memory_allocated); test.py's extraction; evaluate_gpu.py --rerank at Market size; torchrun with
+# torch.cuda.max_memory_allocated); test.py's extraction; evaluate_gpu.py --rerank and --rerank gnn at Market size
+# (and the GNN re-ranking alone, CUDA-synchronised, with its peak memory); torchrun with
 # NCCL (one process per GPU, at most two); export.py to ONNX.
 #     bash bench/gpu_check.sh [WORKDIR]          # WORKDIR (default: a new temporary folder) keeps the data and runs
 # Without CUDA (or with REID_DEVICE=cpu) it says so in one line and exits 0. ImageNet weights are not needed
@@ -50,6 +51,26 @@ step "evaluate_gpu.py --rerank at Market size (on CUDA)"
 t=$SECONDS
 run $PY evaluate_gpu.py --result "$W/pytorch_result.mat" --rerank | tail -3
 echo "evaluate_gpu.py --rerank: $(( SECONDS - t )) s (the plain evaluation too, start-up included)" | tee -a "$LOG"
+
+step "evaluate_gpu.py --rerank gnn at Market size (on CUDA), then the GNN re-ranking alone"
+t=$SECONDS
+run $PY evaluate_gpu.py --result "$W/pytorch_result.mat" --rerank gnn | tail -3
+echo "evaluate_gpu.py --rerank gnn: $(( SECONDS - t )) s (the plain evaluation too, start-up included)" | tee -a "$LOG"
+run $PY - "$W/pytorch_result.mat" <<'PYEOF'
+import sys, time
+import torch
+from reid.evaluation import metrics
+from reid.evaluation.gnn_rerank import gnn_rerank_blocks
+from reid.evaluation.results import load_result
+qf, ql, qc, gf, gl, gc = load_result(sys.argv[1])
+qf, gf = torch.from_numpy(qf).cuda(), torch.from_numpy(gf).cuda()
+for attempt in ('first (warm-up)', 'second'):
+    torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats(); start = time.perf_counter()
+    res = metrics.compute_cmc_map_from_blocks(gnn_rerank_blocks(qf, gf), ql, qc, gl, gc)
+    torch.cuda.synchronize()
+    print(f'GNN re-ranking + metrics on CUDA, {attempt} run: {time.perf_counter() - start:.2f} s, peak '
+          f'{torch.cuda.max_memory_allocated() / 2**30:.2f} GiB, Rank@1 {res["cmc"][0]:.4f} mAP {res["mAP"]:.4f}')
+PYEOF
 
 n=$(( gpus < 2 ? gpus : 2 ))
 step "torchrun --nproc_per_node $n train.py (NCCL, DDP)"

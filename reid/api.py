@@ -4,6 +4,7 @@
     run = ReIDRun('model/demo')                     # opts.yaml + net_last.pth (this toolkit's or the original's)
     gallery = run.features(['a.jpg', 'b.jpg'])      # paths, PIL images or a normalised [N, 3, h, w] batch
     scores, index = search(run.features(['q.jpg']), gallery, k=10)
+    score, same = run.same_identity('a.jpg', 'b.jpg')  # needs model/demo/threshold.yaml (test.py --calibrate)
 """
 from pathlib import Path
 
@@ -57,6 +58,7 @@ class ReIDRun:
         from reid.data.transforms import eval_transform
 
         model, self.spec, self.opts = load_network(run_dir, which_epoch)
+        self.run = RunFolder(run_dir)
         self.device = torch.device(device) if device else torch.device('cuda' if cuda_available() else 'cpu')
         self.extractor = FeatureExtractor(fuse_conv_bn(model)).to(self.device).eval()
         self.size = self.spec.input_size()
@@ -95,6 +97,24 @@ class ReIDRun:
         if not out:
             raise ValueError('no images given')
         return torch.cat(out)
+
+
+    def threshold(self):
+        """Return the run's calibrated same-identity entry (threshold.yaml: far, threshold, tar, calibrated_on);
+        ValueError naming the file when the run was never calibrated or the file is malformed."""
+        return self.run.read_threshold()
+
+    def same_identity(self, a, b):
+        """Return (score, same): the cosine score of two images and whether it is above the run's threshold, i.e.
+        "the same identity" at the false-accept rate the run was calibrated for (threshold.yaml).
+
+        `a`, `b`: an image path or PIL image, or a 1-D feature this run gave. ValueError without a threshold.
+        """
+        threshold = self.threshold()['threshold']
+        fa, fb = (item.reshape(-1).float() if isinstance(item, torch.Tensor) and item.dim() == 1
+                  else self.features(item)[0] for item in (a, b))
+        score = float(fa @ fb)
+        return score, score > threshold
 
 
 def _as_tensor(x):

@@ -323,6 +323,39 @@ class RunFolder:
         self.write_opts(dict(recipe, format_version=FORMAT_VERSION), [runtime_entry])
         _copy_code(code_dir, self.path)
 
+    def write_threshold(self, entry):
+        """Write threshold.yaml atomically: the same-identity threshold of this run (verification.threshold_entry:
+        far, threshold, tar, auc, calibrated_on, pairs, accept)."""
+        self.read_threshold(entry=entry)  # refuse to write what could not be read back
+        tmp = self.threshold_file.with_name(self.threshold_file.name + TMP_SUFFIX)
+        with open(tmp, 'w', encoding='utf-8') as f:
+            yaml.safe_dump(dict(entry), f, sort_keys=False)
+        os.replace(tmp, self.threshold_file)
+        return self.threshold_file
+
+    def read_threshold(self, entry=None):
+        """Return threshold.yaml as a dict with float 'far' (in (0, 1)) and 'threshold'; ValueError naming the file
+        when it is missing or malformed (`entry`: check that dict instead of reading the file)."""
+        path = self.threshold_file
+        if entry is None:
+            if not path.is_file():
+                raise ValueError(f'{path}: no calibrated threshold (run test.py --calibrate, or evaluate_gpu.py '
+                                 '--verify --save_threshold)')
+            try:
+                with open(path, encoding='utf-8') as f:
+                    entry = yaml.safe_load(f)
+            except (yaml.YAMLError, UnicodeDecodeError) as err:
+                raise ValueError(f'{path}: not valid YAML ({str(err).splitlines()[0]})') from None
+        if not isinstance(entry, dict):
+            raise ValueError(f'{path}: expected a mapping with far and threshold')
+        try:
+            far, threshold = float(entry['far']), float(entry['threshold'])
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f'{path}: needs numeric far and threshold entries ({type(err).__name__}: {err})') from None
+        if not 0 < far < 1 or not np.isfinite(threshold):
+            raise ValueError(f'{path}: far {far} must lie in (0, 1) and threshold {threshold} be finite')
+        return {**entry, 'far': far, 'threshold': threshold}
+
     def save(self, obj, name):
         """Write `obj` to the file `name` here atomically (save_atomic); return its path."""
         save_atomic(obj, self.path / name)

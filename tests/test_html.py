@@ -282,3 +282,23 @@ def test_html_rerank_rows_follow_the_reranked_distances(tiny_prepared, tmp_path)
         keep = [j for j in order if not (gl[j] == -1 or (gl[j] == ql and gc[j] == qc))][:10]
         expected[i] = sum(gl[j] == ql for j in keep)
     assert {int(row['data-query']): row['hit'] for row in dom.rows} == expected
+
+
+def test_demo_html_draws_the_runs_calibrated_threshold(tiny_prepared, tmp_path):
+    """demo.py --html finds the threshold test.py --calibrate wrote into the run (--name) and the page shows it;
+    without one, the page has no threshold line."""
+    from reid.runs import RunFolder
+
+    write_result(tmp_path / 'r.mat', tiny_prepared, seed=2)
+    run = RunFolder(tmp_path / 'model' / 'calibrated')
+    run.path.mkdir(parents=True)
+    run.write_threshold({'far': 0.001, 'threshold': 0.3, 'tar': 0.5, 'auc': 0.9, 'calibrated_on': 'val x train',
+                         'pairs': 10, 'accept': 'score > threshold'})
+    pages = {}
+    for name in ('calibrated', 'nothing'):
+        demo.main(['--html', str(tmp_path / name), '--test_dir', str(tiny_prepared), '--result',
+                   str(tmp_path / 'r.mat'), '--name', name, '--model_dir', str(tmp_path / 'model')])
+        pages[name] = PageRows()
+        pages[name].feed((tmp_path / name / 'index.html').read_text())
+    assert float(pages['calibrated'].threshold['data-threshold']) == 0.3
+    assert pages['nothing'].threshold is None

@@ -62,6 +62,43 @@ def split_features(model, folder, runtime, size, scales, batchsize):
     return features, np.array([p for _, p, _ in images]), np.array([c for _, _, c in images])
 
 
+def run_calibration(opts, log=print):
+    """test.py --calibrate: val images as queries against the train images as gallery (every valid pair, junk as
+    in the ranking), the verification lines printed and the threshold at --far written to threshold.yaml.
+
+    The ids were seen in training, so the network separates them better than unseen ones: the false-accept
+    rate on new people tends to exceed --far; calibrate on a held-out result (evaluate_gpu.py --verify
+    --save_threshold) where one exists.
+    """
+    from reid.evaluation import verification
+
+    if opts.far not in verification.FARS:
+        raise ValueError(f'--far {opts.far}: one of {", ".join("%g" % f for f in verification.FARS)}')
+    run = RunFolder(Path(opts.model_dir) / opts.name)
+    check_network_flags(opts, run.read_opts(), run.opts_file)
+    runtime, note = choose_runtime(opts, 'extract')
+    if note:
+        log(note)
+    run.existing_checkpoint(opts.which_epoch)
+    test_dir = Path(opts.test_dir)
+    for split in ('val', 'train'):
+        if not list_reid_images(test_dir / split):
+            raise ValueError(f'{test_dir / split}: no images; --calibrate needs the val and train splits prepare.py '
+                             'writes')
+    require_readable_images([p for split in ('val', 'train') for p, _, _ in list_reid_images(test_dir / split)])
+    model, spec, _ = load_network(run.path, opts.which_epoch)
+    model = fuse_conv_bn(model).to(runtime.device, memory_format=runtime.memory_format)
+    scales = parse_scales(opts.ms)
+    val, train = (split_features(model, test_dir / split, runtime, spec.input_size(), scales, opts.batchsize)
+                  for split in ('val', 'train'))
+    report = verification.verification_report(*val, *train)
+    source = f'{test_dir} val (queries) x train (gallery), {opts.which_epoch}'
+    path = run.write_threshold(verification.threshold_entry(report, opts.far, source))
+    log(verification.format_verification(report))
+    log(f'threshold at FAR {opts.far:g}: {path}')
+    return report
+
+
 def run_test(opts, log=print):
     """Extract features as `opts` (test.py's flags) says, write the .mat file(s), evaluate; return the metrics."""
     run = RunFolder(Path(opts.model_dir) / opts.name)

@@ -7,10 +7,26 @@ from reid.data.layouts.common import canonical_order, gallery_draw
 from reid.evaluation import metrics, rerank
 from reid.evaluation.results import ReIDResult
 
-def evaluate_all(result, multi=None, rerank_params=None):
+RERANKERS = ('k_reciprocal', 'gnn')
+RERANK_DEFAULTS = {'k_reciprocal': dict(k1=20, k2=6), 'gnn': dict(k1=26, k2=7)}  # the original's defaults
+
+
+def rerank_blocks(method, qf, gf, params):
+    """The re-ranked distance blocks (smaller = better) of `method` ('k_reciprocal' or 'gnn')."""
+    if method == 'gnn':
+        from reid.evaluation.gnn_rerank import gnn_rerank_blocks
+
+        return gnn_rerank_blocks(qf, gf, **params)
+    return rerank.k_reciprocal_rerank_blocks(qf, gf, **params)
+
+
+def evaluate_all(result, multi=None, rerank_params=None, method='k_reciprocal', expansion=None):
     """Return [(title or None, metrics dict, note or None)] for single-query, multi-query and re-ranked runs.
 
-    `multi`: a MultiQuery or None; `rerank_params`: dict(k1=, k2=, lambda_value=) or None.
+    `multi`: a MultiQuery or None; `rerank_params`: dict(k1=, k2=, lambda_value=) or None; `method`: which
+    re-ranking ('k_reciprocal' or 'gnn'); `expansion`: dict(k=, alpha=, dba=) of average query expansion or
+    None. Per query set: the plain result, then the expanded one, then the re-ranking (of the expanded
+    features when expanding) last.
     """
     qf, ql, qc, gf, gl, gc = result
     runs = [(None, qf, None)]
@@ -21,11 +37,21 @@ def evaluate_all(result, multi=None, rerank_params=None):
     reports = []
     for title, query_features, note in runs:
         reports.append((title, metrics.compute_cmc_map(query_features, ql, qc, gf, gl, gc), note))
+        gallery_features, name = gf, (title or 'single query:').rstrip(':')
+        if expansion is not None:
+            from reid.evaluation.query_expansion import average_query_expansion
+
+            query_features, gallery_features = average_query_expansion(query_features, gf, **expansion)
+            name += (f", query expansion (K={expansion['k']} alpha={expansion['alpha']:g}"
+                     f"{' + DBA' if expansion['dba'] else ''})")
+            reports.append((name + ':', metrics.compute_cmc_map(query_features, ql, qc, gallery_features, gl, gc),
+                            None))
         if rerank_params is not None:
             # streamed per block of queries: the (Q, G) re-ranked matrix never exists
-            blocks = rerank.k_reciprocal_rerank_blocks(query_features, gf, **rerank_params)
+            blocks = rerank_blocks(method, query_features, gallery_features, rerank_params)
             label = 'k1=%(k1)d k2=%(k2)d lambda=%(lambda_value)g' % rerank_params
-            reports.append(((title or 'single query:').rstrip(':') + f', re-ranked ({label}):',
+            how = 're-ranked' if method == 'k_reciprocal' else 're-ranked by GNN'
+            reports.append((name + f', {how} ({label}):',
                             metrics.compute_cmc_map_from_blocks(blocks, ql, qc, gl, gc), None))
     return reports
 

@@ -58,9 +58,11 @@ def _merge_later_columns(values, indices, block, first_index):
     values[rows], indices[rows] = _merge_smallest(values[rows], indices[rows], new_values, new_indices)
 
 
-def _neighbours_and_row_max(x, k, rows_per_block):
-    """Return (neighbours (N, k) in stable ascending distance order, row maxima (N,)).
+def _neighbours_and_row_max(x, k, rows_per_block, key=_squared_distance, with_values=False):
+    """Return (neighbours (N, k) in stable ascending distance order, row maxima (N,)), and their distances (N, k)
+    when `with_values`.
 
+    `key(a, b)`: the symmetric distance of rows a to rows b (default the squared Euclidean distance).
     Equal distances are ordered by image index (queries first, then gallery). The distance matrix is symmetric:
     each block of rows computes only the columns from its own first row on (half the products); the part
     below the diagonal reaches the later rows as the transpose, merged into their running candidate lists.
@@ -71,7 +73,7 @@ def _neighbours_and_row_max(x, k, rows_per_block):
     row_max = torch.zeros(n, dtype=torch.float32, device=x.device)
     for start in range(0, n, rows_per_block):
         stop = min(start + rows_per_block, n)
-        dist = _squared_distance(x[start:stop], x[start:])
+        dist = key(x[start:stop], x[start:])
         row_max[start:stop] = torch.maximum(row_max[start:stop], dist.amax(1))
         new_values, new_indices = stable_smallest_k(dist, k)  # lists so far hold only images before `start`
         values[start:stop], indices[start:stop] = _merge_smallest(values[start:stop], indices[start:stop],
@@ -80,7 +82,7 @@ def _neighbours_and_row_max(x, k, rows_per_block):
             later = dist[:, stop - start:].T.contiguous()
             row_max[stop:] = torch.maximum(row_max[stop:], later.amax(1))
             _merge_later_columns(values[stop:], indices[stop:], later, start)
-    return indices, row_max
+    return (indices, row_max, values) if with_values else (indices, row_max)
 
 
 def _is_member(keys, members):
