@@ -146,16 +146,21 @@ def save_opts(opts, path):
         yaml.safe_dump(values, f, default_flow_style=False, sort_keys=True)
 
 
+def read_yaml(path):
+    """Return the YAML document in `path` (yaml.safe_load); ValueError naming the file when it is not valid YAML."""
+    try:
+        with open(path, encoding='utf-8') as f:
+            return yaml.safe_load(f)
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ValueError(f'{path}: not valid YAML ({str(err).splitlines()[0]})') from None
+
+
 def load_opts(path):
     """Return the dict stored in an opts.yaml; ValueError naming the file when it is missing or not a mapping."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f'{path}: opts.yaml not found (train with --name first, or check --name/--model_dir)')
-    try:
-        with open(path, encoding='utf-8') as f:
-            values = yaml.safe_load(f)
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise ValueError(f'{path}: not valid YAML ({str(err).splitlines()[0]})') from None
+    values = read_yaml(path)
     if not isinstance(values, dict):
         raise ValueError(f'{path}: expected a mapping of option names to values')
     if int(values.get('format_version', 0) or 0) > FORMAT_VERSION:
@@ -341,11 +346,7 @@ class RunFolder:
             if not path.is_file():
                 raise ValueError(f'{path}: no calibrated threshold (run test.py --calibrate, or evaluate_gpu.py '
                                  '--verify --save_threshold)')
-            try:
-                with open(path, encoding='utf-8') as f:
-                    entry = yaml.safe_load(f)
-            except (yaml.YAMLError, UnicodeDecodeError) as err:
-                raise ValueError(f'{path}: not valid YAML ({str(err).splitlines()[0]})') from None
+            entry = read_yaml(path)
         if not isinstance(entry, dict):
             raise ValueError(f'{path}: expected a mapping with far and threshold')
         try:
