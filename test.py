@@ -13,9 +13,10 @@ gallery/ are read.
 """
 import argparse
 import sys
+from pathlib import Path
 
 from reid.evaluation.extract import run_calibration, run_test
-from reid.runs import os_error_line
+from reid.runs import RunFolder, os_error_line
 from reid.runtime import add_runtime_flags
 from reid.spec import add_network_flags
 
@@ -45,10 +46,29 @@ def build_parser():
     return p
 
 
+def log_to_tensorboard(opts, results):
+    """A run trained with --tensorboard gets the figures in its tb/ too, at the tested epoch."""
+    run = RunFolder(Path(opts.model_dir) / opts.name)
+    if not run.tensorboard_dir.is_dir():
+        return
+    from reid.training.tensorboard import log_test_metrics
+    last = run.read_opts().get('total_epoch', 0)
+    step = int(opts.which_epoch) if opts.which_epoch.isdigit() else 0 if opts.which_epoch == 'init' else last
+    try:
+        log_test_metrics(run.tensorboard_dir, results, step)
+    except ValueError:   # tensorboard not installed here: the figures are in result.txt anyway
+        print(f'{run.tensorboard_dir}: tensorboard is not installed, the figures were not added')
+        return
+    print(f'figures added to {run.tensorboard_dir} (final/*, step {step})')
+
+
 def main(argv=None):
     opts = build_parser().parse_args(argv)
     try:
-        run_calibration(opts) if opts.calibrate else run_test(opts)
+        if opts.calibrate:
+            run_calibration(opts)
+        else:
+            log_to_tensorboard(opts, run_test(opts))
     except ValueError as e:
         raise SystemExit(f'test.py: {e}') from None
     except OSError as e:

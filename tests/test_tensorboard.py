@@ -63,3 +63,23 @@ def test_durations_read_as_the_epoch_line_prints_them():
                                                                                      '1h00m', '2h07m']
     assert trainer.run_eta([10, 20], 4) == 60 and trainer.run_eta([], 3) == 0
     assert [seconds_of(t) for t in ('0s', '1m01s', '2h07m')] == [0, 61, 7620]
+
+
+def test_test_py_adds_the_retrieval_figures_to_a_run_with_tensorboard(tiny_prepared, tmp_path, capsys):
+    """test.py on a run trained with --tensorboard: final/Rank@k, mAP, mINP at the tested epoch, equal to what it
+    printed into result.txt; a run without tb/ gets none."""
+    pytest.importorskip('tensorboard')
+    from conftest import load_test_cli
+    test_cli = load_test_cli()
+    for name, flags in (('board', ['--tensorboard']), ('plain', [])):
+        trainer.run_training(tiny_opts(tiny_prepared, tmp_path, '--name', name, '--total_epoch', '2', *flags),
+                             log=lambda line: None)
+        test_cli.main(['--name', name, '--model_dir', str(tmp_path), '--test_dir', str(tiny_prepared),
+                       '--num_workers', '0', '--result', str(tmp_path / f'{name}.mat')])
+    assert not (tmp_path / 'plain' / 'tb').exists()
+    printed = (tmp_path / 'board' / 'result.txt').read_text()
+    figures = dict(re.findall(r'(Rank@\d+|mAP|mINP):([0-9.]+)', printed))
+    tags = scalars(tmp_path / 'board' / 'tb')
+    for key in ('Rank@1', 'Rank@5', 'Rank@10', 'mAP', 'mINP'):
+        assert tags[f'final/{key}'] == [(2, pytest.approx(float(figures[key]), abs=1e-6))]
+    assert 'figures added to' in capsys.readouterr().out

@@ -9,15 +9,15 @@ import warnings
 import torch
 
 from reid.evaluation.metrics import pick_device
-from reid.evaluation.rerank import _neighbours_and_row_max
+from reid.evaluation.neighbours import nearest
 
 # Dense values held at once: a block of query rows x all images (and the products with it), 2**24 floats = 64 MB.
 _BLOCK_ELEMENTS = 1 << 24
 
 
-def _negated_score(a, b):
-    """-a.b, the ranking key of cosine scores (smaller = more similar), with -0.0 made 0.0."""
-    return torch.mm(a, b.T).neg_().add_(0.0)
+def _negated_score(score):
+    """-s, the ranking key of cosine scores (smaller = more similar), with -0.0 made 0.0."""
+    return score.neg().add_(0.0)
 
 
 def _csr(rows, cols, vals, shape):
@@ -69,8 +69,7 @@ def _scaled_rows(matrix, scale):
 
 def _neighbours_and_scores(x, k):
     """Return (top-k neighbours (N, k) by descending cosine, equal scores by index; their scores (N, k))."""
-    neighbours, _, negated = _neighbours_and_row_max(x, k, max(1, _BLOCK_ELEMENTS // len(x)), key=_negated_score,
-                                                     with_values=True)
+    neighbours, negated = nearest(x, k, _negated_score)
     return neighbours, -negated
 
 
@@ -90,13 +89,17 @@ class _Graph:
         weight = (scores[:, :k2] ** 2).reshape(-1)
         self.p = _csr(rows.repeat_interleave(k2), neighbours[:, :k2].reshape(-1), weight, (n, n))
         self.p_t = self.p.t().to_sparse_csr()
-        a = self.adjacency
-        for _ in range(2):
-            w = _plus_transpose(a)
-            norms = _row_norms_of_product(self.p, w).clamp_(min=1e-12)
-            self.rounds.append((w, 1 / norms))
-            if len(self.rounds) < 2:  # the last round's A is never built whole: rows() and times() use its factors
-                a = _scaled_rows(torch.sparse.mm(self.p, w), 1 / norms)
+        # round 1: W1 = A0 + A0^T, A1 = diag(1/n1) P W1 (built: a few hundred entries a row at Market size)
+        w1 = _plus_transpose(self.adjacency)
+        product = torch.sparse.mm(self.p, w1)
+        inverse_n1 = 1 / _row_norms(product).clamp_(min=1e-12)
+        a1 = _scaled_rows(product, inverse_n1)
+        del product
+        # round 2: W2 = A1 + A1^T; A1^T = W1 P^T diag(1/n1) as W1 is symmetric, a product cheaper than a transpose
+        w2 = a1 + torch.sparse.mm(w1, _scaled_rows(self.p, inverse_n1).t().to_sparse_csr())
+        del a1
+        inverse_n2 = 1 / _row_norms_of_product(self.p, w2).clamp_(min=1e-12)
+        self.rounds = [(w1, inverse_n1), (w2, inverse_n2)]
         self.b0 = self.rounds[0][0]
 
     def rows(self, start, stop):

@@ -7,7 +7,8 @@ import warnings
 
 import torch
 
-from reid.evaluation.metrics import expand_segments, pick_device, stable_smallest_k
+from reid.evaluation.metrics import expand_segments, pick_device
+from reid.evaluation.neighbours import nearest
 
 # Distances of (rows x all images) computed at once: 2**24 floats = 64 MB per temporary.
 _BLOCK_ELEMENTS = 1 << 24
@@ -15,74 +16,13 @@ _BLOCK_ELEMENTS = 1 << 24
 _PAIR_CHUNK = 1 << 21
 
 
+def _distance_of_score(score):
+    """2 - 2s, the squared Euclidean distance of unit vectors with dot product s, clamped at 0 (-0.0 made 0.0)."""
+    return score.mul(-2).add_(2).clamp_(min=0).add_(0.0)
+
+
 def _squared_distance(a, b):
-    """2 - 2 a.b, the squared Euclidean distance of unit vectors, clamped at 0 (and -0.0 made 0.0)."""
-    return torch.mm(a, b.T).mul_(-2).add_(2).clamp_(min=0).add_(0.0)
-
-
-def _merge_smallest(values, indices, new_values, new_indices):
-    """Merge candidate lists row by row into the k smallest by (value, index), k = values.shape[1].
-
-    Needs every new index above every index already in the row, and equal new values in index order: then a
-    stable sort by value alone orders ties by index.
-    """
-    k = values.shape[1]
-    values, by_value = torch.cat([values, new_values], 1).sort(dim=1, stable=True)
-    return values[:, :k], torch.cat([indices, new_indices], 1).gather(1, by_value)[:, :k]
-
-
-def _merge_later_columns(values, indices, block, first_index):
-    """Merge the columns of `block` (R, b), images first_index.., into the rows' running k smallest, in place.
-
-    Every image already in the lists comes before the block's images, so (once a row holds k candidates) only
-    entries strictly below its k-th value can enter: a comparison screens them, and only the few that pass
-    are merged. A top-k over each short row would cost more than the products it saves.
-    """
-    if bool(torch.isinf(values[:, -1]).any()):
-        new_values, new_indices = stable_smallest_k(block, values.shape[1])
-        values[:], indices[:] = _merge_smallest(values, indices, new_values, new_indices + first_index)
-        return
-    row, col = (block < values[:, -1:]).nonzero(as_tuple=True)  # row-major: columns ascending in a row
-    if len(row) == 0:
-        return
-    counts = torch.bincount(row, minlength=len(values))
-    rows = counts.nonzero().squeeze(1)
-    slot = torch.zeros(len(values), dtype=torch.int64, device=block.device)
-    slot[rows] = torch.arange(len(rows), device=block.device)
-    position = torch.arange(len(row), device=block.device) - (torch.cumsum(counts, 0) - counts)[row]
-    width = int(counts.max())
-    new_values = torch.full((len(rows), width), float('inf'), device=block.device)
-    new_indices = torch.full((len(rows), width), torch.iinfo(torch.int64).max, device=block.device)
-    new_values[slot[row], position] = block[row, col]
-    new_indices[slot[row], position] = col + first_index
-    values[rows], indices[rows] = _merge_smallest(values[rows], indices[rows], new_values, new_indices)
-
-
-def _neighbours_and_row_max(x, k, rows_per_block, key=_squared_distance, with_values=False):
-    """Return (neighbours (N, k) in stable ascending distance order, row maxima (N,)), and their distances (N, k)
-    when `with_values`.
-
-    `key(a, b)`: the symmetric distance of rows a to rows b (default the squared Euclidean distance).
-    Equal distances are ordered by image index (queries first, then gallery). The distance matrix is symmetric:
-    each block of rows computes only the columns from its own first row on (half the products); the part
-    below the diagonal reaches the later rows as the transpose, merged into their running candidate lists.
-    """
-    n = len(x)
-    values = torch.full((n, k), float('inf'), device=x.device)
-    indices = torch.full((n, k), torch.iinfo(torch.int64).max, dtype=torch.int64, device=x.device)
-    row_max = torch.zeros(n, dtype=torch.float32, device=x.device)
-    for start in range(0, n, rows_per_block):
-        stop = min(start + rows_per_block, n)
-        dist = key(x[start:stop], x[start:])
-        row_max[start:stop] = torch.maximum(row_max[start:stop], dist.amax(1))
-        new_values, new_indices = stable_smallest_k(dist, k)  # lists so far hold only images before `start`
-        values[start:stop], indices[start:stop] = _merge_smallest(values[start:stop], indices[start:stop],
-                                                                  new_values, new_indices + start)
-        if stop < n:
-            later = dist[:, stop - start:].T.contiguous()
-            row_max[stop:] = torch.maximum(row_max[stop:], later.amax(1))
-            _merge_later_columns(values[stop:], indices[stop:], later, start)
-    return (indices, row_max, values) if with_values else (indices, row_max)
+    return _distance_of_score(torch.mm(a, b.T))
 
 
 def _is_member(keys, members):
@@ -253,8 +193,8 @@ def k_reciprocal_rerank_blocks(qf, gf, k1=20, k2=6, lambda_value=0.3, device=Non
     del qf, gf
     n = len(x)
     k_forward, k_half, k2 = min(k1 + 1, n), min(round(k1 / 2) + 1, n), min(k2, n)
-    rows_per_block = max(1, _BLOCK_ELEMENTS // n)
-    neighbours, row_max = _neighbours_and_row_max(x, max(k_forward, k2), rows_per_block)
+    neighbours, _, lowest = nearest(x, max(k_forward, k2), _distance_of_score, with_lowest=True)
+    row_max = _distance_of_score(lowest)  # the largest distance of each row
     row_max.clamp_(min=1e-12)  # all images identical: avoid 0/0
 
     small_rows = max(1, (1 << 21) // (k_forward * k_half))

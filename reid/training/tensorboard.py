@@ -2,9 +2,19 @@
 
 Imported only with the flag, so `tensorboard` stays an optional dependency (pinned in requirements.txt).
 Tags: train/loss, train/top1_err, train/lr, train/lr_backbone, train/img_per_s per optimizer step;
-epoch/train_loss, epoch/train_err, epoch/val_loss, epoch/val_err, epoch/lr per epoch; final/* when the run ends.
+epoch/train_loss, epoch/train_err, epoch/val_loss, epoch/val_err, epoch/lr per epoch; final/* when the run ends;
+and test.py, on a run with tb/, adds the retrieval figures: final/Rank@1, Rank@5, Rank@10, mAP, mINP (multi_* too).
 """
 import time
+
+
+def _writer_class():
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ValueError('--tensorboard: the tensorboard package is not installed '
+                         '(python3 -m pip install tensorboard, the version in requirements.txt)') from None
+    return SummaryWriter
 
 
 class TrainingBoard:
@@ -12,12 +22,7 @@ class TrainingBoard:
     interrupted session wrote past it (purge_step), so the curves have no duplicated steps."""
 
     def __init__(self, log_dir, first_step=0):
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            raise ValueError('--tensorboard: the tensorboard package is not installed '
-                             '(python3 -m pip install tensorboard, the version in requirements.txt)') from None
-        self.writer = SummaryWriter(str(log_dir), purge_step=first_step or None)
+        self.writer = _writer_class()(str(log_dir), purge_step=first_step or None)
         self.last = time.perf_counter()
 
     def step_logger(self, first_step, optimizer):
@@ -51,3 +56,19 @@ class TrainingBoard:
             if values:
                 self.writer.add_scalar(f'final/{key}', values[-1], epochs)
         self.writer.close()
+
+
+def log_test_metrics(log_dir, results, step):
+    """Add test.py's figures to a run's TensorBoard folder at `step` (the tested epoch): final/Rank@1, Rank@5,
+    Rank@10, mAP, mINP of the single query, and final/multi_<same> of the multi-query pooling when tested."""
+    writer = _writer_class()(str(log_dir))
+    for mode, prefix in (('single', ''), ('multi', 'multi_')):
+        if mode not in results:
+            continue
+        figures = results[mode]
+        for rank in (1, 5, 10):
+            if len(figures['cmc']) >= rank:
+                writer.add_scalar(f'final/{prefix}Rank@{rank}', float(figures['cmc'][rank - 1]), step)
+        for key in ('mAP', 'mINP'):
+            writer.add_scalar(f'final/{prefix}{key}', figures[key], step)
+    writer.close()
