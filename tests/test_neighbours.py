@@ -35,7 +35,7 @@ def brute_force(f, k, key):
     return order, np.take_along_axis(keys, order, 1), score.min(1)
 
 
-@pytest.mark.parametrize('rows_per_block, segment', [(None, 32), (7, 4), (5, 3), (1, 2), (32, 8)])
+@pytest.mark.parametrize('rows_per_block, segment', [(None, 32), (7, 4), (5, 3), (1, 2), (32, 8), (36, 8)])
 @pytest.mark.parametrize('key', [distance_key, negated_key])
 def test_ties_come_in_column_order_for_any_block_and_segment(rows_per_block, segment, key, monkeypatch):
     monkeypatch.setattr(neighbours, 'SEGMENT', segment)

@@ -1,8 +1,9 @@
 """Exact nearest neighbours of a feature set within itself (cosine) for the re-rankers: each image's best
 neighbours in a stable order and its least similar score, without ever holding the (N x N) matrix.
 
-The products are half the cost (MSMT17: 93,820 images, 2.3e12 multiply-adds for half the matrix); finding the
-few entries that enter a row's list was the other half and more, so blocks are screened by segment maxima.
+The products are most of the cost (MSMT17: 93,820 images, 2.3e12 multiply-adds for half the matrix, 22 of the
+29 s on 2 cores); finding the few entries that enter a row's list cost more than the products until each block
+was screened by the maxima of its segments.
 """
 import torch
 
@@ -18,11 +19,11 @@ _NO_INDEX = torch.iinfo(torch.int64).max
 
 
 class _Best:
-    """The m largest (or smallest) values seen so far in each row, with their columns (no order inside)."""
+    """The m largest values seen so far in each row, in descending order, with their columns."""
 
-    def __init__(self, n, m, largest, dtype, device):
-        self.m, self.largest = m, largest
-        self.values = torch.full((n, m), float('-inf') if largest else float('inf'), dtype=dtype, device=device)
+    def __init__(self, n, m, device):
+        self.m = m
+        self.values = torch.full((n, m), float('-inf'), device=device)
         self.indices = torch.full((n, m), _NO_INDEX, dtype=torch.int64, device=device)
 
     def full(self, start, stop):
@@ -35,7 +36,7 @@ class _Best:
     def merge(self, rows, new_values, new_indices):
         """Merge (len(rows), w) candidates into the given rows."""
         values = torch.cat([self.values[rows], new_values], 1)
-        values, position = torch.topk(values, self.m, dim=1, largest=self.largest, sorted=True)
+        values, position = torch.topk(values, self.m, dim=1, sorted=True)
         self.values[rows] = values
         self.indices[rows] = torch.cat([self.indices[rows], new_indices], 1).gather(1, position)
 
@@ -43,7 +44,7 @@ class _Best:
         """Offer every entry of block (rows start.., columns first_column..) to its row."""
         stop = start + len(block)
         if not self.full(start, stop):
-            values, columns = torch.topk(block, min(self.m, block.shape[1]), dim=1, largest=self.largest)
+            values, columns = torch.topk(block, min(self.m, block.shape[1]), dim=1)
             self.merge(slice(start, stop), values, columns + first_column)
             return
         bound = self.bound(start, stop)
@@ -51,12 +52,12 @@ class _Best:
         # can enter. Columns past the last whole segment are looked at directly.
         whole = block.shape[1] // SEGMENT * SEGMENT
         segments = block[:, :whole].view(len(block), -1, SEGMENT)
-        row, segment = self._passes(self._best(segments, 2), bound[:, None]).nonzero(as_tuple=True)
+        row, segment = (segments.amax(2) > bound[:, None]).nonzero(as_tuple=True)
         values = segments[row, segment]                                    # (hits, SEGMENT)
-        hit, offset = self._passes(values, bound[row, None]).nonzero(as_tuple=True)
+        hit, offset = (values > bound[row, None]).nonzero(as_tuple=True)
         rows, columns, values = [row[hit]], [segment[hit] * SEGMENT + offset], [values[hit, offset]]
         if whole < block.shape[1]:
-            tail_row, tail_col = self._passes(block[:, whole:], bound[:, None]).nonzero(as_tuple=True)
+            tail_row, tail_col = (block[:, whole:] > bound[:, None]).nonzero(as_tuple=True)
             rows.append(tail_row), columns.append(tail_col + whole), values.append(block[tail_row, whole + tail_col])
         self._merge_pairs(torch.cat(rows), torch.cat(columns), torch.cat(values), start, first_column, len(block))
 
@@ -64,28 +65,21 @@ class _Best:
         """Offer every entry of block (rows first_row.., columns = rows start.. of these lists) to its column's row."""
         stop = start + block.shape[1]
         if not self.full(start, stop):  # a top-k down the columns: transposing the block costs more
-            values, rows = torch.topk(block, min(self.m, len(block)), dim=0, largest=self.largest)
+            values, rows = torch.topk(block, min(self.m, len(block)), dim=0)
             self.merge(slice(start, stop), values.T, rows.T + first_row)
             return
         bound = self.bound(start, stop)
         # the same screen by segments of SEGMENT rows (a reduction over rows: cheap on a row-major block)
         whole = len(block) // SEGMENT * SEGMENT
         segments = block[:whole].view(-1, SEGMENT, block.shape[1])
-        segment, col = self._passes(self._best(segments, 1), bound[None, :]).nonzero(as_tuple=True)
+        segment, col = (segments.amax(1) > bound[None, :]).nonzero(as_tuple=True)
         values = segments[segment, :, col]                                 # (hits, SEGMENT)
-        hit, offset = self._passes(values, bound[col, None]).nonzero(as_tuple=True)
+        hit, offset = (values > bound[col, None]).nonzero(as_tuple=True)
         rows, columns, values = [segment[hit] * SEGMENT + offset], [col[hit]], [values[hit, offset]]
         if whole < len(block):
-            tail_row, tail_col = self._passes(block[whole:], bound[None, :]).nonzero(as_tuple=True)
+            tail_row, tail_col = (block[whole:] > bound[None, :]).nonzero(as_tuple=True)
             rows.append(tail_row + whole), columns.append(tail_col), values.append(block[whole + tail_row, tail_col])
         self._merge_pairs(torch.cat(columns), torch.cat(rows), torch.cat(values), start, first_row, block.shape[1])
-
-    def _best(self, values, dim):
-        return values.amax(dim) if self.largest else values.amin(dim)
-
-    def _passes(self, values, bound):
-        """Which values would enter a list whose m-th best is `bound` (strictly better)."""
-        return values > bound if self.largest else values < bound
 
     def _merge_pairs(self, owner, other, values, start, first_other, n_owners):
         """Merge the entries values[p] (list row start + owner[p], column first_other + other[p]) into the lists."""
@@ -99,8 +93,7 @@ class _Best:
         slot[owners] = torch.arange(len(owners), device=owner.device)
         position = torch.arange(len(owner), device=owner.device) - (torch.cumsum(counts, 0) - counts)[owner]
         width = int(counts.max())
-        new_values = torch.full((len(owners), width), float('-inf') if self.largest else float('inf'),
-                                dtype=values.dtype, device=values.device)
+        new_values = torch.full((len(owners), width), float('-inf'), dtype=values.dtype, device=values.device)
         new_indices = torch.full((len(owners), width), _NO_INDEX, dtype=torch.int64, device=values.device)
         new_values[slot[owner], position] = values
         new_indices[slot[owner], position] = other + first_other
@@ -114,7 +107,7 @@ def _candidates(x, m, rows_per_block, with_lowest):
     rows reaches the later rows as columns. The values are those of the blocks' fp32 products.
     """
     n = len(x)
-    best = _Best(n, m, True, x.dtype, x.device)
+    best = _Best(n, m, x.device)
     lowest = torch.full((n,), float('inf'), device=x.device) if with_lowest else None
     for start in range(0, n, rows_per_block):
         stop = min(start + rows_per_block, n)
