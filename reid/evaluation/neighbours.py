@@ -101,7 +101,7 @@ class _Best:
 
 
 def _candidates(x, m, rows_per_block, with_lowest):
-    """Per row the m largest scores x_i . x_j (values, columns, no order) and the smallest score, or None.
+    """Return (a _Best of each row's m largest scores x_i . x_j and their columns, each row's smallest score or None).
 
     The matrix is symmetric: each block computes the columns from its own first row on; its part past its own
     rows reaches the later rows as columns. The values are those of the blocks' fp32 products.
