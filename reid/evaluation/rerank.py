@@ -22,6 +22,7 @@ def _distance_of_score(score):
 
 
 def _squared_distance(a, b):
+    """The (len(a), len(b)) squared distances of unit rows."""
     return _distance_of_score(torch.mm(a, b.T))
 
 
