@@ -1,7 +1,7 @@
 """bf16 autocast against fp32 on this CPU, per job: the quick start's training over several seeds (mAP, seconds)
 and test.py's extraction (seconds, the cosine of its features to fp32's); what `--cpu_bf16 auto` rests on.
 
-    python -m bench.precision [--data data/demo] [--seeds 0,1,2] [--epochs 6]
+    python -m bench.precision [--data data/demo] [--seeds 0,1,2] [--epochs N]   # default: the quick start's
 
 Trains `--preset quick --train_all` with `--cpu_bf16 on` and `off` for each seed (both run on any CPU: without
 native bf16 the bf16 side is emulated, the same rounding, slower), scores every run with fp32 extraction, then
@@ -23,8 +23,9 @@ def train_and_score(args, T, seed, precision):
     """Train the quick recipe with --cpu_bf16 `precision`; return (mAP, Rank@1, training seconds)."""
     name = f'precision_{precision}_{seed}'
     start = time.perf_counter()
+    epochs = ['--total_epoch', str(args.epochs)] if args.epochs else []
     train.main([*QUICK, '--data_dir', f'{args.data}/pytorch', '--model_dir', args.model_dir, '--name', name,
-                '--total_epoch', str(args.epochs), '--seed', seed, '--overwrite', '--cpu_bf16', precision])
+                *epochs, '--seed', seed, '--overwrite', '--cpu_bf16', precision])
     seconds = time.perf_counter() - start
     result = extract(args, T, name, 'off')[0]
     return result['mAP'], result['cmc'][0], seconds
@@ -44,7 +45,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--data', default='data/demo')
     p.add_argument('--seeds', default='0,1,2')
-    p.add_argument('--epochs', default=6, type=int)
+    p.add_argument('--epochs', default=None, type=int, help="default: the quick preset's")
     p.add_argument('--model_dir', default='bench/runs')
     args = p.parse_args(argv)
     ensure_demo(args.data)

@@ -5,16 +5,21 @@
 
 Each seed trains once (training is fp32 on every CPU by default, reid.runtime.AUTO_BF16); its features are then
 extracted as a CPU with native bf16 extracts them (bf16) and as one without (fp32), by forcing REID_NATIVE_BF16.
-Prints each run's lines, then per CPU kind the mean and the range (min-max) of every figure README shows.
+Prints each run's lines, then per CPU kind the mean and the range (min-max) of every figure README shows; where
+--data has person boxes (prepare.py --make-demo DIR --boxes), also each run's heatmap mass on the person.
 """
 import argparse
 import os
 import statistics
 import time
+from pathlib import Path
 
 import train
 from bench.tricks import QUICK, ensure_demo, test_cli
+from reid.api import ReIDRun
+from reid.data.synthetic import BOXES_FILE
 from reid.evaluation import metrics
+from reid.evaluation.heatmap import person_box_figures
 from reid.evaluation.protocols import evaluate_all
 from reid.evaluation.results import load_multi_query, load_result
 from reid.runtime import cpu_model, native_cpu_bf16
@@ -60,6 +65,12 @@ def main(argv=None):
             print(f'seed {seed}, {KINDS[kind]}: ' + '; '.join(
                 f'{row} R1 {v[0]:.2f} mAP {v[3]:.2f}' for row, v in found[kind][-1].items()), flush=True)
         os.environ.pop('REID_NATIVE_BF16')
+        if (Path(args.data) / BOXES_FILE).is_file():
+            for epoch in ('init', 'last'):
+                f = person_box_figures(ReIDRun(f'{args.model_dir}/{name}', epoch, device='cpu'),
+                                       f'{args.data}/pytorch', args.data, every=4)
+                print(f'seed {seed}, epoch {epoch}: heatmap mass inside the person box {100 * f["mass"]:.1f}% vs '
+                      f'box area {100 * f["area"]:.1f}% (ratio {f["mass"] / f["area"]:.2f})', flush=True)
     for kind, runs in found.items():
         print(f'\n{KINDS[kind]}, seeds {args.seeds}: mean (min-max), %')
         print('| | Rank@1 | Rank@5 | Rank@10 | mAP | mINP |\n|---|---|---|---|---|---|')

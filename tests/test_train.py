@@ -309,7 +309,7 @@ def test_presets_are_defaults_that_explicit_flags_override():
 
 def test_quick_preset_is_the_quick_starts_recipe_and_metric_losses_still_get_pk_batches():
     quick = recipe.resolved_opts(recipe.parse_options(['--preset', 'quick']))
-    assert (quick.backbone, quick.scratch, quick.h, quick.w, quick.total_epoch) == ('resnet18', True, 64, 32, 6)
+    assert (quick.backbone, quick.scratch, quick.h, quick.w, quick.total_epoch) == ('resnet18', True, 128, 64, 10)
     assert (quick.optimizer, quick.lr, quick.cosine, quick.warm_epoch, quick.label_smoothing) == \
         ('adam', 1e-3, True, 0, 0.1)
     assert (quick.bnneck, quick.stride, quick.cache, quick.sampler) == (True, 1, True, 'random')

@@ -68,8 +68,8 @@ def test_every_tutorial_command_runs(tiny_market, tmp_path, offline_env):
 def heatmap_mass_is_on_the_person(work, boxes_dir):
     """The tutorial's trained run: its heatmaps put more of their mass inside each person's box than the box's
     share of the image. The boxes come from the generator's side file for the same (seed, size), whose images are
-    checked to be the tutorial's own. Measured (bench/heatmap_box.py, README "Pictures"): 1.15x here (tiny set,
-    one epoch), 1.16x on the quick start's demo run: the 4x2 map of a 64x32 input is coarse."""
+    checked to be the tutorial's own. Measured: 1.34x here (tiny set, one epoch; 1.29x untrained), 1.15x when the
+    quick preset trained at 64x32 (a 4x2 map). The quick start's own run is tests/test_quickstart_run.py."""
     from reid.api import ReIDRun
     from reid.data import synthetic
     from reid.evaluation.heatmap import person_box_figures
@@ -78,7 +78,7 @@ def heatmap_mass_is_on_the_person(work, boxes_dir):
     for rel in list(synthetic.read_person_boxes(boxes_dir))[::25]:
         assert (boxes_dir / rel).read_bytes() == (work / 'data' / 'demo' / rel).read_bytes(), rel
     f = person_box_figures(ReIDRun(work / 'model' / 'demo', device='cpu'), work / 'data/demo/pytorch', boxes_dir)
-    assert f['images'] >= 50 and f['mass'] > 1.05 * f['area'], f
+    assert f['images'] >= 50 and f['mass'] > 1.25 * f['area'], f
 
 
 def test_quickstart_script_runs_end_to_end(tmp_path, offline_env):
