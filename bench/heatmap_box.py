@@ -9,33 +9,27 @@ of the run's grid, the share a map that is the box itself (pooled onto that grid
 import argparse
 import os
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from reid.api import ReIDRun
-from reid.data.prepared import list_reid_images
-from reid.data.synthetic import HEIGHT, WIDTH, read_person_boxes
-from reid.evaluation.heatmap import activation_maps, last_feature_map, mass_inside_box, person_box_figures
+from reid.data.synthetic import HEIGHT, WIDTH
+from reid.evaluation.heatmap import (activation_maps, last_feature_map, mass_inside_box, people_with_boxes,
+                                    person_box_figures)
 
 
 def box_as_map(test_dir, raw_dir, grid, size):
     """(mass, area): the mean share inside each query/gallery person's box of the box's own mask average-pooled
     onto `grid` (the run's feature map) and drawn like a heatmap, and the mean share of the image the box covers."""
-    boxes = read_person_boxes(raw_dir)
     masses, areas = [], []
-    for split, raw_folder in (('query', 'query'), ('gallery', 'bounding_box_test')):
-        for path, pid, _ in list_reid_images(Path(test_dir) / split):
-            box = boxes.get(f'{raw_folder}/{Path(path).name}')
-            if pid <= 0 or box is None:
-                continue
-            mask = torch.zeros(1, 1, *size)
-            mask[..., box[1]:box[3], box[0]:box[2]] = 1
-            heat = activation_maps(F.adaptive_avg_pool2d(mask, grid).sqrt(), size)[0].numpy()  # squared back
-            masses.append(mass_inside_box(heat, box))
-            areas.append((box[2] - box[0]) * (box[3] - box[1]) / (size[0] * size[1]))
+    for _, box in people_with_boxes(test_dir, raw_dir):
+        mask = torch.zeros(1, 1, *size)
+        mask[..., box[1]:box[3], box[0]:box[2]] = 1
+        heat = activation_maps(F.adaptive_avg_pool2d(mask, grid).sqrt(), size)[0].numpy()  # squared back
+        masses.append(mass_inside_box(heat, box))
+        areas.append((box[2] - box[0]) * (box[3] - box[1]) / (size[0] * size[1]))
     return float(np.mean(masses)), float(np.mean(areas))
 
 
@@ -54,7 +48,7 @@ def main(argv=None):
               f'{100 * f["mass"]:.1f}% vs box area {100 * f["area"]:.1f}% of the image '
               f'(ratio {f["mass"] / f["area"]:.2f}); lower half of the image {100 * f["lower"]:.1f}%')
     test_dir = os.path.join(args.data, 'pytorch')
-    first = next(path for path, _, _ in list_reid_images(Path(test_dir) / 'query'))
+    first = people_with_boxes(test_dir, args.data)[0][0]
     grid = tuple(last_feature_map(run.extractor.model, run.images_to_batch([first]).to(run.device).float()).shape[2:])
     mass, area = box_as_map(test_dir, args.data, grid, (HEIGHT, WIDTH))   # the generated images' own size
     print(f'a map that is the box itself, on the run\'s {grid[0]}x{grid[1]} grid: {100 * mass:.1f}% inside the box '

@@ -104,13 +104,10 @@ def overlay(image, heat, alpha=0.5):
     return np.clip((1 - alpha) * rgb + alpha * coloured, 0, 255).astype(np.uint8)
 
 
-def person_box_figures(run, test_dir, raw_dir, every=1):
-    """Return {'images', 'mass', 'area', 'lower'}: over the query and gallery people of a prepared generated set
-    (ids > 0; every `every`-th image), the mean share of the heatmap's mass inside the person's box, the mean share
-    of the image the box covers, and the mean share of the mass in the image's lower half. The boxes are raw_dir's person_boxes.csv (prepare.py --make-demo DIR --boxes)."""
+def people_with_boxes(test_dir, raw_dir):
+    """Return [(image path, box)] of the query and gallery people (ids > 0) of a prepared generated set, with each
+    one's box from raw_dir's person_boxes.csv (prepare.py --make-demo DIR --boxes)."""
     from pathlib import Path
-
-    import numpy as np
 
     from reid.data.prepared import list_reid_images
     from reid.data.synthetic import read_person_boxes
@@ -122,7 +119,16 @@ def person_box_figures(run, test_dir, raw_dir, every=1):
             key = f'{raw_folder}/{Path(path).name}'
             if pid > 0 and key in boxes:
                 chosen.append((path, boxes[key]))
-    chosen = chosen[::every]
+    return chosen
+
+
+def person_box_figures(run, test_dir, raw_dir, every=1):
+    """Return {'images', 'mass', 'area', 'lower'}: over the query and gallery people of a prepared generated set
+    (ids > 0; every `every`-th image), the mean share of the heatmap's mass inside the person's box, the mean share
+    of the image the box covers, and the mean share of the mass in the image's lower half. The boxes are raw_dir's person_boxes.csv (prepare.py --make-demo DIR --boxes)."""
+    import numpy as np
+
+    chosen = people_with_boxes(test_dir, raw_dir)[::every]
     if not chosen:
         raise ValueError(f'{test_dir}: no query or gallery person has a box in {raw_dir}')
     masses, areas, lower = [], [], []
