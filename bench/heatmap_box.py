@@ -1,6 +1,6 @@
 """How much of a trained run's heatmap falls on the person: the mean share of the activation map's mass inside
-each drawn person's box, against the share of the image the box covers (README, "Pictures"); and, as the ceiling
-of the run's grid, the share a map that is the box itself (pooled onto that grid, upsampled and scaled alike) puts.
+each drawn person's box, against the share of the image the box covers (README, "Pictures"); and, for scale, the
+share a map that is the box itself (pooled onto the run's grid, upsampled and scaled alike) puts inside it.
 
     bash quickstart.sh                                             # trains model/demo_demo on data/demo
     python3 prepare.py --make-demo data/demo --size demo --boxes   # same images, plus person_boxes.csv

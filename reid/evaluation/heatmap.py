@@ -125,7 +125,7 @@ def people_with_boxes(test_dir, raw_dir):
 def person_box_figures(run, test_dir, raw_dir, every=1):
     """Return {'images', 'mass', 'area', 'lower'}: over the query and gallery people of a prepared generated set
     (ids > 0; every `every`-th image), the mean share of the heatmap's mass inside the person's box, the mean share
-    of the image the box covers, and the mean share of the mass in the image's lower half. The boxes are raw_dir's person_boxes.csv (prepare.py --make-demo DIR --boxes)."""
+    of the image the box covers, and the mean share of the mass in the image's lower half (people_with_boxes)."""
     import numpy as np
 
     chosen = people_with_boxes(test_dir, raw_dir)[::every]
