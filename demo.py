@@ -8,11 +8,13 @@ with query = gallery, as CUB, the query's own image is left out like any junk).
     python demo.py --heatmap --name ft_ResNet50 --query_index 777  # + heatmap.png: where the network looks
 
 --query_image extracts the feature of one photo with the run --name (same resize, normalisation, flip-sum) and
-searches the gallery features already saved in --result, so the gallery is never extracted again.
+searches the gallery features already saved in --result, so the gallery is never extracted again; --backend and
+--precision choose what computes it, as in test.py.
 """
 import argparse
 import os
 
+from reid.backends import add_backend_flags
 from reid.data.prepared import list_reid_images
 from reid.evaluation.report import draw_ranking, ranked_gallery
 from reid.runs import os_error_line
@@ -36,6 +38,7 @@ def parse_args(argv=None):
     p.add_argument('--heatmap', action='store_true',
                    help='also save heatmap.png beside --output: the activation map of the run --name over the query '
                         'and each shown image (with --html: a heatmap toggle per row)')
+    add_backend_flags(p)   # what embeds --query_image (heatmaps always run the torch network)
     return p.parse_args(argv)
 
 
@@ -44,7 +47,7 @@ def load_run(args):
     from reid.api import ReIDRun
 
     try:
-        return ReIDRun(os.path.join(args.model_dir, args.name), args.which_epoch, device='cpu')
+        return ReIDRun(os.path.join(args.model_dir, args.name), args.which_epoch, device='cpu', backend='torch')
     except (ValueError, OSError) as e:
         raise SystemExit(f'demo.py --name {args.name}: {e}') from None
 
@@ -79,7 +82,9 @@ def photo_keys(args, gallery_f):
     if not os.path.isfile(args.query_image):
         raise SystemExit(f'--query_image {args.query_image}: file not found')
     try:
-        run = ReIDRun(os.path.join(args.model_dir, args.name), args.which_epoch, device='cpu')
+        run = ReIDRun(os.path.join(args.model_dir, args.name), args.which_epoch, device='cpu',
+                      backend=args.backend, precision=args.precision)
+        print(f'--query_image embedded with {run.backend.describe()}')
         feature = run.features(args.query_image)[0].numpy()
     except ValueError as e:
         raise SystemExit(f'demo.py: {e}') from None

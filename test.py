@@ -15,6 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from reid.backends import add_backend_flags
 from reid.evaluation.extract import run_calibration, run_test
 from reid.runs import RunFolder, os_error_line
 from reid.runtime import add_runtime_flags
@@ -40,6 +41,7 @@ def build_parser():
                         'same-identity threshold at --far into model/<name>/threshold.yaml')
     p.add_argument('--far', default=1e-3, type=float, help='--calibrate: false-accept rate (1e-1, 1e-2, 1e-3 or 1e-4)')
     add_runtime_flags(p)
+    add_backend_flags(p)
     # The network is rebuilt from opts.yaml; the original's network flags are accepted so its commands work, and
     # checked against opts.yaml so a typo cannot silently test another network.
     add_network_flags(p, checked=True)

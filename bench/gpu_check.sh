@@ -3,7 +3,8 @@
 # on the Market-sized generated set) under --fp16, under --bf16 and with --compile (img/s, epoch seconds, peak
 # torch.cuda.max_memory_allocated); test.py's extraction; evaluate_gpu.py --rerank and --rerank gnn at Market size
 # (and the GNN re-ranking alone, CUDA-synchronised, with its peak memory); torchrun with
-# NCCL (one process per GPU, at most two); export.py to ONNX.
+# NCCL (one process per GPU, at most two); export.py to ONNX; TensorRT (where the tensorrt package is installed):
+# the engine's build time, test.py --backend tensorrt, its img/s against torch fp16 and the features' cosine.
 #     bash bench/gpu_check.sh [WORKDIR]          # WORKDIR (default: a new temporary folder) keeps the data and runs
 # Without CUDA (or with REID_DEVICE=cpu) it says so in one line and exits 0. ImageNet weights are not needed
 # (--scratch): the check is of the code paths and their speed, not of accuracy.
@@ -80,5 +81,42 @@ $PY -c "import yaml; r = yaml.safe_load(open('$W/model/ddp/opts.yaml'))['runtime
 
 step "export.py: ONNX, checked with onnxruntime"
 run $PY export.py --name fp16 --model_dir "$W/model" | tail -1
+
+step "TensorRT: export.py --format tensorrt (fp16 engine), test.py --backend tensorrt against torch --fp16"
+if $PY -c 'import tensorrt' 2>/dev/null; then
+    t=$SECONDS
+    run $PY export.py --name fp16 --model_dir "$W/model" --format tensorrt | tail -1
+    echo "TensorRT engine build (ONNX export, build, check): $(( SECONDS - t )) s" | tee -a "$LOG"
+    t=$SECONDS
+    run $PY test.py --name fp16 --model_dir "$W/model" --test_dir "$W/pytorch" --backend tensorrt \
+        --result "$W/trt_result.mat" | grep -E 'Rank@1|backend'
+    echo "test.py --backend tensorrt: $(( SECONDS - t )) s for 23,100 images (start-up included)" | tee -a "$LOG"
+    run $PY - "$W" <<'PYEOF'
+import sys, time
+import numpy as np, scipy.io, torch
+from reid.api import load_network
+from reid.export import FORMATS
+from reid.models.features import FeatureExtractor, fuse_conv_bn
+w = sys.argv[1]
+a, b = scipy.io.loadmat(f'{w}/pytorch_result.mat'), scipy.io.loadmat(f'{w}/trt_result.mat')
+cos = (a['gallery_f'] * b['gallery_f']).sum(1)
+print(f'TensorRT fp16 vs torch --fp16 gallery features: cosine min {cos.min():.5f} mean {cos.mean():.6f}')
+model, spec, _ = load_network(f'{w}/model/fp16', 'last')
+net = FeatureExtractor(fuse_conv_bn(model)).cuda().eval()
+engine = FORMATS['tensorrt'].open(f'{w}/model/fp16/net_last_fp16.engine', 'fp16')
+x = torch.randn(256, 3, *spec.input_size())
+def rate(fn):
+    fn(); torch.cuda.synchronize(); best = 1e9
+    for _ in range(5):
+        s = time.perf_counter(); fn(); torch.cuda.synchronize(); best = min(best, time.perf_counter() - s)
+    return 256 / best
+with torch.inference_mode(), torch.autocast('cuda', torch.float16):
+    r_torch = rate(lambda: net(x.cuda()).float().cpu())
+r_trt = rate(lambda: engine(x.numpy()))
+print(f'batch 256 from host memory: torch fp16 {r_torch:.0f} img/s, TensorRT fp16 {r_trt:.0f} img/s ({r_trt / r_torch:.2f}x)')
+PYEOF
+else
+    echo "tensorrt is not installed here (pip install tensorrt==11.4.0.106): the TensorRT step was skipped" | tee -a "$LOG"
+fi
 
 step "done in $(( $(date +%s) - start )) s; the log: $LOG (stderr: $LOG.err)"

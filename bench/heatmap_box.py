@@ -42,7 +42,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     start = time.perf_counter()
     for epoch in ('init', args.which_epoch):   # the untrained network first: what training changed
-        run = ReIDRun(os.path.join(args.model_dir, args.name), epoch, device='cpu')
+        run = ReIDRun(os.path.join(args.model_dir, args.name), epoch, device='cpu', backend='torch')
         f = person_box_figures(run, os.path.join(args.data, 'pytorch'), args.data)
         print(f'{args.name} epoch {epoch}: {f["images"]} images, heatmap mass inside the person box '
               f'{100 * f["mass"]:.1f}% vs box area {100 * f["area"]:.1f}% of the image '

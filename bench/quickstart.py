@@ -67,7 +67,7 @@ def main(argv=None):
         os.environ.pop('REID_NATIVE_BF16')
         if (Path(args.data) / BOXES_FILE).is_file():
             for epoch in ('init', 'last'):
-                f = person_box_figures(ReIDRun(f'{args.model_dir}/{name}', epoch, device='cpu'),
+                f = person_box_figures(ReIDRun(f'{args.model_dir}/{name}', epoch, device='cpu', backend='torch'),
                                        f'{args.data}/pytorch', args.data, every=4)
                 print(f'seed {seed}, epoch {epoch}: heatmap mass inside the person box {100 * f["mass"]:.1f}% vs '
                       f'box area {100 * f["area"]:.1f}% (ratio {f["mass"] / f["area"]:.2f})', flush=True)

@@ -2,12 +2,14 @@
 
     from reid.api import ReIDRun, search
     run = ReIDRun('model/demo')                     # opts.yaml + net_last.pth (this toolkit's or the original's)
+    run = ReIDRun('model/demo', backend='openvino', precision='int8')   # its export (written on first use)
     gallery = run.features(['a.jpg', 'b.jpg'])      # paths, PIL images or a normalised [N, 3, h, w] batch
     scores, index = search(run.features(['q.jpg']), gallery, k=10)
     score, same = run.same_identity('a.jpg', 'b.jpg')  # needs model/demo/threshold.yaml (test.py --calibrate)
 """
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from reid.models import original
@@ -51,10 +53,13 @@ def load_network(run_dir, which_epoch='last'):
 class ReIDRun:
     """A trained run loaded once: `features(images)` gives what test.py would save for them.
 
-    `run_dir` is model/<name> (opts.yaml + net_*.pth, this toolkit's or the original repository's).
+    `run_dir` is model/<name> (opts.yaml + net_*.pth, this toolkit's or the original repository's). `backend` and
+    `precision` are test.py's --backend and --precision: 'auto' runs the measured fastest backend of the device
+    (OpenVINO on the CPU: its export is written into the run folder on first use, `log` says so), 'torch' the
+    checkpoint in fp32. `run.backend` says what runs. Heatmaps always use the torch network (`extractor`).
     """
 
-    def __init__(self, run_dir, which_epoch='last', device=None):
+    def __init__(self, run_dir, which_epoch='last', device=None, backend='auto', precision=None, log=print):
         from reid.data.transforms import eval_transform
 
         model, self.spec, self.opts = load_network(run_dir, which_epoch)
@@ -63,6 +68,7 @@ class ReIDRun:
         self.extractor = FeatureExtractor(fuse_conv_bn(model)).to(self.device).eval()
         self.size = self.spec.input_size()
         self.transform = eval_transform(*self.size)
+        self.backend, self.runner = api_backend(self.run, which_epoch, self.device, backend, precision, log)
 
     def images_to_batch(self, images):
         """Return a normalised [N, 3, h, w] batch from image paths or PIL images (test.py's transform)."""
@@ -93,7 +99,10 @@ class ReIDRun:
                 images = [images]
             images = list(images)
             batches = (self.images_to_batch(images[i:i + batch_size]) for i in range(0, len(images), batch_size))
-        out = [self.extractor(b.to(self.device).float()).float().cpu() for b in batches]
+        if self.runner is not None:
+            out = [torch.from_numpy(np.asarray(self.runner(b.float().numpy()), dtype=np.float32)) for b in batches]
+        else:
+            out = [self.extractor(b.to(self.device).float()).float().cpu() for b in batches]
         if not out:
             raise ValueError('no images given')
         return torch.cat(out)
@@ -115,6 +124,24 @@ class ReIDRun:
                   else self.features(item)[0] for item in (a, b))
         score = float(fa @ fb)
         return score, score > threshold
+
+
+def api_backend(run, which_epoch, device, backend='auto', precision=None, log=print):
+    """Return (the BackendChoice, its runner or None for torch) of ReIDRun: test.py's choice on `device`, the
+    torch path in fp32 (the API never autocasts)."""
+    from types import SimpleNamespace
+
+    from reid.backends import BackendChoice, choose_backend
+    from reid.export import backend_runner
+    from reid.runtime import Runtime, resolve_cpu_bf16
+
+    on, reason = resolve_cpu_bf16('auto', device, 'extract')
+    runtime = Runtime(device, torch.bfloat16 if on else None, reason, False, 0, None)
+    flags = SimpleNamespace(backend=backend, precision=precision, fp16=False, bf16=False)
+    choice, runner = backend_runner(run, which_epoch, choose_backend(flags, runtime), backend == 'auto', log)
+    if runner is None:
+        choice = BackendChoice('torch', 'fp32', choice.reason.split(';')[0])
+    return choice, runner
 
 
 def _as_tensor(x):

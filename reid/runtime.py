@@ -27,6 +27,11 @@ FORCE_DEVICE = 'REID_DEVICE'
 # 2-4 points -> fp32, which also trains the same network on CPUs with and without bf16; extraction in bf16 ran
 # 1.6x as fast with features within cosine 0.9999 of fp32's and the same mAP -> bf16.
 AUTO_BF16 = {'train': False, 'extract': True}
+# What `--backend auto` runs extraction on, per device, by measurement (python -m bench.backends, README
+# "Deployment"): on the CPU, OpenVINO (fp32 IR, computed in bf16 where the CPU has it natively, as --cpu_bf16
+# auto) extracted ResNet-50 1.4x as fast as torch bf16 on EPYC-bf16 and 2.3x as fast as torch fp32, at the same
+# mAP on the quick start's run; on CUDA torch (TensorRT only when asked for: an engine takes minutes to build).
+AUTO_BACKEND = {'cpu': 'openvino', 'cuda': 'torch'}
 
 
 # PyTorch 2.14's oneDNN bf16 convolution is wrong on the tiniest maps, measured (bench/precision.py's kernels): a

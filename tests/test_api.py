@@ -69,7 +69,7 @@ def test_recall_at_k_by_hand():
 
 def test_run_features_from_paths_pil_and_tensors(tmp_path, tiny_prepared):
     net = write_run(tmp_path / 'run', pcb=False)
-    run = api.ReIDRun(tmp_path / 'run')
+    run = api.ReIDRun(tmp_path / 'run', backend='torch')   # the inputs' paths; the backends: test_backends.py
     paths = [p for p, _, _ in list_reid_images(tiny_prepared / 'query')[:5]]
     tf = eval_transform(H, W)
     batch = torch.stack([tf(Image.open(p).convert('RGB')) for p in paths])

@@ -59,7 +59,7 @@ def test_export_matches_torch_features(tmp_path, tiny_prepared, capsys, fmt, pcb
     assert 'min cosine' in capsys.readouterr().out
     assert not list(path.parent.glob('*.partial*'))  # written to a temporary name, renamed once checked
     assert sorted(p.name for p in path.parent.glob('net_last.*')) == sorted(
-        ['net_last.pth', path.name, 'net_last.json'])  # one self-contained file: no external weights beside it
+        ['net_last.pth', path.name, 'net_last.json', path.name + '.metadata.json'])  # no external weights beside it
     for n in (1, 5):  # a batch size other than the export example's: the batch axis is dynamic
         images = real_images(tiny_prepared, n)
         got = exporting.exported_features(path, fmt, images)

@@ -205,7 +205,7 @@ def test_a_run_without_h_w_is_fed_256x128_on_a_vehicle_layout_by_every_command(t
         images = torch.stack([eval_transform(*size)(Image.open(p).convert('RGB')) for p in query])
         ref = original_features(net, images)
         assert torch.allclose(got, ref, atol=1e-4, rtol=1e-3) is same, size
-    run = api.ReIDRun(tmp_path / 'model' / 'orig', device='cpu')
+    run = api.ReIDRun(tmp_path / 'model' / 'orig', device='cpu', precision='fp32')   # auto's backend, in fp32
     assert run.size == (256, 128)
     torch.testing.assert_close(run.features(query), got, atol=1e-4, rtol=1e-3)
     export.main(['--name', 'orig', '--model_dir', str(tmp_path / 'model'), '--format', 'torchscript'])

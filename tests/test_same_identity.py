@@ -40,7 +40,7 @@ def test_calibrate_writes_the_val_train_threshold(tiny_prepared, tmp_path, capsy
 def test_same_identity_applies_the_threshold(tiny_prepared, tmp_path):
     net = write_run(tmp_path / 'run', pcb=False)
     images = [p for p, _, _ in list_reid_images(tiny_prepared / 'gallery')][:2]
-    run = ReIDRun(tmp_path / 'run', device='cpu')
+    run = ReIDRun(tmp_path / 'run', device='cpu', backend='torch')   # fp32: scores exact to 1e-3
     with pytest.raises(ValueError, match='threshold.yaml: no calibrated threshold'):
         run.same_identity(images[0], images[1])
     tf = eval_transform(H, W)

@@ -77,7 +77,7 @@ def heatmap_mass_is_on_the_person(work, boxes_dir):
     synthetic.make_dataset(boxes_dir, size='tiny', seed=0, boxes=True)
     for rel in list(synthetic.read_person_boxes(boxes_dir))[::25]:
         assert (boxes_dir / rel).read_bytes() == (work / 'data' / 'demo' / rel).read_bytes(), rel
-    f = person_box_figures(ReIDRun(work / 'model' / 'demo', device='cpu'), work / 'data/demo/pytorch', boxes_dir)
+    f = person_box_figures(ReIDRun(work / 'model' / 'demo', device='cpu', backend='torch'), work / 'data/demo/pytorch', boxes_dir)
     assert f['images'] >= 50 and f['mass'] > 1.25 * f['area'], f
 
 

@@ -21,20 +21,30 @@ from reid.runtime import autocast, choose_runtime, log_small_maps
 from reid.spec import check_network_flags
 
 
+def embedder(model, device, scales=(1.0,), amp_dtype=None):
+    """Return images [N, 3, h, w] -> float32 [N, D] features on the CPU: the network `model` run on `device` with
+    flip-sum over `scales` under autocast, or, when `model` is an export's runner (reid.backends), that runner,
+    whose network holds the flip-sum and the normalisation itself."""
+    if not isinstance(model, torch.nn.Module):
+        return lambda images: torch.from_numpy(np.asarray(model(images.numpy()), dtype=np.float32))
+    model.eval()
+
+    def embed(images):
+        with autocast(device, amp_dtype):
+            summed = flip_sum_features(model, images.to(device), scales)
+        return l2_normalize_features(summed.float()).cpu()
+    return embed
+
+
 @torch.inference_mode()
 def extract_features(model, loader, device, scales=(1.0,), amp_dtype=None, desc='features'):
     """Return the retrieval features of every image in `loader`, in order: float32 [N, D] on the CPU.
 
     The feature contract: sum over the image and its horizontal flip (and each scale of the original image),
-    then L2-normalised (PCB: per part, then concatenated).
+    then L2-normalised (PCB: per part, then concatenated). `model`: a network, or an export's runner (embedder).
     """
-    model.eval()
-    chunks = []
-    for images, _ in tqdm(loader, desc=desc, dynamic_ncols=True):
-        with autocast(device, amp_dtype):
-            summed = flip_sum_features(model, images.to(device), scales)
-        chunks.append(l2_normalize_features(summed.float()).cpu())
-    return torch.cat(chunks)
+    embed = embedder(model, device, scales, amp_dtype)
+    return torch.cat([embed(images) for images, _ in tqdm(loader, desc=desc, dynamic_ncols=True)])
 
 
 def parse_scales(ms):
@@ -62,6 +72,25 @@ def split_features(model, folder, runtime, size, scales, batchsize):
     return features, np.array([p for _, p, _ in images]), np.array([c for _, _, c in images])
 
 
+def feature_model(opts, run, runtime, scales, log=print):
+    """Return (the network or an export's runner that extracts the features, the NetworkSpec, the BackendChoice)
+    for test.py's --backend/--precision: torch runs the checkpoint; another backend its export, written into the
+    run folder on first use (backend_runner)."""
+    from reid.backends import BackendChoice, choose_backend, torch_precision
+    from reid.export import backend_runner
+
+    choice = choose_backend(opts, runtime, list(scales) == [1.0])
+    model, spec, _ = load_network(run.path, opts.which_epoch)  # this toolkit's runs and the original's
+    auto = (getattr(opts, 'backend', 'auto') or 'auto') == 'auto'
+    choice, runner = backend_runner(run, opts.which_epoch, choice, auto, log)
+    if runner is None and choice.precision != torch_precision(runtime):   # an export failed: torch as chosen
+        choice = BackendChoice('torch', torch_precision(runtime), choice.reason)
+    log(choice.describe())
+    if runner is not None:
+        return runner, spec, choice
+    return fuse_conv_bn(model).to(runtime.device, memory_format=runtime.memory_format), spec, choice
+
+
 def run_calibration(opts, log=print):
     """test.py --calibrate: val images as queries against the train images as gallery (every valid pair, junk as
     in the ranking), the verification lines printed and the threshold at --far written to threshold.yaml.
@@ -86,9 +115,8 @@ def run_calibration(opts, log=print):
             raise ValueError(f'{test_dir / split}: no images; --calibrate needs the val and train splits prepare.py '
                              'writes')
     require_readable_images([p for split in ('val', 'train') for p, _, _ in list_reid_images(test_dir / split)])
-    model, spec, _ = load_network(run.path, opts.which_epoch)
-    model = fuse_conv_bn(model).to(runtime.device, memory_format=runtime.memory_format)
     scales = parse_scales(opts.ms)
+    model, spec, _ = feature_model(opts, run, runtime, scales, log)
     val, train = (split_features(model, test_dir / split, runtime, spec.input_size(), scales, opts.batchsize)
                   for split in ('val', 'train'))
     report = verification.verification_report(*val, *train)
@@ -116,11 +144,11 @@ def run_test(opts, log=print):
     ensure_writable_folder(result_path.parent, '--result')
     if result_path.is_dir():
         raise ValueError(f'--result {result_path}: is a folder; give a file name such as pytorch_result.mat')
-    model, spec, _ = load_network(run.path, opts.which_epoch)  # this toolkit's runs and the original's
-    model = fuse_conv_bn(model).to(runtime.device, memory_format=runtime.memory_format)
+    model, spec, choice = feature_model(opts, run, runtime, scales, log)
     size = spec.input_size()   # what the run was trained at, whatever the test folder's layout
-    smallest = tuple(max(1, int(side * min(scales))) for side in size)
-    log_small_maps(runtime.protect_small_maps(model, smallest), log)
+    if choice.name == 'torch':
+        smallest = tuple(max(1, int(side * min(scales))) for side in size)
+        log_small_maps(runtime.protect_small_maps(model, smallest), log)
 
     def features(split):
         return split_features(model, test_dir / split, runtime, size, scales, opts.batchsize)
@@ -132,7 +160,7 @@ def run_test(opts, log=print):
         save_multi_query(result_path.with_name('multi_query.mat'), multi)
 
     results = {'single': compute_cmc_map(*query, *gallery)}
-    lines = [f'{opts.name} ({checkpoint.name}, scales {opts.ms})', format_result(results['single'])]
+    lines = [f'{opts.name} ({checkpoint.name}, scales {opts.ms}, {choice.name} {choice.precision})', format_result(results['single'])]
     if opts.multi:
         pooled, _ = pool_multi_query(*query, *multi)
         results['multi'] = compute_cmc_map(pooled, *query[1:], *gallery)
