@@ -27,10 +27,12 @@ FORCE_DEVICE = 'REID_DEVICE'
 # 2-4 points -> fp32, which also trains the same network on CPUs with and without bf16; extraction in bf16 ran
 # 1.6x as fast with features within cosine 0.9999 of fp32's and the same mAP -> bf16.
 AUTO_BF16 = {'train': False, 'extract': True}
-# What `--backend auto` runs extraction on, per device, by measurement (python -m bench.backends, README
-# "Deployment"): on the CPU, OpenVINO (fp32 IR, computed in bf16 where the CPU has it natively, as --cpu_bf16
-# auto) extracted ResNet-50 1.4x as fast as torch bf16 on EPYC-bf16 and 2.3x as fast as torch fp32, at the same
-# mAP on the quick start's run; on CUDA torch (TensorRT only when asked for: an engine takes minutes to build).
+# What `--backend auto` runs extraction on, per device, by measurement (python -m bench.backends, README "Fast
+# inference"): on the CPU, OpenVINO (its fp32 IR, computed in bf16 where the CPU has it natively, as --cpu_bf16
+# auto) extracted ResNet-50 1.32x as fast as torch bf16 on EPYC-bf16 and 1.42x as fast as torch fp32 with AVX2
+# only (emulated), and gave test.py's mAP on the quick start's run (59.98 bf16, 60.01 f32; torch fp32 60.01);
+# int8 is faster still but costs 0.34 points, so it is asked for, not chosen. On CUDA torch (an engine is asked
+# for: TensorRT takes minutes to build one).
 AUTO_BACKEND = {'cpu': 'openvino', 'cuda': 'torch'}
 
 
