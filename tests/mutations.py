@@ -493,7 +493,8 @@ MUTATIONS = [
              "    sys.modules['openvino_telemetry'] = None\n", "",
              ['tests/test_backends.py::test_int8_export_calibrates_measures_and_changes_nothing_at_home']),
     Mutation('int8 quantises before finding there is nothing to measure', 'reid/export.py',
-             "        measurement_split(calibration)   # refused before any work", "        pass",
+             "        measurement_split(calibration)   # refused before any work when there is nothing to measure on",
+             "        pass",
              ['tests/test_backends.py::test_int8_is_refused_in_one_line_when_there_is_nothing_to_measure']),
     Mutation('TensorRT is tried without CUDA', 'reid/export.py',
              "    if not cuda_available():\n        raise ValueError('--format tensorrt",
@@ -536,7 +537,7 @@ def run(mutation, timeout, tests=None):
                                *(tests or mutation.tests)], cwd=copy, capture_output=True, text=True, timeout=timeout,
                               env=dict(os.environ, PYTHONDONTWRITEBYTECODE='1'))
         lines = done.stdout.strip().splitlines() or ['']
-        if 'error during collection' in done.stdout:   # the copy does not even import: not a verdict
+        if 'error during collection' in done.stdout or 'SyntaxError' in done.stdout:   # not even importable: no verdict
             return None, time.perf_counter() - start, next((l for l in lines if l.startswith('E ')), lines[-1])
         return done.returncode != 0, time.perf_counter() - start, lines[-1]
 

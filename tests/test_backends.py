@@ -277,6 +277,10 @@ def test_api_and_demo_take_the_backend(trained, tiny_prepared, tmp_path, capsys)
     run = ReIDRun(model_dir / name, backend='onnxruntime')
     assert (run.backend.name, run.backend.precision) == ('onnxruntime', 'fp32')
     np.testing.assert_allclose(run.features(paths).numpy(), hand_features(model_dir, name, paths), atol=2e-4)
+    calls, export_runner = [], run.runner
+    run.runner = lambda batch: calls.append(batch.shape) or export_runner(batch)
+    run.features(paths)
+    assert calls == [(len(paths), 3, *run.size)]   # the features came from the export, not from torch
     assert ReIDRun(model_dir / name, backend='torch').runner is None
     import demo
 
