@@ -5,7 +5,7 @@ against PyTorch's features, with a JSON and BoxMOT's metadata sidecar beside it.
     python export.py --name ft_ResNet50 --format openvino       # net_last_openvino_model/ (net_last.xml + .bin)
     python export.py --name ft_ResNet50 --format openvino --precision int8   # net_last_int8_openvino_model/
     python export.py --name ft_ResNet50 --format tensorrt       # net_last_fp16.engine (CUDA only)
-    python export.py --name demo --format torchscript --which_epoch 9
+    python export.py --name demo --format torchscript --which_epoch 10
 
 The exported network takes a batch of normalised 3 x h x w images (what test.py feeds the network: bicubic
 resize, ImageNet mean/std) of any batch size and returns the flip-summed, L2-normalised features test.py saves.

@@ -25,7 +25,7 @@ from reid.spec import add_network_flags
 def build_parser():
     p = argparse.ArgumentParser(description='Extract features and evaluate a trained re-ID run.')
     p.add_argument('--which_epoch', default='last', type=str,
-                   help="'last', a 0-based epoch number of a net_XXX.pth, 'init' (the untrained network) or "
+                   help="'last', the epochs done of a net_XXX.pth snapshot (10, 20, ...), 'init' (the untrained network) or "
                         "'average' (train.py --wa)")
     p.add_argument('--test_dir', default='../Market/pytorch', type=str, help='prepare.py output folder')
     p.add_argument('--name', default='ft_ResNet50', type=str, help='run name under --model_dir')

@@ -22,7 +22,7 @@ TMP_SUFFIX = '.tmp'
 OPTS_FILE, RESUME_FILE, CURVES_FILE, RESULT_FILE = 'opts.yaml', 'resume.pth', 'train.jpg', 'result.txt'
 TENSORBOARD_DIR, THRESHOLD_FILE = 'tb', 'threshold.yaml'
 NAMED_CHECKPOINTS = ('last', 'init', 'average')   # net_last.pth, net_init.pth, net_average.pth (--wa)
-SNAPSHOT_EVERY = 10                               # net_XXX.pth (0-based epoch XXX) after every 10th epoch
+SNAPSHOT_EVERY = 10                               # net_XXX.pth after every 10th epoch, XXX = epochs done
 RUNTIME_KEY = 'runtime'                           # opts.yaml: one entry per session, what it ran on
 # Keys of runs written before the runtime had its own entry: the machine's choices, not requests.
 _OLD_MACHINE_KEYS = ('cpu_bf16_reason',)
@@ -256,12 +256,20 @@ class RunFolder:
 
     def checkpoint(self, which_epoch='last'):
         """Return the checkpoint file `--which_epoch` names: net_last.pth, net_init.pth, net_average.pth (--wa) or
-        net_XXX.pth (a 0-based epoch number)."""
+        net_XXX.pth, the weights after XXX epochs (net_010.pth after the tenth, as the original names them).
+
+        Runs saved before snapshots took the original's names hold net_009.pth for the same weights: asked for
+        10, such a run answers with its net_009.pth.
+        """
         if which_epoch in NAMED_CHECKPOINTS:
             return self.path / f'net_{which_epoch}.pth'
         if not str(which_epoch).isdigit():
             raise ValueError(f"--which_epoch {which_epoch}: expected 'last', 'init', 'average' or an epoch number")
-        return self.path / f'net_{int(which_epoch):03d}.pth'
+        path = self.path / f'net_{int(which_epoch):03d}.pth'
+        earlier_name = self.path / f'net_{int(which_epoch) - 1:03d}.pth'
+        if not path.exists() and int(which_epoch) % SNAPSHOT_EVERY == 0 and earlier_name.exists():
+            return earlier_name
+        return path
 
     def export_file(self, which_epoch, suffix):
         """Return export.py's default output for `--which_epoch` (net_last.onnx, net_9.pt, ...)."""
@@ -269,7 +277,7 @@ class RunFolder:
 
     @staticmethod
     def snapshot_due(epoch):
-        """True when 0-based `epoch` is one whose weights are kept as net_XXX.pth."""
+        """True when the weights at the end of 0-based `epoch` are kept, as net_<epoch + 1>.pth."""
         return epoch % SNAPSHOT_EVERY == SNAPSHOT_EVERY - 1
 
     def saved_epochs(self):

@@ -510,6 +510,15 @@ MUTATIONS = [
     Mutation('the API ignores its backend', 'reid/api.py',
              "        if self.runner is not None:\n", "        if False:\n",
              ['tests/test_backends.py::test_api_and_demo_take_the_backend']),
+    # issue 28: faithful to the original, round 2
+    Mutation('snapshots keep 0-based names (net_009.pth after 10 epochs)', 'reid/training/trainer.py',
+             "                run.save_weights(weights, epoch + 1)   # the original's net_010.pth after 10 epochs",
+             "                run.save_weights(weights, epoch)",
+             ['tests/test_train.py::test_snapshots_take_the_originals_names_net_010_after_ten_epochs']),
+    Mutation('a run saved under the earlier snapshot names is not read', 'reid/runs.py',
+             "        if not path.exists() and int(which_epoch) % SNAPSHOT_EVERY == 0 and earlier_name.exists():",
+             "        if False:",
+             ['tests/test_test.py::test_a_run_saved_under_the_earlier_snapshot_names_answers_the_originals_epoch_numbers']),
 ]
 def copy_repo(dst):
     """Copy the working tree without git, caches and the top-level data/, model/ and bench/runs/ folders."""

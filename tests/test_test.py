@@ -63,6 +63,20 @@ def test_which_epoch_names_the_checkpoint_file():
         RunFolder('m/r').checkpoint('best')
 
 
+def test_a_run_saved_under_the_earlier_snapshot_names_answers_the_originals_epoch_numbers(tmp_path):
+    # Earlier runs kept the weights after 10 epochs as net_009.pth; the original (and now this toolkit) net_010.pth.
+    for name in ('net_009.pth', 'net_019.pth', 'net_last.pth'):
+        (tmp_path / name).write_bytes(b'')
+    run = RunFolder(tmp_path)
+    assert run.existing_checkpoint('10') == tmp_path / 'net_009.pth'
+    assert run.existing_checkpoint('20') == tmp_path / 'net_019.pth'
+    assert run.existing_checkpoint('9') == tmp_path / 'net_009.pth'
+    with pytest.raises(ValueError, match='net_030.pth: checkpoint not found'):
+        run.existing_checkpoint('30')
+    (tmp_path / 'net_010.pth').write_bytes(b'')   # a file of the new name wins
+    assert run.existing_checkpoint('10') == tmp_path / 'net_010.pth'
+
+
 def test_ms_values_are_area_ratios():
     assert extract.parse_scales('1,1.1') == [1.0, pytest.approx(math.sqrt(1.1))]
     for bad in ('', 'a,b', '1,-2'):

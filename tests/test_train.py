@@ -419,3 +419,14 @@ def test_the_defaults_are_the_originals():
     defaults = vars(recipe.build_parser().parse_args([]))
     assert {k: defaults[k] for k in ORIGINAL_DEFAULTS} == ORIGINAL_DEFAULTS
     assert defaults['backbone_lr_mult'] == 0.1 and defaults['wa_start'] == 0.8
+
+
+def test_snapshots_take_the_originals_names_net_010_after_ten_epochs(tiny_prepared, tmp_path):
+    # The original saves save_network(model, name, epoch + 1) when epoch % 10 == 9: net_010.pth after 10 epochs.
+    trainer.run_training(tiny_opts(tiny_prepared, tmp_path, '--name', 'ten', '--total_epoch', '10'),
+                         log=lambda line: None)
+    run = tmp_path / 'ten'
+    assert sorted(p.name for p in run.glob('net_0*.pth')) == ['net_010.pth']
+    tenth, last = (torch.load(run / n, weights_only=True) for n in ('net_010.pth', 'net_last.pth'))
+    assert tenth.keys() == last.keys() and all(torch.equal(tenth[k], last[k]) for k in last)
+    assert RunFolder(run).existing_checkpoint('10') == run / 'net_010.pth'

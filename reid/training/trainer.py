@@ -306,7 +306,7 @@ def run_training(opts, stop_after=None, log=print):
             if averaged is not None:
                 run.save_weights(averaged.module.state_dict(), 'average')
             if run.snapshot_due(epoch):
-                run.save_weights(weights, epoch)
+                run.save_weights(weights, epoch + 1)   # the original's net_010.pth after 10 epochs
             run.save_weights(weights, 'last')
             run.save(resume_state(epoch + 1, model, optimizer, scheduler, scaler, history, metric_losses, loss_opt,
                                   averaged, train_set.classes, rng_per_rank), run.resume_file.name)
