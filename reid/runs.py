@@ -311,6 +311,7 @@ class RunFolder:
             values['bf16'] = False
         for key in _OLD_MACHINE_KEYS:
             values.pop(key, None)
+        values.setdefault('lr_warmup', True)   # runs from before --lr_warmup warmed the learning rate up
         return values
 
     def runtimes(self):

@@ -323,3 +323,22 @@ def test_usam_matches_its_definition_and_sits_after_the_stem_and_layer1():
         assert net.eval()(torch.randn(2, 3, 64, 32)).shape == (2, 3)
     with pytest.raises(ValueError, match='--usam'):
         build({'backbone': 'mobilenet_v3_small', 'scratch': True, 'usam': True}, 3)
+
+
+def test_classifier_starts_as_the_originals_weights_init_classifier():
+    # The original: init.normal_(classifier Linear weight, std=0.0001), bias 0. BoT's BNNeck keeps its 0.001.
+    torch.manual_seed(0)
+    block = heads.ClassBlock(64, 20000, droprate=0.5, linear_num=512)
+    weight = block.classifier.weight.detach().double()
+    assert abs(weight.std().item() - 1e-4) < 2e-6 and abs(weight.mean().item()) < 1e-6
+    assert torch.count_nonzero(block.classifier.bias) == 0
+    neck = heads.BNNeck(512, 20000).classifier.weight.detach().double()
+    assert abs(neck.std().item() - 1e-3) < 2e-5
+
+
+def test_pcb_heads_drop_half_whatever_droprate_says():
+    # The original's PCB: ClassBlock(2048, class_num, droprate=0.5, linear=256) for each part, and Dropout(0.5).
+    for droprate in (0.0, 0.75):
+        net = build({**SMALL, 'PCB': True, 'droprate': droprate}, 5)
+        drops = [m.p for m in net.modules() if isinstance(m, nn.Dropout)]
+        assert drops == [0.5] * 7, droprate

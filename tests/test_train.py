@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
+from torch import nn
 import yaml
 
 import train
@@ -199,6 +201,10 @@ def test_a_run_of_the_previous_format_resumes_without_the_machines_bf16(tiny_pre
     assert recipe_read['bf16'] is False and 'cpu_bf16_reason' not in recipe_read
     path.write_text(yaml.safe_dump({**values, 'bf16': True}))   # asked for with --bf16 (no reason recorded then)
     assert RunFolder(tmp_path / 'old').recipe()['bf16'] is True
+    # before --lr_warmup, --warm_epoch warmed the learning rate: such a run continues as it started
+    assert 'lr_warmup' in values and RunFolder(tmp_path / 'old').recipe()['lr_warmup'] is False
+    path.write_text(yaml.safe_dump({k: v for k, v in values.items() if k != 'lr_warmup'}))
+    assert RunFolder(tmp_path / 'old').recipe()['lr_warmup'] is True
 
 
 ALL_LOSSES = ('--triplet', '--circle', '--arcface', '--cosface', '--sphere', '--contrast', '--lifted', '--instance',
@@ -430,3 +436,64 @@ def test_snapshots_take_the_originals_names_net_010_after_ten_epochs(tiny_prepar
     tenth, last = (torch.load(run / n, weights_only=True) for n in ('net_010.pth', 'net_last.pth'))
     assert tenth.keys() == last.keys() and all(torch.equal(tenth[k], last[k]) for k in last)
     assert RunFolder(run).existing_checkpoint('10') == run / 'net_010.pth'
+
+
+def test_cosine_gives_every_group_the_originals_one_floor():
+    # The original: CosineAnnealingLR(optimizer, total_epoch, eta_min=0.01 * lr), stepped once per epoch, over the
+    # backbone group (0.1 x lr) and the head group (lr): one floor for both. Reference: torch's own scheduler.
+    import warnings
+    opts = tiny_opts('d', 'm', '--cosine', '--total_epoch', '6', '--lr', '0.05', '--backbone_lr_mult', '0.1')
+    model = build({'backbone': 'resnet18', 'scratch': True}, 5)
+    optimizer, _, scheduler = trainer.optimizer_and_scheduler(model, {}, opts, steps_per_epoch=3)
+    reference = torch.optim.SGD([{'params': [torch.zeros(1, requires_grad=True)], 'lr': 0.005},
+                                 {'params': [torch.zeros(1, requires_grad=True)], 'lr': 0.05}], lr=0.05)
+    ref_scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(reference, 6, eta_min=0.01 * 0.05)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')   # schedulers stepped without an optimizer step
+        for epoch in range(6):
+            got = [g['lr'] for g in optimizer.param_groups]
+            assert got == pytest.approx([g['lr'] for g in reference.param_groups], rel=1e-9), epoch
+            for _ in range(3):
+                scheduler.step()
+            ref_scheduler.step()
+    assert optimizer.param_groups[0]['lr'] == pytest.approx(0.0005 + (0.005 - 0.0005) * (1 + math.cos(math.pi)) / 2)
+
+
+def test_warm_epoch_scales_the_loss_as_the_original_and_bot_warms_the_learning_rate():
+    # The original: warm_up = 0.1; at each step of the first warm_epoch epochs warm_up = min(1, warm_up + 0.9 / W),
+    # then loss = loss * warm_up (W = the warm epochs' steps); the learning rate is left alone.
+    steps_per_epoch, warm_epoch = 5, 2
+    warm_up, expected = 0.1, []
+    for step in range(4 * steps_per_epoch):
+        if step < warm_epoch * steps_per_epoch:
+            warm_up = min(1.0, warm_up + 0.9 / (warm_epoch * steps_per_epoch))
+            expected.append(warm_up)
+        else:
+            expected.append(1.0)
+    loss_opts = tiny_opts('d', 'm', '--warm_epoch', str(warm_epoch), '--total_epoch', '4')
+    scale = trainer.warm_loss_scale(loss_opts, steps_per_epoch)
+    assert [scale(s) for s in range(4 * steps_per_epoch)] == pytest.approx(expected)
+    model = build({'backbone': 'resnet18', 'scratch': True}, 5)
+    optimizer, _, _ = trainer.optimizer_and_scheduler(model, {}, loss_opts, steps_per_epoch)
+    assert [g['lr'] for g in optimizer.param_groups] == pytest.approx([0.001, 0.01])   # not warmed
+    bot = recipe.parse_options(['--preset', 'bot', '--total_epoch', '4', '--warm_epoch', '2'])
+    assert bot.lr_warmup and trainer.warm_loss_scale(bot, steps_per_epoch) is None
+    optimizer, _, _ = trainer.optimizer_and_scheduler(model, {}, bot, steps_per_epoch)
+    assert [g['lr'] for g in optimizer.param_groups] == pytest.approx([0.1 * 3.5e-4] * 2)
+
+
+def test_the_loop_scales_the_loss_and_not_the_weight_decay():
+    # One plain SGD step (no momentum) by hand: w - lr * (scale * dL/dw + wd * w).
+    from reid.training.loop import train_one_epoch
+    from reid.training.terms import SoftmaxTerm
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+    images, labels = torch.randn(4, 3, 2, 2), torch.tensor([0, 1, 2, 1])
+    start = [p.detach().clone() for p in net.parameters()]
+    grads = torch.autograd.grad(F.cross_entropy(net(images), labels), list(net.parameters()))
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.5, weight_decay=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    train_one_epoch(net, [(images, labels)], optimizer, scheduler, torch.device('cpu'), [SoftmaxTerm()],
+                    loss_scale=lambda step: 0.25)
+    for p, p0, g in zip(net.parameters(), start, grads):
+        torch.testing.assert_close(p.detach(), p0 - 0.5 * (0.25 * g + 0.1 * p0))

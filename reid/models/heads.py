@@ -10,6 +10,8 @@ from reid.spec import alias_input_size
 
 PCB_PARTS = 6
 PCB_LINEAR_NUM = 256  # the original PCB bottleneck, independent of --linear_num
+PCB_DROPRATE = 0.5    # the original's PCB heads drop 0.5 whatever --droprate says
+CLASSIFIER_INIT_STD = 0.0001  # the original's weights_init_classifier (BoT's BNNeck keeps its own 0.001)
 
 
 def _init_bottleneck(module):
@@ -41,7 +43,7 @@ class ClassBlock(nn.Module):
         self.add_block = nn.Sequential(*layers)
         self.add_block.apply(_init_bottleneck)
         self.classifier = nn.Linear(dim, num_classes)
-        nn.init.normal_(self.classifier.weight, std=0.001)
+        nn.init.normal_(self.classifier.weight, std=CLASSIFIER_INIT_STD)
         nn.init.zeros_(self.classifier.bias)
         self.feature_dim = dim
 
@@ -113,13 +115,13 @@ class PCB(nn.Module):
     PCB; l2_normalize_features normalises each part, then concatenates.
     """
 
-    def __init__(self, body, body_dim, num_classes, parts=PCB_PARTS, droprate=0.5):
+    def __init__(self, body, body_dim, num_classes, parts=PCB_PARTS):
         super().__init__()
         self.body = body
         self.pool = nn.AdaptiveAvgPool2d((parts, 1))
         self.dropout = nn.Dropout(p=0.5)
         self.classifiers = nn.ModuleList(
-            ClassBlock(body_dim, num_classes, droprate, PCB_LINEAR_NUM) for _ in range(parts))
+            ClassBlock(body_dim, num_classes, PCB_DROPRATE, PCB_LINEAR_NUM) for _ in range(parts))
 
     def forward(self, x, return_feature=False):
         stripes = self.pool(self.body(x)).squeeze(3)  # [B, C, parts]
@@ -157,7 +159,7 @@ def build_model(spec, num_classes, pretrained=True):
         body, dim, is_map = backbone_body(spec.backbone, pretrained, stride=1)  # PCB always uses stride 1 (the paper)
         if not is_map:
             raise ValueError(f'--PCB needs a ResNet or DenseNet backbone, not {spec.backbone}')
-        return PCB(body, dim, num_classes, droprate=spec.droprate)
+        return PCB(body, dim, num_classes)
     size = (spec.h, spec.w) if spec.h and spec.w else alias_input_size(spec.backbone)  # ViT/Swin's grid
     body, dim, _ = backbone_body(spec.backbone, pretrained, stride=spec.stride, input_size=size, usam=spec.usam)
     return ReIDNet(body, dim, num_classes, spec.linear_num, spec.droprate, spec.bnneck)

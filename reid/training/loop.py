@@ -13,17 +13,17 @@ from reid.runtime import autocast
 from reid.training.terms import Batch, total_loss
 
 
-def lr_factor(step, steps_per_epoch, total_epoch, warm_epoch=0, cosine=False, milestones=None):
-    """Return the multiplier of the base learning rates at optimizer step `step` (0-based).
+def lr_factor(step, steps_per_epoch, total_epoch, warm_epoch=0, cosine=False, milestones=None, cosine_floor=0.01):
+    """Return the multiplier of a group's base learning rate at optimizer step `step` (0-based).
 
     Step decay (default): x0.1 from epoch 2/3 * total_epoch on (none when that is epoch 0, i.e. 1-epoch runs);
     with `milestones` (0-based epochs, e.g. (40, 70)) x0.1 from each of them on.
-    `cosine`: cosine annealing per epoch from 1 towards 0.01 (reached at epoch total_epoch, after the last one).
-    `warm_epoch` > 0: linear warm-up from 0.1 to 1 over the first warm_epoch epochs, step by step.
+    `cosine`: cosine annealing per epoch from 1 towards `cosine_floor` (reached at epoch total_epoch, after the
+    last one). `warm_epoch` > 0: linear learning-rate warm-up from 0.1 to 1 over the first warm_epoch epochs.
     """
     epoch = step // steps_per_epoch
     if cosine:
-        factor = 0.01 + 0.99 * (1 + math.cos(math.pi * epoch / total_epoch)) / 2
+        factor = cosine_floor + (1 - cosine_floor) * (1 + math.cos(math.pi * epoch / total_epoch)) / 2
     elif milestones:
         factor = 0.1 ** sum(epoch >= m for m in milestones)
     else:
@@ -35,14 +35,29 @@ def lr_factor(step, steps_per_epoch, total_epoch, warm_epoch=0, cosine=False, mi
     return factor
 
 
+def cosine_floors(groups, lr):
+    """Return each parameter group's cosine floor as a share of its own lr: the original's
+    CosineAnnealingLR(eta_min=0.01 * lr) gives every group the one floor 0.01 x lr (the backbone, at 0.1 x lr,
+    ends at a tenth of its own rate, not at a hundredth)."""
+    return [min(1.0, 0.01 * lr / group['lr']) for group in groups]
+
+
+def warm_loss_factor(step, steps_per_epoch, warm_epoch):
+    """Return the factor on the loss at optimizer step `step` (0-based) under the original's warm-up: from
+    0.1 + 0.9 / W on the first step up by 0.9 / W each step to 1 at the last of the W = warm_epoch epochs' steps."""
+    warm_steps = warm_epoch * steps_per_epoch
+    return min(1.0, 0.1 + 0.9 * (step + 1) / warm_steps) if step < warm_steps else 1.0
+
+
 def train_one_epoch(model, loader, optimizer, scheduler, device, terms, amp_dtype=None, scaler=None,
-                    loss_optimizer=None, desc='train', on_step=None):
+                    loss_optimizer=None, desc='train', on_step=None, loss_scale=None):
     """Run one epoch of training on the loss sum(weight x value) of `terms` (reid.training.terms); step
     `scheduler` after every optimizer step.
 
     `loss_optimizer` steps the losses that own their learning rate (center). `scaler` is a torch.amp.GradScaler
     for fp16. `on_step(step, batch loss, batch top-1 error, batch size)` is called after every optimizer step
-    (train.py --tensorboard). Returns (mean loss, top-1 error) over the samples seen.
+    (train.py --tensorboard). `loss_scale(step)` multiplies the loss at the schedule's step (the original's
+    warm-up; weight decay stays unscaled). Returns (mean loss, top-1 error) over the samples seen.
     """
     model.train()
     needs_feature = any(term.needs_feature for term in terms)
@@ -57,6 +72,8 @@ def train_one_epoch(model, loader, optimizer, scheduler, device, terms, amp_dtyp
             else:
                 logits, feature = model(images), None
             loss = total_loss(terms, Batch(model, images, labels, step, logits, feature))
+            if loss_scale is not None:
+                loss = loss * loss_scale(scheduler.last_epoch)   # LambdaLR counts optimizer steps in last_epoch
         for opt in optimizers:
             opt.zero_grad(set_to_none=True)
         if scaler is not None:

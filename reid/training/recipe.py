@@ -22,7 +22,7 @@ PRESETS = {
                  bnneck=False, triplet=False, center=False, droprate=0.5, linear_num=512),
     # Bag of Tricks strong baseline (Luo et al., CVPRW 2019; Market-1501: Rank@1 94.5%, mAP 85.9%)
     'bot': dict(optimizer='adam', lr=3.5e-4, backbone_lr_mult=1.0, weight_decay=5e-4, total_epoch=120,
-                steps='40,70', warm_epoch=10, batchsize=64, num_instances=4, sampler='pk', h=256, w=128, stride=1,
+                steps='40,70', warm_epoch=10, lr_warmup=True, batchsize=64, num_instances=4, sampler='pk', h=256, w=128, stride=1,
                 erasing_p=0.5, label_smoothing=0.1, bnneck=True, triplet=True, triplet_mining='batch_hard',
                 center=True),
     # the quick start's recipe for a CPU: ResNet-18 from scratch at the generated data's own 128x64 for 10 epochs.
@@ -47,7 +47,10 @@ def build_parser():
     p.add_argument('--batchsize', default=32, type=int)
     p.add_argument('--erasing_p', default=0.0, type=float, help='random erasing probability, in [0, 1]')
     p.add_argument('--scratch', action='store_true', help='random initialisation instead of ImageNet weights')
-    p.add_argument('--warm_epoch', default=0, type=int, help='epochs of linear learning-rate warm-up')
+    p.add_argument('--warm_epoch', default=0, type=int, help='epochs of linear warm-up from 0.1 of the loss (see --lr_warmup)')
+    p.add_argument('--lr_warmup', action='store_true',
+                   help='--warm_epoch ramps up the learning rate (BoT, --preset bot) instead of the loss (the '
+                        'original; with Adam, scaling the loss changes nearly nothing)')
     p.add_argument('--total_epoch', default=60, type=int)
     p.add_argument('--lr', default=0.05, type=float, help='learning rate of the new layers')
     p.add_argument('--backbone_lr_mult', default=0.1, type=float,

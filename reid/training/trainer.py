@@ -22,7 +22,7 @@ from reid.runtime import choose_runtime, log_small_maps
 from reid.spec import NetworkSpec
 from reid.training import distributed
 from reid.training.losses import build_losses, loss_optimizer, shared_loss_parameters
-from reid.training.loop import evaluate_epoch, lr_factor, train_one_epoch
+from reid.training.loop import cosine_floors, evaluate_epoch, lr_factor, train_one_epoch, warm_loss_factor
 from reid.training.recipe import milestones, resolved_opts, resumed_options
 from reid.training.terms import ConsistencyTerm, loss_terms
 
@@ -75,9 +75,20 @@ def optimizer_and_scheduler(model, metric_losses, opts, steps_per_epoch):
         optimizer = torch.optim.SGD(groups, lr=opts.lr, weight_decay=opts.weight_decay, momentum=0.9,
                                     nesterov=True, fused=True)
     drops = milestones(opts.steps) if opts.steps else None
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(
-        step, steps_per_epoch, opts.total_epoch, opts.warm_epoch, opts.cosine, drops))
+    lr_warm_epoch = opts.warm_epoch if opts.lr_warmup else 0
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, [
+        lambda step, floor=floor: lr_factor(step, steps_per_epoch, opts.total_epoch, lr_warm_epoch, opts.cosine,
+                                            drops, floor)
+        for floor in cosine_floors(optimizer.param_groups, opts.lr)])
     return optimizer, loss_optimizer(metric_losses), scheduler
+
+
+def warm_loss_scale(opts, steps_per_epoch):
+    """Return the loss's factor per optimizer step under --warm_epoch (the original's warm-up); None with
+    --lr_warmup or no warm-up."""
+    if opts.lr_warmup or opts.warm_epoch <= 0:
+        return None
+    return lambda step: warm_loss_factor(step, steps_per_epoch, opts.warm_epoch)
 
 
 def train_loader(train_set, opts, epoch, steps_per_epoch, runtime):
@@ -260,7 +271,8 @@ def run_training(opts, stop_after=None, log=print):
         loader = training_batches(train_set, opts, runtime, epoch, steps_per_epoch, pixels)
         loss, err = train_one_epoch(network, loader, optimizer, scheduler, device, epoch_terms, runtime.amp_dtype,
                                     scaler, loss_opt, desc=f'epoch {epoch + 1}/{opts.total_epoch}',
-                                    on_step=board.step_logger(epoch * steps_per_epoch, optimizer) if board else None)
+                                    on_step=board.step_logger(epoch * steps_per_epoch, optimizer) if board else None,
+                                    loss_scale=warm_loss_scale(opts, steps_per_epoch))
         train_seconds = time.perf_counter() - start
         if not math.isfinite(loss):  # the weights are now garbage: keep the last good checkpoint as it is
             raise TrainingStopped(
