@@ -1,2 +1,2 @@
-"""The original's `random_erasing.py`, kept so `from random_erasing import ...` still works (reid.data.transforms)."""
-from reid.data.transforms import random_erasing  # noqa: F401
+"""The original's `random_erasing.py`: `from random_erasing import RandomErasing` as there (reid.data.transforms)."""
+from reid.data.transforms import RandomErasing, random_erasing  # noqa: F401

@@ -2,6 +2,7 @@
 holds exactly the resized
 pixels, deterministic parts are equal, random parts (crop offsets, flips, erasing, jitter) have the same
 distribution (sample statistics within a few standard errors)."""
+import math
 import os
 
 import numpy as np
@@ -92,21 +93,70 @@ def test_crop_offsets_and_flips_are_uniform():
     assert abs(float(mirrored) - 0.5) < 4 * np.sqrt(0.25 / len(b))
 
 
-def erased_fraction_stats(images):
-    erased = (images == 0).all(1).flatten(1).float().mean(1)
-    return float((erased > 0).float().mean()), float(erased[erased > 0].mean())
+def originals_erased_box(rng, height, width, p=0.5, sl=0.02, sh=0.4, r1=0.3):
+    """The original's random_erasing.py RandomErasing, drawn with Python's random as there: (h, w) of the
+    rectangle it erases, or None."""
+    if rng.uniform(0, 1) > p:
+        return None
+    for _ in range(100):
+        target = rng.uniform(sl, sh) * height * width
+        aspect = rng.uniform(r1, 1 / r1)
+        h, w = int(round(math.sqrt(target * aspect))), int(round(math.sqrt(target / aspect)))
+        if w < width and h < height:
+            return h, w
+    return None
 
 
-def test_random_erasing_matches_torchvision_in_distribution():
+def erased_boxes(images):
+    """(h, w) of the zero rectangle of each image of a batch (None where nothing was erased)."""
+    boxes = []
+    for zeros in (images == 0).all(1):
+        rows, cols = zeros.any(1).nonzero(), zeros.any(0).nonzero()
+        boxes.append(None if len(rows) == 0 else (int(rows.max() - rows.min() + 1), int(cols.max() - cols.min() + 1)))
+    return boxes
+
+
+def box_stats(boxes):
+    """(share erased, mean area share, share of rectangles taller than wide) at 32 x 16."""
+    done = [b for b in boxes if b is not None]
+    return (len(done) / len(boxes), float(np.mean([h * w / 512 for h, w in done])),
+            float(np.mean([h > w for h, w in done])))
+
+
+def test_random_erasing_follows_the_originals_in_distribution_on_both_paths():
+    """The original draws the aspect ratio uniformly in [0.3, 1/0.3] (not log-uniformly, as torchvision): about
+    0.8 of its rectangles are taller than wide. The cached batches and the per-image transform draw the same
+    (h, w) distribution as the original's own algorithm (written above from its definition)."""
+    import random
+    from reid.data.transforms import random_erasing
     n, p = 3000, 0.5
+    rng = random.Random(0)
+    want = box_stats([originals_erased_box(rng, 32, 16, p) for _ in range(n)])
+    assert want[2] > 0.75
     ones = torch.ones(n, 3, 32, 16)
-    got = augment.random_erasing(ones, torch.Generator().manual_seed(3), p)
+    cached = box_stats(erased_boxes(augment.random_erasing(ones, torch.Generator().manual_seed(3), p)))
     torch.manual_seed(4)
-    reference = transforms.RandomErasing(p=p, scale=(0.02, 0.4), ratio=(0.3, 1 / 0.3), value=0)
-    want = torch.stack([reference(img) for img in ones])
-    (got_p, got_area), (want_p, want_area) = erased_fraction_stats(got), erased_fraction_stats(want)
-    assert abs(got_p - want_p) < 4 * np.sqrt(2 * p * (1 - p) / n)
-    assert abs(got_area - want_area) < 0.02  # areas are uniform in [0.02, 0.4]: sd 0.11 / sqrt(1500) each
+    erase = random_erasing(p)
+    per_image = box_stats(erased_boxes(torch.stack([erase(img.clone()) for img in ones])))
+    for got in (cached, per_image):
+        assert abs(got[0] - want[0]) < 4 * np.sqrt(2 * p * (1 - p) / n)
+        assert abs(got[1] - want[1]) < 0.02   # area shares uniform in [0.02, 0.4]: sd 0.11 / sqrt(1500) each
+        assert abs(got[2] - want[2]) < 4 * np.sqrt(2 * 0.2 * 0.8 / (n * p))
+    # with probability 1 the original's 100 tries find a rectangle for every image (one try misses about 6%)
+    always = torch.ones(1000, 3, 32, 16)
+    assert all(b is not None for b in erased_boxes(augment.random_erasing(always, torch.Generator().manual_seed(5), 1.0)))
+    assert all(b is not None for b in erased_boxes(torch.stack([random_erasing(1.0)(img) for img in always])))
+
+
+def test_the_original_random_erasing_class_fills_its_mean_in_place():
+    from random_erasing import RandomErasing
+    torch.manual_seed(1)
+    img = torch.full((3, 64, 32), 7.0)
+    out = RandomErasing(probability=1.0)(img)
+    assert out is img
+    erased = (img != 7.0).all(0)
+    assert erased.any() and torch.allclose(img[:, erased].mean(1), torch.tensor([0.4914, 0.4822, 0.4465]))
+    assert torch.equal(RandomErasing(probability=0.0)(torch.ones(3, 8, 4)), torch.ones(3, 8, 4))
 
 
 def test_color_jitter_matches_torchvision_in_distribution():
@@ -219,3 +269,10 @@ def test_the_per_image_path_applies_erasing_jitter_flips_and_pad_crop(tmp_path):
     assert (mask.flatten(1).sum(1) > 0).all() and (images.permute(0, 2, 3, 1)[mask] == 0).all()
     assert (changed(draws(pad=0, color_jitter=True)).flatten(2).sum(2).min(0).values > 0).all()
     assert (changed(draws(pad=2)).flatten(2).sum(2).min(0).values > 0).sum() >= 30
+
+
+def test_color_jitter_comes_before_the_resize_as_the_original():
+    # The original: transform_train_list = [ColorJitter(0.1, 0.1, 0.1, 0)] + [Resize(...), Pad, RandomCrop, ...]
+    from reid.data.transforms import train_transform
+    steps = [type(s).__name__ for s in train_transform(32, 16, pad=2, color_jitter=True).transforms]
+    assert steps[:2] == ['ColorJitter', 'Resize']

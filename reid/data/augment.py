@@ -5,14 +5,13 @@ torchvision pipeline
 (pad + random crop, flip, colour jitter, normalise, random erasing); tests/test_augment.py compares the two.
 """
 import hashlib
-import math
 import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from reid.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from reid.data.transforms import ERASING_ATTEMPTS, IMAGENET_MEAN, IMAGENET_STD
 
 CACHE_FOLDER = 'cache'  # beside the prepared splits, e.g. <data_dir>/cache/train_all_256x128_<key>.npy
 
@@ -121,15 +120,15 @@ def color_jitter(images, generator, brightness=0.1, contrast=0.1, saturation=0.1
     return images
 
 
-def random_erasing(images, generator, p, area=(0.02, 0.4), min_aspect=0.3, value=0.0, attempts=10):
-    """torchvision RandomErasing per image, vectorised: with probability p, up to `attempts` draws of an area
-    fraction and a log-uniform aspect ratio; the first rectangle that fits is filled with `value`."""
+def random_erasing(images, generator, p, area=(0.02, 0.4), min_aspect=0.3, value=0.0, attempts=ERASING_ATTEMPTS):
+    """The original's RandomErasing per image, vectorised: with probability p, up to `attempts` draws of an area
+    fraction and an aspect ratio uniform in [min_aspect, 1 / min_aspect]; the first rectangle that fits is
+    filled with `value`."""
     b, _, h, w = images.shape
     device = images.device
     erase = torch.rand(b, generator=generator, device=device) < p
     target = h * w * _uniform(b * attempts, area[0], area[1], generator, device).view(b, attempts)
-    log_ratio = _uniform(b * attempts, math.log(min_aspect), math.log(1 / min_aspect), generator, device)
-    ratio = torch.exp(log_ratio).view(b, attempts)
+    ratio = _uniform(b * attempts, min_aspect, 1 / min_aspect, generator, device).view(b, attempts)
     eh = torch.round(torch.sqrt(target * ratio)).long()
     ew = torch.round(torch.sqrt(target / ratio)).long()
     fits = (eh < h) & (ew < w)

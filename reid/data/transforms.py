@@ -1,37 +1,72 @@
 """The images' transforms: the baseline's training augmentation and evaluation resize, ImageNet normalisation,
-and Random Erasing (Zhong et al., AAAI 2020) with the paper's ranges, as `--erasing_p` uses it.
+and the original's Random Erasing (Zhong et al., AAAI 2020), as `--erasing_p` uses it.
 """
+import math
+
+import torch
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+# The original's RandomErasing: its default fill (CIFAR's mean, in normalised units; its train.py passes 0) and
+# its 100 tries for a rectangle that fits.
+ORIGINAL_ERASING_MEAN = (0.4914, 0.4822, 0.4465)
+ERASING_ATTEMPTS = 100
+
+
+class RandomErasing:
+    """The original's Random Erasing of a [C, H, W] tensor, in place: with `probability`, up to 100 draws of an
+    area share uniform in [sl, sh] and an aspect ratio (height / width) uniform in [r1, 1 / r1]; the first
+    rectangle strictly smaller than the image is filled with `mean` per channel. Uniform ratios make most
+    rectangles taller than wide (about 0.82; torchvision's log-uniform ratio about 0.58). Draws come from torch's
+    generator, so seeded runs repeat and resume exactly."""
+
+    def __init__(self, probability=0.5, sl=0.02, sh=0.4, r1=0.3, mean=ORIGINAL_ERASING_MEAN):
+        self.probability, self.sl, self.sh, self.r1, self.mean = probability, sl, sh, r1, mean
+
+    def __call__(self, img):
+        if torch.rand(()).item() > self.probability:
+            return img
+        channels, height, width = img.shape
+        for _ in range(ERASING_ATTEMPTS):
+            area = (self.sl + (self.sh - self.sl) * torch.rand(()).item()) * height * width
+            aspect = self.r1 + (1 / self.r1 - self.r1) * torch.rand(()).item()
+            h, w = int(round(math.sqrt(area * aspect))), int(round(math.sqrt(area / aspect)))
+            if h < height and w < width:
+                top = int(torch.randint(0, height - h + 1, ()))
+                left = int(torch.randint(0, width - w + 1, ()))
+                fill = torch.tensor(self.mean[:channels], dtype=img.dtype).view(-1, 1, 1)
+                img[:, top:top + h, left:left + w] = fill
+                return img
+        return img
+
+
 def random_erasing(probability=0.5, area=(0.02, 0.4), min_aspect=0.3, fill=(0.0, 0.0, 0.0)):
-    """Return a tensor transform that, with `probability`, fills one random rectangle with `fill`.
+    """Return the original's RandomErasing for --erasing_p; ValueError naming the flag outside [0, 1].
 
-    Apply it after Normalize: the default fill 0 is then the ImageNet mean colour, as in the original recipe.
+    Apply it after Normalize: the fill 0 (what the original's train.py passes) is then the ImageNet mean colour.
     """
-    from torchvision import transforms
-
     if not 0.0 <= probability <= 1.0:
         raise ValueError(f'--erasing_p {probability}: must be between 0 and 1')
-    return transforms.RandomErasing(p=probability, scale=area, ratio=(min_aspect, 1.0 / min_aspect),
-                                    value=tuple(fill))
+    return RandomErasing(probability, area[0], area[1], min_aspect, tuple(fill))
 
 
 def train_transform(h, w, pad=10, erasing_p=0.0, color_jitter=False):
     """Return the training augmentation of the baseline: bicubic resize, pad + random crop, flip, normalise.
 
-    `color_jitter` adds a mild brightness/contrast/saturation jitter; `erasing_p` > 0 adds Random Erasing.
+    `color_jitter` adds a mild brightness/contrast/saturation jitter before the resize (as the original);
+    `erasing_p` > 0 adds the original's Random Erasing.
     """
     # torchvision is imported here, not at the top: it takes seconds, and prepare.py only parses names.
     from torchvision import transforms
 
-    steps = [transforms.Resize((h, w), interpolation=transforms.InterpolationMode.BICUBIC)]
+    # the original jitters the image as it comes, before the resize
+    steps = [transforms.ColorJitter(brightness=0.1, contrast=0.1, saturation=0.1, hue=0)] if color_jitter else []
+    steps.append(transforms.Resize((h, w), interpolation=transforms.InterpolationMode.BICUBIC))
     if pad > 0:
         steps += [transforms.Pad(pad), transforms.RandomCrop((h, w))]
     steps.append(transforms.RandomHorizontalFlip())
-    if color_jitter:
-        steps.append(transforms.ColorJitter(brightness=0.1, contrast=0.1, saturation=0.1, hue=0))
     steps += [transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
     if erasing_p > 0:
         steps.append(random_erasing(erasing_p))
