@@ -2,8 +2,10 @@
 nothing run on import, `pip install -e .` importable from any folder, and the network options defined once."""
 import os
 import shutil
+import site
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -55,12 +57,19 @@ def test_importing_the_package_runs_nothing(tmp_path):
 
 
 def test_pip_install_editable_makes_reid_importable_from_any_folder(tmp_path):
-    """A virtual environment that sees this machine's packages (so nothing is downloaded but the build backend),
-    `pip install -e .`, then `import reid.api` from another folder; the requirements are the pinned ones."""
+    """A virtual environment that sees this interpreter's packages (so nothing is downloaded but the build backend),
+    `pip install -e .`, then `import reid.api` from another folder; the requirements are the pinned ones.
+
+    `venv --system-site-packages` made from a venv's (or conda env's) python would see the base interpreter's
+    packages, not this environment's: a .pth file names this interpreter's site folders instead."""
     venv, metadata = tmp_path / 'venv', REPO / 'reid_toolkit.egg-info'
     made_here = not metadata.exists()
-    subprocess.run([sys.executable, '-m', 'venv', '--system-site-packages', str(venv)], check=True, timeout=120)
+    subprocess.run([sys.executable, '-m', 'venv', str(venv)], check=True, timeout=120)
     python = venv / 'bin' / 'python'
+    venv_site = subprocess.run([str(python), '-c', "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                               capture_output=True, text=True, check=True, timeout=60).stdout.strip()
+    ours = dict.fromkeys(p for p in site.getsitepackages() + [sysconfig.get_paths()['purelib']] if Path(p).is_dir())
+    (Path(venv_site) / 'outer_environment.pth').write_text('\n'.join(ours) + '\n')
     done = subprocess.run([str(python), '-m', 'pip', 'install', '-q', '--no-deps', '-e', str(REPO)],
                           capture_output=True, text=True, timeout=300)
     if made_here:   # the editable build writes its metadata into the checkout (git ignores it)
