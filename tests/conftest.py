@@ -5,6 +5,8 @@ Tests must treat both trees as read-only (copy them to tmp_path before changing 
 import importlib.util
 from pathlib import Path
 
+import numpy as np
+
 import pytest
 
 
@@ -61,3 +63,20 @@ def expect_prepare_exit(argv, *fragments):
     for fragment in fragments:
         assert str(fragment) in message, message
     return message
+
+
+# torchvision's ImageNet statistics, written out here rather than read from the code under test
+_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+
+def hand_transform(h, w):
+    """test.py's preprocessing rebuilt without the toolkit or torchvision: PIL's bicubic resize to (h, w),
+    / 255, then (x - mean) / std per channel, as a [3, h, w] tensor. Feature tests feed this."""
+    import torch
+    from PIL import Image
+
+    def transform(img):
+        pixels = np.asarray(img.convert('RGB').resize((w, h), Image.BICUBIC), dtype=np.float32) / 255
+        return torch.from_numpy(((pixels - _MEAN) / _STD).transpose(2, 0, 1).copy())
+    return transform

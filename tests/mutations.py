@@ -558,6 +558,13 @@ MUTATIONS = [
              "    steps.append(transforms.Resize((h, w), interpolation=transforms.InterpolationMode.BICUBIC))",
              "    steps.insert(0, transforms.Resize((h, w), interpolation=transforms.InterpolationMode.BICUBIC))",
              ['tests/test_augment.py::test_color_jitter_comes_before_the_resize_as_the_original']),
+    Mutation('test.py resizes bilinearly', 'reid/data/transforms.py',
+             "        transforms.Resize((h, w), interpolation=transforms.InterpolationMode.BICUBIC),",
+             "        transforms.Resize((h, w), interpolation=transforms.InterpolationMode.BILINEAR),",
+             ['tests/test_test.py::test_the_evaluation_transform_is_pils_bicubic_resize_and_imagenet_normalisation']),
+    Mutation('test.py normalises with another std', 'reid/data/transforms.py',
+             "IMAGENET_STD = (0.229, 0.224, 0.225)", "IMAGENET_STD = (0.25, 0.25, 0.25)",
+             ['tests/test_test.py::test_the_evaluation_transform_is_pils_bicubic_resize_and_imagenet_normalisation', 'tests/test_api.py::test_run_features_from_paths_pil_and_tensors']),
 ]
 def copy_repo(dst):
     """Copy the working tree without git, caches and the top-level data/, model/ and bench/runs/ folders."""

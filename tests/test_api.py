@@ -7,8 +7,8 @@ from PIL import Image
 
 from reid import api
 from reid.data.prepared import list_reid_images
-from reid.data.transforms import eval_transform
 from test_export import H, W, reference_features, write_run
+from conftest import hand_transform
 
 
 def brute_force_topk(query, gallery, k):
@@ -71,7 +71,7 @@ def test_run_features_from_paths_pil_and_tensors(tmp_path, tiny_prepared):
     net = write_run(tmp_path / 'run', pcb=False)
     run = api.ReIDRun(tmp_path / 'run', backend='torch')   # the inputs' paths; the backends: test_backends.py
     paths = [p for p, _, _ in list_reid_images(tiny_prepared / 'query')[:5]]
-    tf = eval_transform(H, W)
+    tf = hand_transform(H, W)
     batch = torch.stack([tf(Image.open(p).convert('RGB')) for p in paths])
     ref = reference_features(net, batch, pcb=False)
     from_paths = run.features(paths, batch_size=2)

@@ -7,6 +7,7 @@ from PIL import Image
 import demo
 from reid.data.prepared import list_reid_images
 from test_rerank import dense_rerank_reference
+from conftest import hand_transform
 
 
 def _write_result(path, prepared, seed=0):
@@ -93,8 +94,7 @@ def test_query_image_searches_the_saved_gallery(tiny_prepared, tmp_path, capsys)
     from test_export import H, W, reference_features, write_run
 
     net = write_run(tmp_path / 'model' / 'run', pcb=False)
-    from reid.data.transforms import eval_transform
-    tf = eval_transform(H, W)
+    tf = hand_transform(H, W)
     out = {}
     for split in ('query', 'gallery'):
         images = list_reid_images(tiny_prepared / split)

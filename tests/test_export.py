@@ -8,9 +8,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 import export
-from conftest import build
+from conftest import build, hand_transform
 from reid.data.prepared import list_reid_images
-from reid.data.transforms import eval_transform
 from reid.runs import save_opts
 from reid import export as exporting
 
@@ -42,7 +41,7 @@ def reference_features(net, images, pcb):
 
 
 def real_images(prepared, n):
-    tf = eval_transform(H, W)
+    tf = hand_transform(H, W)
     return torch.stack([tf(Image.open(p).convert('RGB')) for p, _, _ in list_reid_images(prepared / 'query')[:n]])
 
 

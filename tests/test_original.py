@@ -17,7 +17,7 @@ from torch import nn
 from reid import api
 from reid.models import original
 from reid.models.features import flip_sum_features, l2_normalize_features
-from conftest import load_test_cli
+from conftest import load_test_cli, hand_transform
 
 ROOT = Path(__file__).resolve().parents[1]
 NCLASSES = 7
@@ -157,7 +157,6 @@ def test_unsupported_original_backbone_is_named(tmp_path):
 def test_test_py_reads_an_original_run(tmp_path, tiny_prepared):
     """test.py end to end on an original run: its features equal the original's on the same images."""
     from reid.data.prepared import list_reid_images
-    from reid.data.transforms import eval_transform
     from PIL import Image
 
     net = randomised(OrigFtNet(), seed=3)
@@ -167,7 +166,7 @@ def test_test_py_reads_an_original_run(tmp_path, tiny_prepared):
     cli.main(['--name', 'orig', '--model_dir', str(tmp_path / 'model'), '--test_dir', str(tiny_prepared),
               '--result', str(result), '--batchsize', '64', '--cpu_bf16', 'off'])   # compared in fp32
     query = [p for p, _, _ in list_reid_images(tiny_prepared / 'query')]
-    tf = eval_transform(64, 32)
+    tf = hand_transform(64, 32)
     images = torch.stack([tf(Image.open(p).convert('RGB')) for p in query])
     ref = original_features(net, images)
     got = torch.from_numpy(scipy.io.loadmat(result)['query_f'])
@@ -188,7 +187,6 @@ def test_a_run_without_h_w_is_fed_256x128_on_a_vehicle_layout_by_every_command(t
     import export
     from reid.data import synthetic
     from reid.data.prepared import list_reid_images
-    from reid.data.transforms import eval_transform
     from PIL import Image
     import prepare
 
@@ -202,7 +200,7 @@ def test_a_run_without_h_w_is_fed_256x128_on_a_vehicle_layout_by_every_command(t
     query = [p for p, _, _ in list_reid_images(veri / 'query')][:4]
     got = torch.from_numpy(scipy.io.loadmat(tmp_path / 'r.mat')['query_f'][:4])
     for size, same in (((256, 128), True), ((256, 256), False)):
-        images = torch.stack([eval_transform(*size)(Image.open(p).convert('RGB')) for p in query])
+        images = torch.stack([hand_transform(*size)(Image.open(p).convert('RGB')) for p in query])
         ref = original_features(net, images)
         assert torch.allclose(got, ref, atol=1e-4, rtol=1e-3) is same, size
     run = api.ReIDRun(tmp_path / 'model' / 'orig', device='cpu', precision='fp32')   # auto's backend, in fp32

@@ -9,14 +9,14 @@ import demo
 import test as T
 from reid.api import ReIDRun
 from reid.data.prepared import list_reid_images
-from reid.data.transforms import eval_transform
 from reid.runs import RunFolder
 from test_export import H, W, reference_features, write_run
 from test_verification import brute_force
+from conftest import hand_transform
 
 
 def split_features(net, folder):
-    tf = eval_transform(H, W)
+    tf = hand_transform(H, W)
     images = list_reid_images(folder)
     batch = torch.stack([tf(Image.open(p).convert('RGB')) for p, _, _ in images])
     return (reference_features(net, batch, pcb=False).numpy(), np.array([i for _, i, _ in images]),
@@ -43,7 +43,7 @@ def test_same_identity_applies_the_threshold(tiny_prepared, tmp_path):
     run = ReIDRun(tmp_path / 'run', device='cpu', backend='torch')   # fp32: scores exact to 1e-3
     with pytest.raises(ValueError, match='threshold.yaml: no calibrated threshold'):
         run.same_identity(images[0], images[1])
-    tf = eval_transform(H, W)
+    tf = hand_transform(H, W)
     f = reference_features(net, torch.stack([tf(Image.open(p).convert('RGB')) for p in images]), pcb=False)
     score = float(f[0] @ f[1])
     for threshold, same in ((score - 1e-3, True), (score + 1e-3, False)):
@@ -72,7 +72,7 @@ def test_demo_query_image_judges_each_hit(tiny_prepared, tmp_path, capsys):
             '--test_dir', str(tiny_prepared), '--result', str(tmp_path / 'r.mat'), '--output', str(tmp_path / 'p.png')]
     demo.main(argv)
     assert 'no calibrated threshold' in capsys.readouterr().out
-    tf = eval_transform(H, W)
+    tf = hand_transform(H, W)
     q = reference_features(net, tf(Image.open(photo).convert('RGB'))[None], pcb=False)[0].numpy()
     scores = np.sort(gf[gl != -1] @ q)[::-1]
     threshold = float((scores[2] + scores[3]) / 2)   # the first three hits pass, the rest do not

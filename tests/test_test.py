@@ -14,10 +14,9 @@ import torch
 import torch.nn.functional as F
 
 from reid.data.images import parse_market_name
-from reid.data.transforms import eval_transform
 from reid.runs import load_checkpoint, load_opts
 
-from conftest import build, load_test_cli
+from conftest import build, load_test_cli, hand_transform
 from reid.training import recipe, trainer
 from reid.evaluation import extract
 from reid.runs import RunFolder
@@ -119,7 +118,7 @@ def test_features_match_an_independent_computation(trained_run, tiny_prepared, t
     query = names_in_folder_order(tiny_prepared / 'query')
     for i in (0, len(query) - 1):
         with Image.open(query[i]) as img:
-            x = eval_transform(opts['h'], opts['w'])(img.convert('RGB'))[None]
+            x = hand_transform(opts['h'], opts['w'])(img.convert('RGB'))[None]
         with torch.no_grad():
             big = F.interpolate(x, scale_factor=1.2, mode='bicubic', align_corners=False)
             f = sum(net(v, return_feature=True) for v in (x, x.flip(3), big, big.flip(3)))
@@ -179,3 +178,15 @@ def test_end_to_end_as_a_user_types_it(tmp_path):
     assert history['train_loss'][-1] < history['train_loss'][0]
     printed = run('test.py', '--name', 'e2e', '--test_dir', 'raw/pytorch', '--num_workers', '0')
     assert 'Rank@1:' in printed and (tmp_path / 'pytorch_result.mat').is_file()
+
+
+def test_the_evaluation_transform_is_pils_bicubic_resize_and_imagenet_normalisation(tiny_prepared):
+    from PIL import Image
+    from reid.data.transforms import eval_transform
+    paths = names_in_folder_order(tiny_prepared / 'query')[:3]
+    for path in paths:
+        with Image.open(path) as img:
+            for mode in ('RGB', 'L', 'RGBA'):   # test.py feeds any image as RGB
+                picture = img.convert(mode)
+                torch.testing.assert_close(eval_transform(64, 32)(picture.convert('RGB')),
+                                           hand_transform(64, 32)(picture), atol=1e-6, rtol=0)
