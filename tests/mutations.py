@@ -565,6 +565,13 @@ MUTATIONS = [
     Mutation('test.py normalises with another std', 'reid/data/transforms.py',
              "IMAGENET_STD = (0.229, 0.224, 0.225)", "IMAGENET_STD = (0.25, 0.25, 0.25)",
              ['tests/test_test.py::test_the_evaluation_transform_is_pils_bicubic_resize_and_imagenet_normalisation', 'tests/test_api.py::test_run_features_from_paths_pil_and_tensors']),
+    Mutation('the U-turn steps the wrong way', 'reid/training/adversarial.py',
+             "diff = (diff + grad.sign()).clamp(-rate, rate)", "diff = (diff - grad.sign()).clamp(-rate, rate)",
+             ['tests/test_adversarial.py']),
+    Mutation('test.py reports another mAP than its result file holds', 'reid/evaluation/extract.py',
+             "    results = {'single': compute_cmc_map(*query, *gallery)}",
+             "    results = {'single': compute_cmc_map(*gallery, *query)}",
+             ['tests/test_train.py::test_every_loss_and_trick_trains_resumes_exactly_and_tests']),
 ]
 def copy_repo(dst):
     """Copy the working tree without git, caches and the top-level data/, model/ and bench/runs/ folders."""

@@ -29,7 +29,11 @@ def test_opposite_direction_images_respect_the_budget_and_turn_the_feature():
     with torch.no_grad():
         clean = F.normalize(net(images, return_feature=True), dim=1)
         moved = F.normalize(net(adv, return_feature=True), dim=1)
-    assert ((clean * moved).sum(1) < 0.999).all()
+        # the same change per pixel with random signs: the U-turn must turn the feature further than chance does
+        signs = torch.randint(0, 2, adv.shape, generator=torch.Generator().manual_seed(1)) * 2 - 1
+        noise = F.normalize(net(images + signs * (adv - images).abs(), return_feature=True), dim=1)
+    turned, by_chance = (clean * moved).sum(1), (clean * noise).sum(1)
+    assert (turned < 0.999).all() and (1 - turned > 2 * (1 - by_chance)).all(), (turned, by_chance)
 
 
 def test_the_default_budget_is_the_originals_16_grey_levels():
