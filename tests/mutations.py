@@ -572,6 +572,20 @@ MUTATIONS = [
              "    results = {'single': compute_cmc_map(*query, *gallery)}",
              "    results = {'single': compute_cmc_map(*gallery, *query)}",
              ['tests/test_train.py::test_every_loss_and_trick_trains_resumes_exactly_and_tests']),
+    Mutation('the original ClassBlock classifier starts at std 1e-3', 'reid/models/original_modules.py',
+             "nn.init.normal_(self.classifier[0].weight, std=0.0001)",
+             "nn.init.normal_(self.classifier[0].weight, std=0.001)",
+             ['tests/test_original_modules.py::test_class_block_starts_from_the_originals_initialisation']),
+    Mutation('the original ft_net swaps its two USAMs', 'reid/models/original_modules.py',
+             "        usams = (self.usam_1, self.usam_2) if self.usam else (None, None)",
+             "        usams = (self.usam_2, self.usam_1) if self.usam else (None, None)",
+             ['tests/test_original_modules.py::test_ft_net_loads_the_originals_state_dict_and_gives_its_outputs']),
+    Mutation('fuse_all_conv_bn keeps the BatchNorm after fusing it', 'reid/models/original_modules.py',
+             "            setattr(module, name, nn.Identity())", "            pass",
+             ['tests/test_original_modules.py::test_fuse_all_conv_bn_keeps_the_outputs_and_folds_every_conv_bn_pair']),
+    Mutation('save_network saves on every rank', 'reid/models/original_modules.py',
+             "    if local_rank <= 0:", "    if True:",
+             ['tests/test_original_modules.py::test_save_network_writes_the_originals_file_names']),
 ]
 def copy_repo(dst):
     """Copy the working tree without git, caches and the top-level data/, model/ and bench/runs/ folders."""

@@ -33,10 +33,12 @@ def test_the_original_module_names_import_and_give_the_packages_objects():
     import utils
     from reid import runs, runtime
     from reid.data import transforms
-    from reid.models import features, heads
+    from reid.models import features, heads, original_modules
 
     assert model.build_model is heads.build_model and model.fuse_conv_bn is features.fuse_conv_bn
-    assert model.ClassBlock is heads.ClassBlock and model.PCB is heads.PCB
+    assert model.ClassBlock is original_modules.ClassBlock and model.PCB is original_modules.PCB
+    assert model.ft_net is original_modules.ft_net and model.ReIDNet is heads.ReIDNet
+    assert utils.fuse_all_conv_bn is original_modules.fuse_all_conv_bn and utils.save_network is original_modules.save_network
     assert utils.load_checkpoint is runs.load_checkpoint and utils.save_atomic is runs.save_atomic
     assert utils.select_device is runtime.select_device
     assert random_erasing.random_erasing is transforms.random_erasing
