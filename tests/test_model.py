@@ -342,3 +342,24 @@ def test_pcb_heads_drop_half_whatever_droprate_says():
         net = build({**SMALL, 'PCB': True, 'droprate': droprate}, 5)
         drops = [m.p for m in net.modules() if isinstance(m, nn.Dropout)]
         assert drops == [0.5] * 7, droprate
+
+
+def test_use_dense_loads_torchvisions_densenet_file_with_its_old_key_names(tmp_path, monkeypatch):
+    # torchvision's densenet121 ImageNet file keeps the names of before its rename (`norm.1`, `conv.2`) and no
+    # num_batches_tracked; torchvision's own loader renames them, so must train.py --use_dense.
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path))
+    monkeypatch.setattr(torch.hub, 'download_url_to_file',
+                        lambda *a, **k: pytest.fail('must not download when the file is cached'))
+    import torchvision
+    torch.manual_seed(4)
+    reference = torchvision.models.densenet121()
+    old_names = {k.replace('.norm1.', '.norm.1.').replace('.conv2.', '.conv.2.'): v
+                 for k, v in reference.state_dict().items() if not k.endswith('num_batches_tracked')}
+    assert 'features.denseblock1.denselayer1.conv.2.weight' in old_names
+    _, cache = M.imagenet_weight_file('densenet121')
+    (tmp_path / 'hub' / 'checkpoints').mkdir(parents=True)
+    torch.save(old_names, cache)
+    net = build({'use_dense': True}, 4)
+    layer = net.body.features.denseblock4.denselayer16
+    assert torch.equal(layer.conv2.weight, reference.features.denseblock4.denselayer16.conv2.weight)
+    assert torch.equal(layer.norm1.running_var, reference.features.denseblock4.denselayer16.norm1.running_var)

@@ -4,6 +4,7 @@ gives a feature map or a pooled vector, with its ImageNet weights from the torch
 The original's flags (--use_dense, --use_swin, ...) are aliases onto these names (reid.spec.BACKBONE_ALIASES).
 """
 import os
+import re
 import socket
 from collections import OrderedDict
 
@@ -16,6 +17,11 @@ DOWNLOAD_TIMEOUT_S = 30
 
 class PretrainedWeightsUnavailable(RuntimeError):
     """ImageNet weights are neither in the torch hub cache nor downloadable; the message says what to do."""
+
+
+# torchvision's densenet121 ImageNet file was saved before DenseNet's layers were renamed: it keeps `norm.1`-style
+# keys, which torchvision's own loader renames the same way.
+_OLD_DENSE_KEY = re.compile(r'^(.*denselayer\d+\.(?:norm|relu|conv))\.([12]\.(?:weight|bias|running_mean|running_var))$')
 
 
 def imagenet_weight_file(name):
@@ -41,7 +47,7 @@ def imagenet_state_dict(name):
     not cached and cannot be downloaded. Never falls back to random weights.
     """
     url, cache = imagenet_weight_file(name)
-    return cached_or_downloaded(url, cache, name)
+    return {_OLD_DENSE_KEY.sub(r'\1\2', k): v for k, v in cached_or_downloaded(url, cache, name).items()}
 
 
 def cached_or_downloaded(url, cache, name, check_hash=True):

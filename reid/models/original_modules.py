@@ -2,7 +2,6 @@
 against it imports them from model.py / utils.py and its checkpoints load with strict load_state_dict.
 """
 import os
-import re
 
 import torch
 import torch.nn.functional as F
@@ -10,12 +9,6 @@ from torch import nn
 
 from reid.models import backbones
 from reid.runs import save_atomic
-
-# ImageNet files saved before torchvision renamed DenseNet's layers keep `norm.1`-style keys (torchvision's
-# densenet121 file is one); its own loader renames them the same way.
-_OLD_DENSE_KEY = re.compile(r'^(.*denselayer\d+\.(?:norm|relu|conv))\.'
-                            r'([12]\.(?:weight|bias|running_mean|running_var))$')
-
 
 def _torchvision_net(name, pretrained):
     """torchvision's `name` with its ImageNet weights from the toolkit's cache (PretrainedWeightsUnavailable
@@ -25,7 +18,7 @@ def _torchvision_net(name, pretrained):
     state = backbones.imagenet_state_dict(name) if pretrained else None  # offline: fail before building
     net = torchvision.models.get_model(name, weights=None)
     if state is not None:
-        net.load_state_dict({_OLD_DENSE_KEY.sub(r'\1\2', k): v for k, v in state.items()})
+        net.load_state_dict(state)
     return net
 
 
