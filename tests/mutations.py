@@ -573,7 +573,7 @@ MUTATIONS = [
              "    results = {'single': compute_cmc_map(*gallery, *query)}",
              ['tests/test_train.py::test_every_loss_and_trick_trains_resumes_exactly_and_tests']),
     Mutation('the original ClassBlock classifier starts at std 1e-3', 'reid/models/original_modules.py',
-             "nn.init.normal_(self.classifier[0].weight, std=0.0001)",
+             "nn.init.normal_(self.classifier[0].weight, std=CLASSIFIER_INIT_STD)",
              "nn.init.normal_(self.classifier[0].weight, std=0.001)",
              ['tests/test_original_modules.py::test_class_block_starts_from_the_originals_initialisation']),
     Mutation('the original ft_net swaps its two USAMs', 'reid/models/original_modules.py',

@@ -72,7 +72,8 @@ def cached_or_downloaded(url, cache, name, check_hash=True):
     return torch.load(cache, map_location='cpu', weights_only=True)
 
 
-def _torchvision_classifier(name, pretrained):
+def torchvision_classifier(name, pretrained):
+    """torchvision's classification model `name`, with its ImageNet weights when `pretrained`."""
     import torchvision
 
     if name not in torchvision.models.list_models(module=torchvision.models):
@@ -209,7 +210,7 @@ def backbone_body(name, pretrained=True, stride=2, input_size=None, usam=False):
     elif name in CUSTOM_BACKBONES:
         body, dim, is_map = _torchvision_body(CUSTOM_BACKBONES[name](pretrained), name, usam)
     else:
-        body, dim, is_map = _torchvision_body(_torchvision_classifier(name, pretrained), name, usam)
+        body, dim, is_map = _torchvision_body(torchvision_classifier(name, pretrained), name, usam)
     if stride == 1:
         if not is_map:
             raise ValueError(f'--stride 1 is supported for ResNet and DenseNet backbones, not {name}')

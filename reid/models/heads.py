@@ -14,7 +14,7 @@ PCB_DROPRATE = 0.5    # the original's PCB heads drop 0.5 whatever --droprate sa
 CLASSIFIER_INIT_STD = 0.0001  # the original's weights_init_classifier (BoT's BNNeck keeps its own 0.001)
 
 
-def _init_bottleneck(module):
+def init_bottleneck(module):
     # The original's init: Kaiming (fan_out) for the bottleneck Linear, N(1, 0.02) for its BatchNorm scale.
     if isinstance(module, nn.Linear):
         nn.init.kaiming_normal_(module.weight, a=0, mode='fan_out')
@@ -41,7 +41,7 @@ class ClassBlock(nn.Module):
         if droprate > 0:
             layers.append(nn.Dropout(droprate))
         self.add_block = nn.Sequential(*layers)
-        self.add_block.apply(_init_bottleneck)
+        self.add_block.apply(init_bottleneck)
         self.classifier = nn.Linear(dim, num_classes)
         nn.init.normal_(self.classifier.weight, std=CLASSIFIER_INIT_STD)
         nn.init.zeros_(self.classifier.bias)

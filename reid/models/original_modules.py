@@ -8,22 +8,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from reid.models import backbones
+from reid.models.heads import CLASSIFIER_INIT_STD, init_bottleneck
 from reid.runs import save_atomic
-
-def _torchvision_net(name, pretrained):
-    """torchvision's `name` with its ImageNet weights from the toolkit's cache (PretrainedWeightsUnavailable
-    offline), or random weights when `pretrained` is False."""
-    import torchvision
-
-    state = backbones.imagenet_state_dict(name) if pretrained else None  # offline: fail before building
-    net = torchvision.models.get_model(name, weights=None)
-    if state is not None:
-        net.load_state_dict(state)
-    return net
 
 
 def _resnet50(pretrained, ibn=False):
-    return backbones.resnet50_ibn_a(pretrained) if ibn else _torchvision_net('resnet50', pretrained)
+    return backbones.resnet50_ibn_a(pretrained) if ibn else backbones.torchvision_classifier('resnet50', pretrained)
 
 
 def _last_stride_1(resnet):
@@ -40,16 +30,6 @@ def _resnet_map(resnet, x, after_stem=None, after_layer1=None):
     if after_layer1 is not None:
         x = after_layer1(x)
     return resnet.layer4(resnet.layer3(resnet.layer2(x)))
-
-
-def _init_bottleneck(module):
-    # the original's init of the bottleneck: Kaiming with fan_out for Linear, N(1, 0.02) for the BN scale
-    if isinstance(module, nn.Linear):
-        nn.init.kaiming_normal_(module.weight, a=0, mode='fan_out')
-    elif isinstance(module, nn.BatchNorm1d):
-        nn.init.normal_(module.weight, 1.0, 0.02)
-    if isinstance(module, (nn.Linear, nn.BatchNorm1d)):
-        nn.init.zeros_(module.bias)
 
 
 class ClassBlock(nn.Module):
@@ -72,10 +52,10 @@ class ClassBlock(nn.Module):
             layers.append(nn.Dropout(p=droprate))
         self.linear_num = dim
         self.add_block = nn.Sequential(*layers)
-        self.add_block.apply(_init_bottleneck)
+        self.add_block.apply(init_bottleneck)
         self.classifier = nn.Sequential(nn.Linear(dim, class_num))
         # a tiny start keeps the first softmax near uniform whatever the bottleneck's scale
-        nn.init.normal_(self.classifier[0].weight, std=0.0001)
+        nn.init.normal_(self.classifier[0].weight, std=CLASSIFIER_INIT_STD)
         nn.init.zeros_(self.classifier[0].bias)
 
     def forward(self, x):
@@ -146,7 +126,7 @@ class ft_net_dense(nn.Module):
 
     def __init__(self, class_num, droprate=0.5, stride=2, circle=False, linear_num=512, *, pretrained=True):
         super().__init__()
-        self.model = _torchvision_net('densenet121', pretrained)
+        self.model = backbones.torchvision_classifier('densenet121', pretrained)
         self.model.features.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.model.fc = nn.Sequential()
         if stride == 1:
