@@ -162,18 +162,18 @@ def compare(loss_fn, ref_fn, x, params=()):
 
 @pytest.mark.parametrize('seed', [0, 1, 2])
 def test_triplet_with_hard_pairs_matches_reference(seed):
-    loss = losses.REGISTRY['triplet']({}, NUM_CLASSES, DIM)   # as train.py builds it: margin 0.3, epsilon 0.1
+    loss = losses.build_loss('triplet', {}, NUM_CLASSES, DIM)   # as train.py builds it: margin 0.3, epsilon 0.1
     compare(lambda x: loss(x, LABELS), lambda x: ref_triplet_pairs(x, LABELS), features(seed))
 
 
 @pytest.mark.parametrize('seed', [0, 1])
 def test_batch_hard_triplet_matches_reference(seed):
-    loss = losses.REGISTRY['triplet']({'triplet_mining': 'batch_hard'}, NUM_CLASSES, DIM)
+    loss = losses.build_loss('triplet', {'triplet_mining': 'batch_hard'}, NUM_CLASSES, DIM)
     compare(lambda x: loss(x, LABELS), lambda x: ref_triplet_batch_hard(x, LABELS), features(seed, 0.3))
 
 
 def test_circle_matches_reference():
-    loss = losses.REGISTRY['circle']({}, NUM_CLASSES, DIM)   # m 0.25, gamma 32
+    loss = losses.build_loss('circle', {}, NUM_CLASSES, DIM)   # m 0.25, gamma 32
     compare(lambda x: loss(x, LABELS), lambda x: ref_circle(x, LABELS), features(3))
 
 
@@ -181,7 +181,7 @@ def test_circle_matches_reference():
                                                 ('cosface', lambda c: c - 0.35, 64.0),
                                                 ('sphere', sphere_target, 1.0)])
 def test_margin_softmax_losses_match_reference(name, target, scale):
-    loss = losses.REGISTRY[name]({}, NUM_CLASSES, DIM).double()
+    loss = losses.build_loss(name, {}, NUM_CLASSES, DIM).double()
     w = loss.weight
     compare(lambda x: loss(x, LABELS), lambda x: ref_margin_softmax(x, LABELS, w, target, scale), features(4),
             params=[w])
@@ -189,21 +189,21 @@ def test_margin_softmax_losses_match_reference(name, target, scale):
 
 def test_sphere_target_covers_several_angle_branches():
     c = torch.linspace(-0.99, 0.99, 41, dtype=torch.float64)
-    ours = losses.SphereFaceLoss(2, 2).target_logit(c)
+    ours = losses.build_loss('sphere', {}, 2, 2).target_logit(c)
     ref = torch.stack([sphere_target(v) for v in c])
     assert torch.allclose(ours, ref, atol=1e-9)
     assert len(set(torch.floor(4 * torch.acos(c) / math.pi).tolist())) == 4
 
 
 def test_contrastive_and_lifted_match_reference():
-    contrast, lifted = (losses.REGISTRY[name]({}, NUM_CLASSES, DIM) for name in ('contrast', 'lifted'))
+    contrast, lifted = (losses.build_loss(name, {}, NUM_CLASSES, DIM) for name in ('contrast', 'lifted'))
     compare(lambda x: contrast(x, LABELS), lambda x: ref_contrastive(x, LABELS), features(5))
     compare(lambda x: lifted(x, LABELS), lambda x: ref_lifted(x, LABELS), features(6))
 
 
 @pytest.mark.parametrize('name,use_labels', [('instance', False), ('instance_id', True)])
 def test_instance_losses_match_reference_with_ins_gamma(name, use_labels):
-    loss = losses.REGISTRY[name]({'ins_gamma': 16}, NUM_CLASSES, DIM)
+    loss = losses.build_loss(name, {'ins_gamma': 16}, NUM_CLASSES, DIM)
     assert loss.gamma == 16
     compare(lambda x: loss(x, LABELS), lambda x: ref_instance(x, LABELS, 16.0, use_labels), features(7))
 
@@ -226,7 +226,7 @@ def test_instance_id_keeps_the_ids_apart_as_the_original():
 
 
 def test_center_loss_matches_reference():
-    loss = losses.CenterLoss(NUM_CLASSES, DIM).double()
+    loss = losses.build_loss('center', {}, NUM_CLASSES, DIM).double()
     compare(lambda x: loss(x, LABELS), lambda x: ref_center(x, LABELS, loss.centers), features(8),
             params=[loss.centers])
 
@@ -237,10 +237,10 @@ def test_label_smoothing_matches_reference():
     compare(lambda z: cross_entropy_loss(z, LABELS, 0.1), lambda z: ref_label_smoothing(z, LABELS, 0.1), logits)
 
 
-def test_registry_builds_every_flag_and_routes_parameters():
-    opts = {name: True for name in losses.REGISTRY}
+def test_the_table_builds_every_flag_and_routes_parameters():
+    opts = {name: True for name in losses.LOSSES}
     built = losses.build_losses(opts, NUM_CLASSES, DIM)
-    assert list(built) == list(losses.REGISTRY)
+    assert list(built) == list(losses.LOSSES)
     shared = {id(p) for p in losses.shared_loss_parameters(built)}
     assert shared == {id(built[n].weight) for n in ('arcface', 'cosface', 'sphere')}
     own = losses.loss_optimizer(built)
@@ -253,3 +253,17 @@ def test_registry_builds_every_flag_and_routes_parameters():
     assert torch.allclose(summed, separately) and separately > 0
     assert built['center'].loss_weight == 0.0005
     assert losses.loss_optimizer(losses.build_losses({'triplet': True}, 3, 4)) is None
+
+
+def test_every_entry_of_the_table_is_a_train_flag_whose_help_gives_its_constants():
+    """Adding a loss is one entry: train.py offers its switch and its own flags, and --help states the margins."""
+    from reid.training.recipe import build_parser
+    actions = {s: a for a in build_parser()._actions for s in a.option_strings}
+    for name, entry in losses.LOSSES.items():
+        assert actions[f'--{name}'].const is True and actions[f'--{name}'].default is False
+        for flag, _ in entry.options:
+            assert flag in actions
+    assert actions['--triplet'].help == 'triplet loss, margin 0.3'
+    assert actions['--arcface'].help == 'ArcFace loss (margin 28.6 degrees, scale 64)'
+    assert actions['--center'].help == 'center loss (weight 0.0005, centres SGD at lr 0.5)'
+    assert actions['--ins_gamma'].default == 32

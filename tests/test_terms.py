@@ -43,23 +43,23 @@ def test_softmax_term_is_the_label_smoothed_cross_entropy_at_weight_one():
 
 def test_metric_term_reads_the_feature_with_the_losses_own_weight():
     b = batch()
-    triplet = losses.TripletLoss(0.3, 'batch_hard')
+    triplet = losses.TripletLoss(0.3, 'batch_hard', 0.1)
     term = terms.MetricTerm('triplet', triplet)
     assert term.weight == 1.0 and term.needs_feature
     assert float(term.value(b)) == pytest.approx(float(triplet(b.feature.float(), LABELS)))
-    center = losses.CenterLoss(3, 8)
+    center = losses.build_loss('center', {}, 3, 8)
     assert terms.MetricTerm('center', center).weight == 0.0005
 
 
 def test_the_centres_step_on_the_unweighted_gradient():
-    center = losses.CenterLoss(3, 8)
+    center = losses.build_loss('center', {}, 3, 8)
     term = terms.MetricTerm('center', center)
     b = batch()
     (term.weight * term.value(b)).backward()
     weighted = center.centers.grad.clone()
     term.after_backward()
     torch.testing.assert_close(center.centers.grad, weighted / 0.0005)
-    other = losses.TripletLoss()
+    other = losses.build_loss('triplet', {}, 3, 8)
     other_term = terms.MetricTerm('triplet', other)
     other_term.after_backward()   # a loss without its own lr: nothing to do (and no parameters)
 

@@ -1,8 +1,9 @@
-"""Metric-learning losses added to the softmax (ID) loss, as a registry: flag name -> loss class.
-
-Each loss takes (feature, labels) -> scalar, with the margins/scales of the original (or of BoT for center).
+"""Metric-learning losses added to the softmax (ID) loss, and their table: one entry per train.py flag, with its
+help, its constants (the original's margins and scales, BoT's for center) and its builder.
 """
 import math
+from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -23,16 +24,16 @@ def _euclidean(x):
 
 
 class TripletLoss(nn.Module):
-    """Triplet loss, margin 0.3.
+    """Triplet loss with a margin.
 
-    mining='pairs' (the original: pytorch-metric-learning's MultiSimilarityMiner(epsilon 0.1) picks hard
+    mining='pairs' (the original: pytorch-metric-learning's MultiSimilarityMiner(epsilon) picks hard
     positive and negative pairs on cosine similarity of L2-normalised features; every (anchor, hard positive,
     hard negative) triplet of an anchor counts; the mean over triplets with a positive loss).
     mining='batch_hard' (BoT, Hermans et al.): per anchor the farthest positive and nearest negative, Euclidean
     distance on the raw feature, mean over anchors.
     """
 
-    def __init__(self, margin=0.3, mining='pairs', epsilon=0.1):
+    def __init__(self, margin, mining, epsilon):
         super().__init__()
         if mining not in ('pairs', 'batch_hard'):
             raise ValueError(f'--triplet_mining {mining}: expected pairs or batch_hard')
@@ -66,10 +67,10 @@ class TripletLoss(nn.Module):
 
 
 class CircleLoss(nn.Module):
-    """Circle loss (Sun et al., CVPR 2020), m 0.25, gamma 32, over all positive and negative pairs (i < j) of
+    """Circle loss (Sun et al., CVPR 2020), relaxation m and scale gamma, over all positive and negative pairs (i < j) of
     L2-normalised features; divided by the batch size, as the original adds it."""
 
-    def __init__(self, m=0.25, gamma=32.0):
+    def __init__(self, m, gamma):
         super().__init__()
         self.m, self.gamma = m, gamma
 
@@ -107,9 +108,9 @@ class _MarginSoftmax(nn.Module):
 
 
 class ArcFaceLoss(_MarginSoftmax):
-    """ArcFace: target cos(theta + 0.5 rad = 28.6 degrees), scale 64."""
+    """ArcFace: target cos(theta + margin), scaled."""
 
-    def __init__(self, num_classes, feature_dim, margin=math.radians(28.6), scale=64.0):
+    def __init__(self, num_classes, feature_dim, margin, scale):
         super().__init__(num_classes, feature_dim, scale)
         self.margin = margin
 
@@ -118,9 +119,9 @@ class ArcFaceLoss(_MarginSoftmax):
 
 
 class CosFaceLoss(_MarginSoftmax):
-    """CosFace: target cos(theta) - 0.35, scale 64."""
+    """CosFace: target cos(theta) - margin, scaled."""
 
-    def __init__(self, num_classes, feature_dim, margin=0.35, scale=64.0):
+    def __init__(self, num_classes, feature_dim, margin, scale):
         super().__init__(num_classes, feature_dim, scale)
         self.margin = margin
 
@@ -139,9 +140,9 @@ def chebyshev(m, c):
 
 
 class SphereFaceLoss(_MarginSoftmax):
-    """SphereFace (A-Softmax): target (-1)^k cos(4 theta) - 2k with k = floor(4 theta / pi), scale 1."""
+    """SphereFace (A-Softmax): target (-1)^k cos(m theta) - 2k with k = floor(m theta / pi), scale 1."""
 
-    def __init__(self, num_classes, feature_dim, margin=4, scale=1.0):
+    def __init__(self, num_classes, feature_dim, margin, scale=1.0):
         super().__init__(num_classes, feature_dim, scale)
         self.margin = int(margin)
 
@@ -156,7 +157,7 @@ class _PairMarginLoss(nn.Module):
     """Shared part of the contrastive and lifted losses: margins for positive and negative pairs, and the
     pair masks with the distances between L2-normalised features."""
 
-    def __init__(self, pos_margin=0.0, neg_margin=1.0):
+    def __init__(self, pos_margin, neg_margin):
         super().__init__()
         self.pos_margin, self.neg_margin = pos_margin, neg_margin
 
@@ -168,8 +169,8 @@ class _PairMarginLoss(nn.Module):
 
 
 class ContrastiveLoss(_PairMarginLoss):
-    """Contrastive loss on L2-normalised features: positives pulled to distance 0, negatives pushed past 1;
-    each part averaged over its pairs with a non-zero loss, then summed (pytorch-metric-learning's)."""
+    """Contrastive loss on L2-normalised features: positives pulled within pos_margin, negatives pushed past
+    neg_margin; each part averaged over its pairs with a non-zero loss, then summed (pytorch-metric-learning's)."""
 
     def forward(self, feature, labels):
         pos, neg, d = self.pairs(feature, labels)
@@ -188,8 +189,8 @@ def _masked_logsumexp(values, mask):
 
 
 class LiftedStructureLoss(_PairMarginLoss):
-    """Generalised lifted structure loss on L2-normalised features, neg margin 1, pos margin 0: per anchor
-    relu(logsumexp(d_pos - 0) + logsumexp(1 - d_neg)), mean over anchors."""
+    """Generalised lifted structure loss on L2-normalised features: per anchor
+    relu(logsumexp(d_pos - pos_margin) + logsumexp(neg_margin - d_neg)), mean over anchors."""
 
     def forward(self, feature, labels):
         pos, neg, d = self.pairs(feature, labels)
@@ -208,7 +209,7 @@ class InstanceLoss(nn.Module):
     a single id gives 0, as the original.
     """
 
-    def __init__(self, gamma=32.0, use_labels=False):
+    def __init__(self, gamma, use_labels=False):
         super().__init__()
         self.gamma, self.use_labels = gamma, use_labels
 
@@ -225,14 +226,12 @@ class InstanceLoss(nn.Module):
 
 
 class CenterLoss(nn.Module):
-    """Center loss (Wen et al., ECCV 2016) as BoT: sum_i ||x_i - c_{y_i}||^2 / B on the raw feature, weight
-    0.0005; the centres have their own SGD at lr 0.5 on the unweighted gradient (`own_lr`, `loss_weight`)."""
+    """Center loss (Wen et al., ECCV 2016) as BoT: sum_i ||x_i - c_{y_i}||^2 / B on the raw feature, weighted
+    by `loss_weight`; the centres have their own SGD at `own_lr` on the unweighted gradient."""
 
-    loss_weight = 0.0005
-    own_lr = 0.5
-
-    def __init__(self, num_classes, feature_dim):
+    def __init__(self, num_classes, feature_dim, weight, lr):
         super().__init__()
+        self.loss_weight, self.own_lr = weight, lr
         self.centers = nn.Parameter(torch.randn(num_classes, feature_dim))
 
     def forward(self, feature, labels):
@@ -240,29 +239,77 @@ class CenterLoss(nn.Module):
         return (diff * diff).sum(1).clamp(1e-12, 1e12).mean()
 
 
-# flag -> constructor(opts, num_classes, feature_dim). Order is the order of the summed terms.
-REGISTRY = {
-    'triplet': lambda o, k, d: TripletLoss(0.3, o.get('triplet_mining', 'pairs')),
-    'circle': lambda o, k, d: CircleLoss(0.25, 32.0),
-    'arcface': lambda o, k, d: ArcFaceLoss(k, d),
-    'cosface': lambda o, k, d: CosFaceLoss(k, d),
-    'sphere': lambda o, k, d: SphereFaceLoss(k, d),
-    'contrast': lambda o, k, d: ContrastiveLoss(),
-    'lifted': lambda o, k, d: LiftedStructureLoss(),
-    'instance': lambda o, k, d: InstanceLoss(float(o.get('ins_gamma', 32))),
-    'instance_id': lambda o, k, d: InstanceLoss(float(o.get('ins_gamma', 32)), use_labels=True),
-    'center': lambda o, k, d: CenterLoss(k, d),
+INSTANCE_GAMMA = 32.0   # --ins_gamma's default, shared by --instance and --instance_id
+
+
+@dataclass(frozen=True)
+class LossEntry:
+    """One metric loss as train.py offers it: --help (formatted with `constants`), the constants (the one place
+    they are written), build(constants, opts, num_classes, feature_dim) -> the loss, and flags of its own."""
+    help: str
+    build: Callable
+    constants: dict = field(default_factory=dict)
+    options: tuple = ()   # (flag, argparse keywords)
+
+
+# flag -> entry. Order is the order of the summed terms.
+LOSSES = {
+    'triplet': LossEntry(
+        'triplet loss, margin {margin}',
+        lambda c, o, k, d: TripletLoss(c['margin'], o.get('triplet_mining', 'pairs'), c['epsilon']),
+        dict(margin=0.3, epsilon=0.1),
+        (('--triplet_mining', dict(default='pairs', choices=('pairs', 'batch_hard'),
+                                   help="pairs: the original's hard-pair miner on normalised features; batch_hard: "
+                                        "BoT's")),)),
+    'circle': LossEntry('circle loss (m {m}, gamma {gamma:g})', lambda c, o, k, d: CircleLoss(c['m'], c['gamma']),
+                        dict(m=0.25, gamma=32.0)),
+    'arcface': LossEntry('ArcFace loss (margin {margin_degrees} degrees, scale {scale:g})',
+                         lambda c, o, k, d: ArcFaceLoss(k, d, math.radians(c['margin_degrees']), c['scale']),
+                         dict(margin_degrees=28.6, scale=64.0)),
+    'cosface': LossEntry('CosFace loss (margin {margin}, scale {scale:g})',
+                         lambda c, o, k, d: CosFaceLoss(k, d, c['margin'], c['scale']), dict(margin=0.35, scale=64.0)),
+    'sphere': LossEntry('SphereFace loss (margin {margin})', lambda c, o, k, d: SphereFaceLoss(k, d, c['margin']),
+                        dict(margin=4)),
+    'contrast': LossEntry('contrastive loss (margins {pos_margin:g} and {neg_margin:g})',
+                          lambda c, o, k, d: ContrastiveLoss(c['pos_margin'], c['neg_margin']),
+                          dict(pos_margin=0.0, neg_margin=1.0)),
+    'lifted': LossEntry('generalised lifted structure loss (margins {pos_margin:g} and {neg_margin:g})',
+                        lambda c, o, k, d: LiftedStructureLoss(c['pos_margin'], c['neg_margin']),
+                        dict(pos_margin=0.0, neg_margin=1.0)),
+    'instance': LossEntry('instance loss, each image its own class (--ins_gamma)',
+                          lambda c, o, k, d: InstanceLoss(float(o.get('ins_gamma', INSTANCE_GAMMA))),
+                          options=(('--ins_gamma', dict(default=INSTANCE_GAMMA, type=float,
+                                                        help='scale of the instance losses')),)),
+    'instance_id': LossEntry('instance loss with the ids (--ins_gamma)',
+                             lambda c, o, k, d: InstanceLoss(float(o.get('ins_gamma', INSTANCE_GAMMA)),
+                                                             use_labels=True)),
+    'center': LossEntry('center loss (weight {weight}, centres SGD at lr {lr})',
+                        lambda c, o, k, d: CenterLoss(k, d, c['weight'], c['lr']), dict(weight=0.0005, lr=0.5)),
 }
+
+
+def add_loss_flags(group):
+    """Add each loss's switch and its own flags to an argparse group, from the table."""
+    for name, entry in LOSSES.items():
+        group.add_argument(f'--{name}', action='store_true', help=entry.help.format(**entry.constants))
+        for flag, keywords in entry.options:
+            group.add_argument(flag, **keywords)
+
+
+def build_loss(name, opts, num_classes, feature_dim):
+    """Return the loss the table's entry `name` builds for `opts` (a dict of flag values)."""
+    entry = LOSSES[name]
+    return entry.build(entry.constants, opts, num_classes, feature_dim)
 
 
 def active_loss_names(opts):
     """Return the registry names switched on in `opts` (a dict of flag values), in registry order."""
-    return [name for name in REGISTRY if opts.get(name)]
+    return [name for name in LOSSES if opts.get(name)]
 
 
 def build_losses(opts, num_classes, feature_dim):
     """Return an nn.ModuleDict of the metric losses `opts` (a dict) switches on."""
-    return nn.ModuleDict({name: REGISTRY[name](opts, num_classes, feature_dim) for name in active_loss_names(opts)})
+    return nn.ModuleDict({name: build_loss(name, opts, num_classes, feature_dim) for name in active_loss_names(opts)})
 
 
 def loss_optimizer(losses):

@@ -6,7 +6,7 @@ from argparse import Namespace
 
 from reid.runtime import add_runtime_flags
 from reid.spec import NetworkSpec, add_network_flags, option_names
-from reid.training.losses import active_loss_names
+from reid.training.losses import active_loss_names, add_loss_flags
 
 # On --resume these always come from the command line (where the data and runs are, which GPU, how many loaders)...
 MACHINE_OPTIONS = ('gpu_ids', 'num_workers', 'data_dir', 'model_dir', 'cache_dir')
@@ -68,19 +68,7 @@ def build_parser():
                         "original's commands run")
     add_network_flags(p)
     g = p.add_argument_group('losses', 'extra terms added to the softmax loss (reid/training/losses.py)')
-    g.add_argument('--triplet', action='store_true', help='triplet loss, margin 0.3')
-    g.add_argument('--triplet_mining', default='pairs', choices=('pairs', 'batch_hard'),
-                   help="pairs: the original's hard-pair miner on normalised features; batch_hard: BoT's")
-    g.add_argument('--circle', action='store_true', help='circle loss (m 0.25, gamma 32)')
-    g.add_argument('--arcface', action='store_true', help='ArcFace loss (margin 28.6 degrees, scale 64)')
-    g.add_argument('--cosface', action='store_true', help='CosFace loss (margin 0.35, scale 64)')
-    g.add_argument('--sphere', action='store_true', help='SphereFace loss (margin 4)')
-    g.add_argument('--contrast', action='store_true', help='contrastive loss (margins 0 and 1)')
-    g.add_argument('--lifted', action='store_true', help='generalised lifted structure loss (margins 0 and 1)')
-    g.add_argument('--instance', action='store_true', help='instance loss, each image its own class (--ins_gamma)')
-    g.add_argument('--instance_id', action='store_true', help='instance loss with the ids (--ins_gamma)')
-    g.add_argument('--ins_gamma', default=32, type=float, help='scale of the instance loss')
-    g.add_argument('--center', action='store_true', help='center loss (weight 0.0005, centres SGD at lr 0.5)')
+    add_loss_flags(g)
     g.add_argument('--label_smoothing', default=0.0, type=float, help='label smoothing of the softmax loss')
     g = p.add_argument_group('more of the original', 'weight averaging, DG-Market, adversarial training')
     g.add_argument('--wa', action='store_true',
