@@ -11,6 +11,7 @@ import yaml
 
 from reid import runs
 from reid import runtime
+from reid.training import curves
 
 
 def test_opts_yaml_round_trip_keeps_every_value(tmp_path):
@@ -77,8 +78,8 @@ def test_rng_states_survive_a_weights_only_checkpoint(tmp_path):
 
 def test_draw_curves_writes_an_image(tmp_path):
     from PIL import Image
-    runs.draw_curves({'train_loss': [3.0, 2.0, 1.5], 'train_err': [0.9, 0.7, 0.5],
-                       'val_loss': [], 'val_err': []}, tmp_path / 'train.jpg')
+    curves.draw_curves({'train_loss': [3.0, 2.0, 1.5], 'train_err': [0.9, 0.7, 0.5],
+                         'val_loss': [], 'val_err': []}, tmp_path / 'train.jpg')
     with Image.open(tmp_path / 'train.jpg') as img:
         assert img.format == 'JPEG' and img.width > 100
 

@@ -16,11 +16,12 @@ from reid.data.images import ReIDImageFolder, require_readable_images
 from reid.data.samplers import PKSampler, pk_epoch_length
 from reid.data.transforms import eval_transform, train_transform
 from reid.models.heads import build_model, parameter_groups
-from reid.runs import (RunFolder, draw_curves, load_weights, non_finite_entry, restore_rng_states, resume_state,
+from reid.runs import (RunFolder, load_weights, non_finite_entry, restore_rng_states, resume_state,
                        rng_states, seed_everything)
 from reid.runtime import choose_runtime, log_small_maps
 from reid.spec import NetworkSpec
 from reid.training import distributed
+from reid.training.curves import draw_curves
 from reid.training.losses import build_losses, loss_optimizer, shared_loss_parameters
 from reid.training.loop import cosine_floors, evaluate_epoch, lr_factor, train_one_epoch, warm_loss_factor
 from reid.training.recipe import milestones, resolved_opts, resumed_options
