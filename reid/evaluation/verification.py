@@ -138,8 +138,3 @@ def threshold_of(run_dir=None, result_path=None, far=DEFAULT_FAR):
         except (yaml.YAMLError, TypeError, KeyError, ValueError, IndexError) as err:
             raise ValueError(f'{path}: not a verification figures file ({type(err).__name__}: {err})') from None
     return None
-
-
-def decisions(scores, threshold):
-    """Boolean array: which scores pass the threshold (strictly above it)."""
-    return np.asarray(scores) > threshold

@@ -46,11 +46,6 @@ def rank():
     return dist.get_rank() if active() else 0
 
 
-def is_main():
-    """True in the process that writes files and logs (rank 0, or the only process)."""
-    return rank() == 0
-
-
 def shutdown():
     if active():
         dist.destroy_process_group()
