@@ -3,6 +3,8 @@ layouts' protocols (no cameras, self-match exclusion, VehicleID gallery trials, 
 independent brute-force computations, and the one-line errors of the user's own data (--custom, --csv).
 """
 import csv
+import json
+import os
 import re
 import shutil
 import statistics
@@ -433,3 +435,185 @@ def test_list_reid_images_falls_back_to_names_without_the_table(tiny_prepared, t
     (copy / 'images.csv').unlink()
     assert [(Path(p).name, pid, cam) for p, pid, cam in list_reid_images(copy / 'gallery')] == with_table
     assert {-1, 0} <= {pid for _, pid, _ in with_table}
+
+
+# ---- each layout's reading rules, against the raw files parsed here with the dataset's own definition ----
+
+def names_by_split(splits):
+    """{split: sorted [(file name, id, camera)]} of plan_splits' Records."""
+    return {s: sorted((Path(r.path).name, r.id, r.cam) for r in items) for s, items in splits.items()}
+
+
+def test_cuhk03_reads_the_kind_cuhk03_names_and_detected_by_default(raw, tmp_path):
+    source = Path(shutil.copytree(raw('cuhk03'), tmp_path / 'cuhk03-np'))
+    # make the two kinds differ (the generated ones hold the same images): drop a different gallery file from each
+    for kind, k in (('detected', 0), ('labeled', 1)):
+        sorted((source / kind / 'bounding_box_test').iterdir())[k].unlink()
+
+    def want(kind):   # CUHK03-NP: each kind is a Market layout of its own; names 0001_c1_72.png
+        out = {}
+        for split, sub in (('train_all', 'bounding_box_train'), ('query', 'query'), ('gallery', 'bounding_box_test')):
+            out[split] = sorted(n for n in os.listdir(source / kind / sub))
+        return out
+    assert want('detected') != want('labeled')
+    for argv, kind in ((['--cuhk03', 'labeled'], 'labeled'), (['--dataset', 'cuhk03'], 'detected')):
+        out = tmp_path / kind
+        prepare.main([*argv, '--download_path', str(source), '--save_path', str(out)])
+        got = {split: sorted(p.name for p in (out / split).rglob('*.png')) for split in want(kind)}
+        assert got == want(kind), kind
+        # the new protocol: the download's own train/test people (767/700 on the real set), disjoint
+        train_ids = {n.split('_')[0] for n in want(kind)['train_all']}
+        test_ids = {n.split('_')[0] for n in want(kind)['query'] + want(kind)['gallery']}
+        assert {d.name for d in (out / 'train_all').iterdir()} == train_ids and not train_ids & test_ids
+        assert {d.name for d in (out / 'gallery').iterdir()} == {n.split('_')[0] for n in want(kind)['gallery']}
+
+
+def msmt_list(source, name):
+    """[(file name, id, camera)] of an MSMT17 list file: `relative/path label`, camera = the name's 3rd field."""
+    out = []
+    for line in (source / name).read_text().splitlines():
+        if line.strip():
+            path, label = line.split()
+            out.append((path.split('/')[-1], f'{int(label):04d}', int(path.split('/')[-1].split('_')[2])))
+    return sorted(out)
+
+
+def test_msmt17_val_is_list_val_and_train_all_is_train_plus_val(raw, tmp_path):
+    source = raw('msmt17')
+    got = names_by_split(layouts.plan_splits('msmt17', source))
+    train, val = msmt_list(source, 'list_train.txt'), msmt_list(source, 'list_val.txt')
+    assert got['val'] == val and got['train'] == train and got['train_all'] == sorted(train + val)
+    assert got['query'] == msmt_list(source, 'list_query.txt')
+    assert got['gallery'] == msmt_list(source, 'list_gallery.txt')
+    assert len({c for _, _, c in got['train_all'] + got['gallery']}) > 9   # cameras past 9 are parsed whole
+    # a list_train.txt that also lists the val images: they stay out of train (no leak into what is trained on)
+    copy = Path(shutil.copytree(source, tmp_path / 'msmt'))
+    with open(copy / 'list_train.txt', 'a') as f:
+        f.write((copy / 'list_val.txt').read_text())
+    again = names_by_split(layouts.plan_splits('msmt17', copy))
+    assert again['train'] == train and again['val'] == val and again['train_all'] == sorted(train + val)
+
+
+def test_veri_query_gallery_folders_and_three_digit_cameras(raw):
+    source = raw('veri')
+
+    def listed(sub):   # VeRi-776: 0001_c001_00016450_0.jpg = vehicle 0001, camera 001 (of 20)
+        out = []
+        for name in os.listdir(source / sub):
+            m = re.match(r'^(\d{4})_c(\d{3})_\d{8}_\d\.jpg$', name)
+            assert m, name
+            out.append((name, m[1], int(m[2])))
+        return sorted(out)
+    got = names_by_split(layouts.plan_splits('veri', source))
+    assert got['train_all'] == listed('image_train')
+    assert got['query'] == listed('image_query') and got['gallery'] == listed('image_test')
+    assert max(c for _, _, c in got['gallery'] + got['train_all']) > 9
+
+
+def test_vehicleid_test_size_picks_the_list_and_the_gallery_holds_one_image_per_id(raw, tmp_path):
+    source = raw('vehicleid')
+
+    def listed(name):   # `image_name vehicle_id`, the image in image/<name>.jpg
+        pairs = [line.split() for line in (source / 'train_test_split' / name).read_text().splitlines() if line]
+        return sorted((f'{n}.jpg', pid) for n, pid in pairs)
+    sizes = {size: listed(f'test_list_{size}.txt') for size in (800, 1600, 2400)}
+    assert len({len(v) for v in sizes.values()}) == 3
+    for size, want in sizes.items():
+        s = layouts.plan_splits('vehicleid', source, {'test_size': size})
+        query = sorted((Path(r.path).name, r.id) for r in s['query'])
+        gallery = sorted((Path(r.path).name, r.id) for r in s['gallery'])
+        assert sorted(query + gallery) == want, size
+        per_id = {}
+        for _, pid in gallery:
+            per_id[pid] = per_id.get(pid, 0) + 1
+        assert per_id == {pid: 1 for _, pid in want}, size   # exactly one image of every test id in the gallery
+        assert sorted((Path(r.path).name, r.id) for r in s['train_all']) == listed('train_list.txt')
+    # through prepare.py: --test_size reaches the reader, and the marker tells test.py the protocol draws galleries
+    out = tmp_path / 'vid'
+    prepare.main(['--download_path', str(source), '--test_size', '1600', '--save_path', str(out)])
+    rows = table(out)
+    assert sorted((Path(r['path']).name, r['id']) for r in rows if r['split'] in ('query', 'gallery')) == sizes[1600]
+    cams = [int(r['camera']) for r in rows]
+    assert max(cams) < 0 and len(set(cams)) == len({Path(r['path']).name for r in rows})   # no cameras: one each
+    info = json.loads((out / '.prepare_reid.json').read_text())
+    assert info['layout'] == 'vehicleid' and info['trials'] == 'gallery' and info['input_size'] == [256, 256]
+
+
+def test_viper_split_is_half_the_pairs_query_cam_a_gallery_cam_b(raw):
+    source = raw('viper')
+    number = {sub: {re.match(r'^(\d+)_', n)[1]: n for n in os.listdir(source / sub)} for sub in ('cam_a', 'cam_b')}
+    people = sorted(number['cam_a'])
+    assert people == sorted(number['cam_b'])
+    for k in (0, 3):
+        s = layouts.plan_splits('viper', source, {'split': k})
+        test = sorted(r.id for r in s['query'])
+        train = sorted({r.id for r in s['train_all']})
+        assert len(test) == len(train) == len(people) // 2 and sorted(test + train) == people
+        assert sorted((Path(r.path).parent.name, Path(r.path).name, r.cam) for r in s['query']) == \
+            sorted(('cam_a', number['cam_a'][n], 1) for n in test)
+        assert sorted((Path(r.path).parent.name, Path(r.path).name, r.cam) for r in s['gallery']) == \
+            sorted(('cam_b', number['cam_b'][n], 2) for n in test)
+        assert sorted((Path(r.path).name, r.cam) for r in s['train_all']) == sorted(
+            (number[sub][n], cam) for n in train for sub, cam in (('cam_a', 1), ('cam_b', 2)))
+
+
+def test_cub_classes_1_to_100_train_101_to_200_test_query_is_gallery(tiny_market, tmp_path):
+    source = tmp_path / 'CUB_200_2011'
+    images = sorted((tiny_market / 'query').iterdir())
+    for k, folder in enumerate(('001.Black_footed_Albatross', '100.Brown_Pelican', '101.White_Pelican',
+                                '200.Common_Yellowthroat')):
+        (source / 'images' / folder).mkdir(parents=True)
+        for j in range(2):
+            shutil.copy(images[2 * k + j], source / 'images' / folder / f'{folder[4:]}_{j}.jpg')
+    s = layouts.plan_splits('cub', source)
+    assert sorted({r.id for r in s['train_all']}) == ['001', '100']
+    test = sorted((Path(r.path).name, r.id) for r in s['query'])
+    assert test == sorted((f'{f[4:]}_{j}.jpg', f[:3]) for f in ('101.White_Pelican', '200.Common_Yellowthroat')
+                          for j in range(2))
+    # query = gallery, image for image, with the same (own, negative) camera: only the query itself is junk
+    assert sorted((r.path, r.cam) for r in s['query']) == sorted((r.path, r.cam) for r in s['gallery'])
+    assert len({r.cam for r in s['query']}) == len(s['query']) and max(r.cam for r in s['query']) < 0
+
+
+def test_custom_pattern_is_searched_in_the_path_below_the_split_folder(tiny_market, tmp_path):
+    src = tmp_path / 'photos'
+    want = {}
+    for split, sub in (('train_all', 'bounding_box_train'), ('query', 'query'), ('gallery', 'bounding_box_test')):
+        folder = {'train_all': 'train'}.get(split, split)
+        want[split] = []
+        for k, path in enumerate(sorted((tiny_market / sub).iterdir())):
+            m = re.match(r'^(\d{4})_c(\d)s', path.name)
+            if m is None or m[1] == '0000':   # junk and distractors left out of "my photos"
+                continue
+            (src / folder / f'day{k % 2}').mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, src / folder / f'day{k % 2}' / path.name)
+            want[split].append((path.name, m[1], m[2]))
+    # README's example pattern, unanchored: it is found after the day*/ sub-folder
+    s = layouts.plan_splits('custom', src, {'pattern': r'(?P<id>\d+)_c(?P<cam>\d+)'})
+    for split in want:
+        assert sorted((Path(r.path).name, r.id, str(r.cam)) for r in s[split]) == sorted(want[split]), split
+
+
+def test_csv_paths_are_relative_to_its_folder_and_empty_cameras_are_unique(tiny_market, tmp_path):
+    photos = tmp_path / 'photos'
+    (photos / 'shots').mkdir(parents=True)
+    rows, want = ['path,id,camera,split'], []
+    for split, sub in (('train', 'bounding_box_train'), ('query', 'query'), ('gallery', 'bounding_box_test')):
+        people = [p for p in sorted((tiny_market / sub).iterdir()) if p.name.split('_')[0] not in ('-1', '0000')]
+        for k, path in enumerate(people[:8]):
+            pid = path.name.split('_')[0]
+            shutil.copy(path, photos / 'shots' / f'{split}_{path.name}')
+            cam = '' if k % 2 else f'cam{k % 3}'   # every other image without a camera
+            rows.append(f'shots/{split}_{path.name},{pid},{cam},{split}')
+            want.append((split.replace('train', 'train_all'), f'{split}_{path.name}', pid, cam))
+    (photos / 'list.csv').write_text('\n'.join(rows) + '\n')
+    prepare.main(['--csv', str(photos / 'list.csv'), '--save_path', str(tmp_path / 'out')])
+    got = [r for r in table(tmp_path / 'out') if r['split'] in ('train_all', 'query', 'gallery')]
+    assert sorted((r['split'], Path(r['path']).name, r['id']) for r in got) == sorted(w[:3] for w in want)
+    named = sorted({w[3] for w in want if w[3]})
+    camera = {(r['split'], Path(r['path']).name): int(r['camera']) for r in got}
+    for split, name, _, cam in want:
+        if cam:   # named cameras numbered 1, 2, ... in sorted order of the names
+            assert camera[split, name] == named.index(cam) + 1
+    unknown = [camera[w[0], w[1]] for w in want if not w[3]]
+    assert unknown and max(unknown) < 0 and len(set(unknown)) == len(unknown)

@@ -136,6 +136,10 @@ def test_non_image_files_are_skipped(market_copy):
     prepare.main(['--download_path', str(market_copy)])
     names = {p.name for p in (market_copy / 'pytorch').rglob('*') if p.is_file()}
     assert not names & {'Thumbs.db', 'readme.txt'}
+    # ... while every image beside them is still prepared
+    for split, sub in (('train_all', 'bounding_box_train'), ('query', 'query')):
+        assert sorted(p.name for p in (market_copy / 'pytorch' / split).rglob('*')
+                      if p.is_file()) == sorted(n for n in os.listdir(market_copy / sub) if n.endswith('.jpg'))
 
 
 def test_duke_layout_without_gt_bbox(market_copy, tmp_path, capsys):
@@ -255,3 +259,42 @@ def test_flags_that_name_the_data_twice_are_refused(tmp_path, capsys):
         with pytest.raises(SystemExit):
             prepare.main(argv)
         assert '--' in capsys.readouterr().err
+
+
+# Market-1501's naming, written out from the dataset's definition (not the toolkit's parser): a 4-digit person id
+# (0000 = distractor) or -1 (junk), `c` + camera 1-6, `s` + sequence, a 6-digit frame, a 2-digit box index.
+MARKET_NAME = r'^(?P<id>-1|\d{4})_c(?P<cam>[1-6])s\d_\d{6}_\d{2}\.jpg$'
+
+
+def test_images_csv_records_id_label_and_camera_of_every_market_name(tiny_market, tiny_prepared):
+    import csv
+    import re
+
+    def parsed(sub):
+        out = []
+        for name in sorted(os.listdir(tiny_market / sub)):
+            m = re.match(MARKET_NAME, name)
+            assert m, name
+            out.append((name, m['id'], m['cam']))
+        return out
+    query = parsed('query')
+    query_ids = {pid for _, pid, _ in query}
+    want = {'train_all': parsed('bounding_box_train'), 'query': query, 'gallery': parsed('bounding_box_test'),
+            'multi-query': [x for x in parsed('gt_bbox') if x[1] in query_ids]}
+    # val: per id the first name in sorted order (the original's "first image of each id"), train the rest
+    seen = set()
+    want['val'], want['train'] = [], []
+    for x in want['train_all']:
+        want['train' if x[1] in seen else 'val'].append(x)
+        seen.add(x[1])
+    # every id is numeric here, so its label is its value: -1 stays junk and 0000 stays the distractor 0
+    want = sorted((split, f'{split}/{pid}/{name}', pid, str(int(pid)), str(int(cam)))
+                  for split, items in want.items() for name, pid, cam in items)
+    with open(tiny_prepared / 'images.csv', newline='') as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ['split', 'path', 'id', 'label', 'camera']
+    assert sorted(tuple(r) for r in rows[1:]) == want
+    assert {'-1', '0'} <= {r[3] for r in rows[1:] if r[0] == 'gallery'}
+    # ... and the files are there: one folder per id holding exactly the rows' images
+    written = sorted(str(p.relative_to(tiny_prepared)) for p in tiny_prepared.rglob('*.jpg'))
+    assert written == sorted(w[1] for w in want)
