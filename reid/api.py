@@ -201,9 +201,11 @@ def faiss_index(gallery, kind='flat', nlist=None, hnsw_m=32, seed=0):
 
 
 def faiss_search(index, query, k=10, nprobe=16, ef_search=64):
-    """Return (scores [Q, k], indices [Q, k]) from a faiss index (`nprobe` cells for IVF, `ef_search` for HNSW)."""
+    """Return (scores [Q, k], indices [Q, k]) from a faiss index (`nprobe` cells for IVF, `ef_search` for HNSW);
+    k is at most the index's size, as exact_search's (faiss itself pads with index -1)."""
     import faiss
 
+    k = min(k, index.ntotal)
     if isinstance(index, faiss.IndexIVF):
         index.nprobe = nprobe
     elif isinstance(index, faiss.IndexHNSW):

@@ -1,5 +1,6 @@
 """reid.api: a run loaded once turns paths, PIL images or tensors into test.py's features; the blocked exact search
 and faiss's exact index agree with a brute-force sort; the approximate indexes find most true neighbours."""
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -16,6 +17,13 @@ def brute_force_topk(query, gallery, k):
     scores = query.double() @ gallery.double().T
     order = torch.sort(-scores, dim=1, stable=True).indices[:, :k]
     return scores.gather(1, order), order
+
+
+def numpy_topk(query, gallery, k):
+    """Reference without torch: float64 cosine scores (numpy dot products), a stable argsort of their negatives."""
+    scores = np.asarray(query, np.float64) @ np.asarray(gallery, np.float64).T
+    order = np.argsort(-scores, axis=1, kind='stable')[:, :k]
+    return np.take_along_axis(scores, order, 1), torch.from_numpy(order)
 
 
 def clustered(n, dim, centres, seed, noise=0.35):
@@ -55,7 +63,7 @@ def test_exact_blocked_and_faiss_flat_equal_brute_force():
 def test_approximate_indexes_recall_on_clustered_features(kind):
     gallery = clustered(20000, 64, 400, seed=3)
     query = clustered(200, 64, 400, seed=4)
-    truth = api.exact_search(query, gallery, k=10)[1]
+    truth = numpy_topk(query, gallery, 10)[1]   # the true neighbours from a plain sort, not from the search
     index = api.faiss_index(gallery, kind)
     found = api.faiss_search(index, query, k=10, nprobe=16)[1]
     recall = api.recall_at_k(found, truth)
@@ -81,3 +89,47 @@ def test_run_features_from_paths_pil_and_tensors(tmp_path, tiny_prepared):
     torch.testing.assert_close(run.features(paths[0]), from_paths[:1])
     with pytest.raises(ValueError, match='nope.jpg'):
         run.features([str(tmp_path / 'nope.jpg')])
+
+
+@pytest.mark.parametrize('method', ['exact', 'faiss-flat'])
+def test_exact_methods_return_the_cosine_scores_of_a_plain_sort_and_min_k_g_results(method):
+    """search(): per query min(k, G) results (never padding), the cosine score of each returned gallery row, best
+    first, in the order of a stable numpy argsort away from ties."""
+    rng = np.random.default_rng(13)
+    gallery = rng.standard_normal((700, 24)).astype(np.float32)
+    gallery /= np.linalg.norm(gallery, axis=1, keepdims=True)
+    query = gallery[rng.choice(700, 30, replace=False)] + 0.3 * rng.standard_normal((30, 24)).astype(np.float32)
+    query /= np.linalg.norm(query, axis=1, keepdims=True)
+    kwargs = {'block': 97} if method == 'exact' else {}   # several gallery blocks, an uneven last one
+    ref_s, ref_i = numpy_topk(query, gallery, 15)
+    scores, idx = api.search(query, gallery, k=15, method=method, **kwargs)
+    assert scores.shape == idx.shape == (30, 15)
+    np.testing.assert_allclose(scores.numpy(), ref_s, atol=1e-5)
+    assert torch.equal(idx.long(), ref_i)   # random unit rows: no ties among the top 15
+    for k in (7, 12):   # a gallery of 7 gives 7 results, each gallery row once, however many are asked for
+        scores, idx = api.search(query[:4], gallery[:7], k=k, method=method)
+        ref_s, ref_i = numpy_topk(query[:4], gallery[:7], 7)
+        assert scores.shape == idx.shape == (4, 7)
+        np.testing.assert_allclose(scores.numpy(), ref_s, atol=1e-5)
+        assert torch.equal(idx.long(), ref_i)
+
+
+def test_search_builds_the_named_index_and_its_search_knobs_reach_it():
+    """On unclustered features the approximate indexes miss neighbours unless told to look further: IVF with one
+    probed cell misses many and with every cell probed none; HNSW finds more with a larger ef_search. A search that
+    built the flat index (or dropped the knobs) would score the same everywhere."""
+    rng = np.random.default_rng(14)
+    gallery = rng.standard_normal((3000, 64)).astype(np.float32)
+    gallery /= np.linalg.norm(gallery, axis=1, keepdims=True)
+    query = rng.standard_normal((40, 64)).astype(np.float32)
+    query /= np.linalg.norm(query, axis=1, keepdims=True)
+    truth = numpy_topk(query, gallery, 10)[1]
+
+    def recall(method, **kwargs):
+        return api.recall_at_k(api.search(query, gallery, k=10, method=method, **kwargs)[1], truth)
+    assert recall('faiss-flat') == 1.0
+    assert recall('faiss-ivf', nprobe=1) < 0.6 and recall('faiss-ivf', nprobe=3000) == 1.0
+    hnsw = api.faiss_index(gallery, 'hnsw')
+    low, high = (api.recall_at_k(api.faiss_search(hnsw, query, k=10, ef_search=ef)[1], truth) for ef in (10, 400))
+    assert low < 0.9 and high > low + 0.1
+    assert recall('faiss-hnsw', ef_search=10) < 0.9

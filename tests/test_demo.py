@@ -123,3 +123,67 @@ def test_query_image_searches_the_saved_gallery(tiny_prepared, tmp_path, capsys)
     with pytest.raises(SystemExit, match='--query_image .*nope.jpg: file not found'):
         demo.main(['--query_image', str(tmp_path / 'nope.jpg'), '--name', 'run', '--model_dir',
                    str(tmp_path / 'model'), '--test_dir', str(tiny_prepared), '--result', str(tmp_path / 'r.mat')])
+
+
+def _runs(flags):
+    """[start, stop) of each run of True in a 1-D boolean array."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], np.asarray(flags, int), [0]])))
+    return list(zip(edges[::2], edges[1::2]))
+
+
+def _panel_distance(pixels, box, path, frame):
+    """Mean absolute difference (0-255) between a panel of show.png and the image at `path` resized by PIL to the
+    panel: `box` is the frame's outer (left, right, top, bottom), `frame` the pixels of frame inside it."""
+    left, right, top, bottom = (int(v) for v in box)
+    inner = (left + frame, top + frame, right - frame, bottom - frame)
+    with Image.open(path) as img:
+        want = np.asarray(img.convert('RGB').resize((inner[2] - inner[0], inner[3] - inner[1]), Image.BILINEAR), int)
+    got = pixels[inner[1]:inner[3], inner[0]:inner[2]]
+    return float(np.abs(got - want)[4:-4, 4:-4].mean())   # the edges of the frame's antialiasing left out
+
+
+def test_show_png_draws_the_query_then_the_ranked_images_framed_by_their_id(tiny_prepared, tmp_path, capsys):
+    """The picture itself, read back with PIL: the query's panel is the query image; left to right, ten panels are
+    the gallery images of a brute-force ranking (junk left out), each with a green frame (matplotlib's 'green',
+    #008000) when its id is the query's and a red one (#ff0000) when not. Each panel is identified as the image
+    that, resized by PIL to the panel, differs least from it (every gallery image tried)."""
+    i = 4
+    r = _write_result(tmp_path / 'r.mat', tiny_prepared)
+    queries, gallery = list_reid_images(tiny_prepared / 'query'), list_reid_images(tiny_prepared / 'gallery')
+    gl, gc, ql, qc = r['gallery_label'][0], r['gallery_cam'][0], r['query_label'][0, i], r['query_cam'][0, i]
+    matches = [j for j in range(len(gl)) if gl[j] == ql and gc[j] != qc]
+    junk = [j for j in range(len(gl)) if gl[j] == ql and gc[j] == qc]
+    assert len(matches) >= 2 and junk
+    # two matches among the first ranks, a junk image (same id and camera) scoring as high as the best
+    qf = r['query_f'][i]
+    r['gallery_f'][matches[0]] = r['gallery_f'][junk[0]] = qf
+    near = qf + 0.15 * np.random.default_rng(1).standard_normal(qf.shape).astype(np.float32)
+    r['gallery_f'][matches[1]] = near / np.linalg.norm(near)
+    scipy.io.savemat(tmp_path / 'r.mat', r)
+    demo.main(['--query_index', str(i), '--test_dir', str(tiny_prepared), '--result', str(tmp_path / 'r.mat'),
+               '--output', str(tmp_path / 'show.png')])
+    order = _brute_force_top(qf, ql, qc, r['gallery_f'], gl, gc, 10)
+    assert {gl[j] == ql for j in order} == {True, False}   # both frame colours are drawn
+
+    pixels = np.asarray(Image.open(tmp_path / 'show.png').convert('RGB'), int)
+    green, red = (pixels == (0, 128, 0)).all(2), (pixels == (255, 0, 0)).all(2)
+    boxes = []   # a coloured frame's columns form one run; its first run of rows is the frame (then the caption)
+    for left, right in _runs((green | red).any(0)):
+        top, bottom = _runs((green | red)[:, left:right].any(1))[0]
+        boxes.append((left, right, top, bottom))
+    assert len(boxes) == 10
+    for rank, (box, j) in enumerate(zip(boxes, order)):
+        distances = [_panel_distance(pixels, box, path, 3) for path, _, _ in gallery]
+        assert int(np.argmin(distances)) == j and distances[j] < 8, (rank, j, int(np.argmin(distances)))
+        left, right, top, bottom = box
+        n_green, n_red = green[top:bottom, left:right].sum(), red[top:bottom, left:right].sum()
+        assert (n_green > 500 and n_red == 0) if gl[j] == ql else (n_red > 500 and n_green == 0), (rank, j)
+    # the query's panel: left of the first, a thin black frame (its two sides are the long black columns)
+    black = (pixels < 40).all(2)[:, :boxes[0][0]]
+    sides = _runs(black.sum(0) > 100)
+    assert len(sides) == 2
+    left, right = sides[0][0], sides[1][1]
+    top, bottom = _runs(black[:, left:right].sum(1) > 100)[0][0], _runs(black[:, left:right].sum(1) > 100)[-1][1]
+    distances = [_panel_distance(pixels, (left, right, top, bottom), path, 1) for path, _, _ in queries]
+    assert int(np.argmin(distances)) == i and distances[i] < 8
+    assert not (green | red)[top:bottom, left:right].any()

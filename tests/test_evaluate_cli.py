@@ -1,5 +1,6 @@
 """Tests of the evaluate_gpu.py front-end: .mat loading, flags, printed lines and clear errors."""
 import re
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -170,3 +171,90 @@ def test_script_runs_as_a_program(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert FIRST_LINE.match(done.stdout.split('\n')[0])
+
+
+def source_draw(labels, seed):
+    """VehicleID's draw written out: per id, the image with the smallest uniform key of default_rng(seed) (keys
+    over the images in source order) is the gallery image; returns the set of their source indices."""
+    key = np.random.default_rng(seed).random(len(labels))
+    best = {}
+    for i, label in enumerate(labels):
+        if label not in best or key[i] < key[best[label]]:
+            best[label] = i
+    return set(best.values())
+
+
+def trial_lines(out):
+    """(means, stds, third line's values) from the three lines printed for several trials."""
+    first, second, third = out.strip().split('\n')[:3]
+    means = first_line_values(first)
+    match = re.match(r'^std Rank@1:(\S+) Rank@5:(\S+) Rank@10:(\S+) mAP:(\S+) \(over (\d+) trials\)$', second)
+    assert match, second
+    rest = re.match(r'^mAP\(standard\):(\S+)\+-(\S+) mINP:(\S+)\+-(\S+) \(queries per trial: (\S+) evaluated, '
+                    r'(\S+) skipped\)$', third)
+    assert rest, third
+    return means, [float(v) for v in match.groups()], [float(v) for v in rest.groups()]
+
+
+def test_trials_redraw_the_gallery_in_source_order_and_print_mean_then_population_std(tmp_path, capsys):
+    """--trials N: query and gallery pooled, put back in source order (camera -(k+1) numbers image k, as prepare.py
+    writes a layout without cameras), one image per id drawn into the gallery with seeds 0..N-1 (seed 0: the
+    file's own split); the first line holds the means, the next the population standard deviations."""
+    rng = np.random.default_rng(11)
+    labels = np.repeat(np.arange(1, 13), rng.integers(2, 6, 12))          # 12 vehicles, 2-5 images each
+    n = len(labels)
+    centres = unit_rows(rng, 12)
+    f = centres[labels - 1] + 0.9 * unit_rows(rng, n)                     # clustered: ranks vary by draw
+    f = (f / np.linalg.norm(f, axis=1, keepdims=True)).astype(np.float32)
+    cams = -(np.arange(n) + 1)
+    gallery = sorted(source_draw(labels.tolist(), 0))
+    query = [i for i in range(n) if i not in gallery]
+    # the file lists each split in another order than the source's (prepare.py lists by id folder, then name)
+    query, gallery = rng.permutation(query), rng.permutation(gallery)
+    scipy.io.savemat(tmp_path / 'vid.mat', {'query_f': f[query], 'query_label': labels[query], 'query_cam': cams[query],
+                                             'gallery_f': f[gallery], 'gallery_label': labels[gallery],
+                                             'gallery_cam': cams[gallery]})
+    per_trial = []
+    for seed in range(4):
+        g = sorted(source_draw(labels.tolist(), seed))
+        q = [i for i in range(n) if i not in g]
+        per_trial.append(brute_force_values(f[q], labels[q], cams[q], f[g], labels[g], cams[g]))
+    own_split = brute_force_values(f[query], labels[query], cams[query], f[gallery], labels[gallery], cams[gallery])
+    assert per_trial[0] == pytest.approx(own_split)                      # seed 0 is the file's split
+    assert len({tuple(t) for t in per_trial}) == 4                         # the draws differ
+    capsys.readouterr()
+    evaluate_gpu.main(['--result', str(tmp_path / 'vid.mat'), '--trials', '4'])
+    means, stds, rest = trial_lines(capsys.readouterr().out)
+    columns = list(zip(*per_trial))   # rank1 rank5 rank10 mAP mAP_standard mINP evaluated skipped
+    assert means == pytest.approx([statistics.fmean(c) for c in columns[:4]], abs=1e-6)
+    assert stds[:4] == pytest.approx([statistics.pstdev(c) for c in columns[:4]], abs=1e-6) and stds[4] == 4
+    assert min(stds[0], stds[3]) > 1e-3                                     # the case is not trivial
+    assert stds[3] != pytest.approx(statistics.stdev(columns[3]), abs=1e-5)            # population, not sample
+    assert rest == pytest.approx([statistics.fmean(columns[4]), statistics.pstdev(columns[4]),
+                                  statistics.fmean(columns[5]), statistics.pstdev(columns[5]),
+                                  statistics.fmean(columns[6]), statistics.fmean(columns[7])], abs=1e-6)
+    saved = scipy.io.loadmat(tmp_path / 'vid_trials.mat')   # per-trial values beside the first result
+    for k, key in enumerate(('rank1', 'rank5', 'rank10', 'mAP', 'mAP_standard', 'mINP')):
+        assert saved[key].ravel() == pytest.approx(columns[k]), key
+        assert saved['mean_' + key].item() == pytest.approx(statistics.fmean(columns[k])), key
+        assert saved['std_' + key].item() == pytest.approx(statistics.pstdev(columns[k])), key
+
+
+def test_several_result_files_average_every_file(tmp_path, capsys):
+    """VIPeR: several --result files (one per split) give the mean of their metrics, then the population std."""
+    rng = np.random.default_rng(12)
+    files, per_file = [], []
+    for k in range(3):
+        files.append(str(tmp_path / f'viper{k}.mat'))
+        data = write_result(files[-1], rng, n_query=12, n_gallery=30, n_ids=4)
+        per_file.append(brute_force_values(data['query_f'], data['query_label'], data['query_cam'],
+                                           data['gallery_f'], data['gallery_label'], data['gallery_cam']))
+    capsys.readouterr()
+    evaluate_gpu.main(['--result', *files])
+    means, stds, rest = trial_lines(capsys.readouterr().out)
+    columns = list(zip(*per_file))
+    assert means == pytest.approx([statistics.fmean(c) for c in columns[:4]], abs=1e-6)
+    assert stds == pytest.approx([statistics.pstdev(c) for c in columns[:4]] + [3], abs=1e-6)
+    assert min(stds[0], stds[3]) > 1e-3   # the files differ: a mean over copies of one file would fail
+    saved = scipy.io.loadmat(tmp_path / 'viper0_trials.mat')
+    assert saved['mAP'].ravel() == pytest.approx(columns[3])
