@@ -16,8 +16,8 @@ from reid import export as exporting
 H, W = 64, 32
 
 
-def write_run(run_dir, pcb, seed=0):
-    """A run as train.py leaves it (opts.yaml + net_last.pth), with random weights and BatchNorm statistics."""
+def write_run(run_dir, pcb, seed=0, epoch='last'):
+    """A run as train.py leaves it (opts.yaml + net_<epoch>.pth), with random weights and BatchNorm statistics."""
     opts = {'name': run_dir.name, 'backbone': 'resnet18', 'scratch': True, 'PCB': pcb, 'h': H, 'w': W,
             'nclasses': 5, 'linear_num': 64, 'droprate': 0.5, 'stride': 2, 'use_dense': False}
     torch.manual_seed(seed)
@@ -27,17 +27,19 @@ def write_run(run_dir, pcb, seed=0):
             if name.endswith('running_mean') or name.endswith('running_var'):
                 t.copy_(torch.rand(t.shape) * 0.5 + (0.75 if name.endswith('var') else -0.25))
     save_opts(opts, run_dir / 'opts.yaml')
-    torch.save(net.state_dict(), run_dir / 'net_last.pth')
+    torch.save(net.state_dict(), run_dir / f'net_{epoch}.pth')
     return net.eval()
 
 
 def reference_features(net, images, pcb):
-    """test.py's contract computed by hand: feature(image) + feature(flipped image), L2 norm (PCB: per part)."""
+    """The original test.py's formula written out: ff = feature(image) + feature(flipped image), divided by its L2
+    norm (PCB, here [N, 6, D]: by the norm of each part times sqrt(6))."""
     with torch.no_grad():
-        f = net(images, return_feature=True) + net(images.flip(3), return_feature=True)
+        ff = net(images, return_feature=True) + net(images.flip(3), return_feature=True)
     if pcb:
-        return (F.normalize(f, dim=2) / f.shape[1] ** 0.5).flatten(1)
-    return F.normalize(f, dim=1)
+        fnorm = torch.norm(ff, p=2, dim=2, keepdim=True) * 6 ** 0.5
+        return ff.div(fnorm).reshape(ff.shape[0], -1)
+    return ff.div(torch.norm(ff, p=2, dim=1, keepdim=True))
 
 
 def real_images(prepared, n):
@@ -73,3 +75,22 @@ def test_export_errors_are_one_line(tmp_path):
     write_run(tmp_path / 'run', pcb=False)
     with pytest.raises(SystemExit, match='net_007.pth: checkpoint not found'):
         export.main(['--name', 'run', '--model_dir', str(tmp_path), '--which_epoch', '7'])
+
+
+def test_export_holds_the_asked_epochs_weights_and_goes_where_output_says(tmp_path, tiny_prepared):
+    """--which_epoch init exports net_init.pth (not net_last.pth beside it); --output puts the file, and its JSON
+    beside it, where the user says, leaving the run folder without an export."""
+    run_dir = tmp_path / 'model' / 'run'
+    last = write_run(run_dir, pcb=False, seed=0)
+    init = write_run(run_dir, pcb=False, seed=1, epoch='init')
+    out = tmp_path / 'elsewhere' / 'reid.onnx'
+    export.main(['--name', 'run', '--model_dir', str(tmp_path / 'model'), '--which_epoch', 'init', '--format',
+                 'onnx', '--output', str(out)])
+    meta = json.loads((tmp_path / 'elsewhere' / 'reid.json').read_text())
+    assert meta['checkpoint'].endswith('net_init.pth')
+    assert not list(run_dir.glob('*.onnx')) and not list(run_dir.glob('*.json'))
+    images = real_images(tiny_prepared, 4)
+    got = exporting.exported_features(out, 'onnx', images)
+    cosine = [F.cosine_similarity(got.double(), reference_features(net, images, False).double(), dim=1)
+              for net in (init, last)]
+    assert cosine[0].min() >= 0.9999 and cosine[1].max() < 0.99   # net_init's features, not net_last's

@@ -135,6 +135,19 @@ def test_original_runs_give_the_original_features(tmp_path, kind):
     torch.testing.assert_close(ours, ref, atol=2e-5, rtol=1e-4)
 
 
+def test_an_original_pcb_run_is_a_resnet50_pcb_even_with_use_dense_in_its_opts(tmp_path):
+    """The original test.py builds ft_net_dense when use_dense, then replaces it by PCB when PCB: PCB wins."""
+    net = randomised(OrigPCB(), seed=5)
+    write_original_run(tmp_path / 'pcb', net, PCB=True, use_dense=True)
+    model, spec, _ = api.load_network(tmp_path / 'pcb')
+    assert (spec.backbone, spec.PCB) == ('resnet50', True)
+    images = torch.randn(2, 3, 64, 32, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        ours = l2_normalize_features(flip_sum_features(model, images))
+    ref = original_features(net, images, pcb=True).view(2, 2048, 6).transpose(1, 2).reshape(2, -1)
+    torch.testing.assert_close(ours, ref, atol=2e-5, rtol=1e-4)
+
+
 def test_key_mapping_names_and_drops():
     sd = {'model.conv1.weight': 1, 'model.layer1.0.bn1.running_mean': 2, 'model.fc.weight': 3,
           'classifier.add_block.0.weight': 4, 'classifier.add_block.1.running_var': 5,

@@ -122,7 +122,7 @@ def test_features_match_an_independent_computation(trained_run, tiny_prepared, t
         with torch.no_grad():
             big = F.interpolate(x, scale_factor=1.2, mode='bicubic', align_corners=False)
             f = sum(net(v, return_feature=True) for v in (x, x.flip(3), big, big.flip(3)))
-        ref = F.normalize(f, dim=1)[0].numpy()
+        ref = f.div(torch.norm(f, p=2, dim=1, keepdim=True))[0].numpy()   # the original's ff.div(fnorm)
         if precision == 'off':
             np.testing.assert_allclose(mat['query_f'][i], ref, atol=2e-4)
         else:
@@ -130,7 +130,8 @@ def test_features_match_an_independent_computation(trained_run, tiny_prepared, t
 
 
 def test_multi_query_mat_and_untrained_network(trained_run, tiny_prepared, tmp_path):
-    results, printed = run_test(trained_run, tiny_prepared, tmp_path, '--multi', '--which_epoch', 'init')
+    results, printed = run_test(trained_run, tiny_prepared, tmp_path, '--multi', '--which_epoch', 'init',
+                                '--cpu_bf16', 'off')   # rows compared in fp32 below
     multi = scipy.io.loadmat(tmp_path / 'multi_query.mat')
     names = names_in_folder_order(tiny_prepared / 'multi-query')
     assert multi['mquery_f'].shape == (len(names), 512) and multi['mquery_f'].dtype == np.float32
@@ -138,6 +139,64 @@ def test_multi_query_mat_and_untrained_network(trained_run, tiny_prepared, tmp_p
     assert multi['mquery_cam'][0].tolist() == [parse_market_name(n)[1] for n in names]
     assert 'multi:Rank@1:' in printed and 'net_init.pth' in printed
     assert set(results) == {'single', 'multi'}
+    # the rows are the multi-query images' own features: the untrained network rebuilt by hand, flip-summed, L2
+    model_dir, name = trained_run
+    opts = load_opts(model_dir / name / 'opts.yaml')
+    net = build(opts, opts['nclasses'], pretrained=False)
+    net.load_state_dict(load_checkpoint(model_dir / name / 'net_init.pth'))
+    net.eval()
+    from PIL import Image
+    for i in (0, len(names) - 1):
+        with Image.open(names[i]) as img:
+            x = hand_transform(opts['h'], opts['w'])(img.convert('RGB'))[None]
+        with torch.no_grad():
+            f = (net(x, return_feature=True) + net(x.flip(3), return_feature=True))[0].double().numpy()
+        np.testing.assert_allclose(multi['mquery_f'][i], f / math.sqrt(float(f @ f)), atol=2e-4)
+
+
+def brute_force_rank1_and_map(mat):
+    """Rank@1 and the original's mAP, one query at a time: cosine scores (features are unit vectors), gallery
+    sorted by score (ties in gallery order), junk (id -1, or the query's id seen by its own camera) dropped, AP
+    by the original's compute_mAP (trapezoid of precision before and at each match); queries without a match
+    skipped."""
+    qf, gf = mat['query_f'].astype(np.float64), mat['gallery_f'].astype(np.float64)
+    ql, qc, gl, gc = (mat[k][0].tolist() for k in ('query_label', 'query_cam', 'gallery_label', 'gallery_cam'))
+    hits, aps = [], []
+    for i in range(len(qf)):
+        scores = [float(qf[i] @ gf[j]) for j in range(len(gf))]
+        order = sorted(range(len(gf)), key=lambda j: -scores[j])
+        kept = [j for j in order if gl[j] != -1 and not (gl[j] == ql[i] and gc[j] == qc[i])]
+        good_rows = [r for r, j in enumerate(kept) if gl[j] == ql[i]]
+        if not good_rows:
+            continue
+        hits.append(1.0 if good_rows[0] == 0 else 0.0)
+        ap = 0.0
+        for k, row in enumerate(good_rows):
+            precision = (k + 1) / (row + 1)
+            old_precision = k / row if row != 0 else 1.0
+            ap += (old_precision + precision) / 2 / len(good_rows)
+        aps.append(ap)
+    return sum(hits) / len(hits), sum(aps) / len(aps)
+
+
+def test_result_txt_gets_each_runs_lines_appended_with_the_metrics_of_its_mat(trained_run, tiny_prepared, tmp_path):
+    """As the original (evaluate_gpu.py | tee -a model/<name>/result.txt): every test.py run appends its lines,
+    earlier runs' lines stay; the Rank@1 and mAP it prints are those of the .mat it wrote, recomputed here."""
+    result_txt = trained_run[0] / trained_run[1] / 'result.txt'
+    before = result_txt.read_text() if result_txt.exists() else ''
+    texts = []
+    for epoch in ('last', 'init'):
+        folder = tmp_path / epoch
+        folder.mkdir()
+        _, printed = run_test(trained_run, tiny_prepared, folder, '--which_epoch', epoch, '--backend', 'torch')
+        mat = scipy.io.loadmat(folder / 'pytorch_result.mat')
+        rank1, mean_ap = brute_force_rank1_and_map(mat)
+        metrics = next(line for line in printed.splitlines() if line.startswith('Rank@1:'))
+        fields = dict(item.split(':') for item in metrics.split())
+        assert float(fields['Rank@1']) == pytest.approx(rank1, abs=2e-6), epoch
+        assert float(fields['mAP']) == pytest.approx(mean_ap, abs=2e-6), epoch
+        texts.append(printed[printed.index(f'{trained_run[1]} (net_{epoch}.pth, '):])   # the runtime notes not
+    assert result_txt.read_text() == before + ''.join(text + '\n' for text in texts)
 
 
 def test_missing_run_or_checkpoint_is_a_clear_error(trained_run, tiny_prepared, tmp_path):
