@@ -283,13 +283,16 @@ def _checked_keys(blocks, device, block, n_gallery):
             yield start + piece, min(start + piece + rows, stop), keys + 0.0
 
 
-def junk_mask(ql, qc, gl, gc):
-    """Return the boolean mask of gallery items that are junk for one query (numpy in, numpy out).
+def junk_pairs(ql, qc, gl, gc):
+    """Return the [Q, G] boolean mask of junk query-gallery pairs (numpy or torch, as given): the query's id seen by
+    the query's camera, and every gallery item with id -1 (the rule of the module docstring); the one place the
+    rule is written for whole pairs."""
+    return (gl[None, :] == JUNK_ID) | ((gl[None, :] == ql[:, None]) & (gc[None, :] == qc[:, None]))
 
-    Junk: the query's id seen by the query's camera, and every item with id -1 (the rule of the module docstring).
-    """
-    gl, gc = np.asarray(gl), np.asarray(gc)
-    return (gl == JUNK_ID) | ((gl == ql) & (gc == qc))
+
+def junk_mask(ql, qc, gl, gc):
+    """Return the boolean mask of gallery items that are junk for one query (numpy in, numpy out)."""
+    return junk_pairs(np.asarray([ql]), np.asarray([qc]), np.asarray(gl), np.asarray(gc))[0]
 
 
 def rank_at(res, k):

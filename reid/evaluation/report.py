@@ -145,11 +145,11 @@ def _thumbnail(src, dst):
 def pair_scores(scores, ql, qc, gl, gc):
     """Return (same-id scores, different-id scores) of every valid query-gallery pair (junk left out: id -1, and
     the same id in the same camera); distractors (id 0) count as different."""
-    from reid.evaluation.metrics import JUNK_ID
+    from reid.evaluation.metrics import junk_pairs
 
     scores, ql, qc, gl, gc = (np.asarray(a) for a in (scores, ql, qc, gl, gc))
     same_id = gl[None, :] == ql[:, None]
-    junk = (gl[None, :] == JUNK_ID) | (same_id & (gc[None, :] == qc[:, None]))
+    junk = junk_pairs(ql, qc, gl, gc)
     return scores[same_id & ~junk], scores[~same_id & ~junk]
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import yaml
 
-from reid.evaluation.metrics import JUNK_ID, _as_ids, _as_tensor, pick_device
+from reid.evaluation.metrics import _as_ids, _as_tensor, junk_pairs, pick_device
 
 FARS = (1e-1, 1e-2, 1e-3, 1e-4)
 DEFAULT_FAR = 1e-3
@@ -26,11 +26,10 @@ def _pair_blocks(qf, ql, qc, gf, gl, gc):
     negatives (distractors included) do not.
     """
     step = max(1, _BLOCK_ELEMENTS // max(1, len(gf)))
-    gallery_junk = gl == JUNK_ID
     for start in range(0, len(qf), step):
         scores = torch.mm(qf[start:start + step], gf.T)
         same_id = ql[start:start + step, None] == gl[None]
-        junk = (same_id & (qc[start:start + step, None] == gc[None])) | gallery_junk[None]
+        junk = junk_pairs(ql[start:start + step], qc[start:start + step], gl, gc)
         yield scores, same_id & ~junk, ~same_id & ~junk
 
 
