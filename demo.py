@@ -17,20 +17,20 @@ import os
 from reid.backends import add_backend_flags
 from reid.data.prepared import list_reid_images
 from reid.evaluation.report import draw_ranking, ranked_gallery
-from reid.runs import os_error_line
+from reid.cli import DATA_DIR, RESULT_FILE, RUN_NAME, one_line_errors
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description='Draw the top-10 ranking of one query (show.png).')
     p.add_argument('--query_index', default=777, type=int, help='index of the query in query order (0-based)')
-    p.add_argument('--test_dir', default='../Market/pytorch', type=str, help='prepared folder with query/ gallery/')
-    p.add_argument('--result', default='pytorch_result.mat', type=str, help='features written by test.py')
+    p.add_argument('--test_dir', default=DATA_DIR, type=str, help='prepared folder with query/ gallery/')
+    p.add_argument('--result', default=RESULT_FILE, type=str, help='features written by test.py')
     p.add_argument('--output', default='show.png', type=str, help='where to save the picture')
     p.add_argument('--rerank', action='store_true', help='rank by k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3)')
     p.add_argument('--top', default=10, type=int, help='number of gallery images to show')
     p.add_argument('--query_image', default=None, type=str,
                    help='search with this photo instead of a query of the set (needs the run: --name)')
-    p.add_argument('--name', default='ft_ResNet50', type=str, help='run whose network embeds --query_image')
+    p.add_argument('--name', default=RUN_NAME, type=str, help='run whose network embeds --query_image')
     p.add_argument('--model_dir', default='model', type=str, help='folder that holds the runs')
     p.add_argument('--which_epoch', default='last', type=str, help="checkpoint of --name: 'last' or a number")
     p.add_argument('--html', default=None, type=str,
@@ -81,13 +81,10 @@ def photo_keys(args, gallery_f):
 
     if not os.path.isfile(args.query_image):
         raise SystemExit(f'--query_image {args.query_image}: file not found')
-    try:
-        run = ReIDRun(os.path.join(args.model_dir, args.name), args.which_epoch, device='cpu',
-                      backend=args.backend, precision=args.precision)
-        print(f'--query_image embedded with {run.backend.describe()}')
-        feature = run.features(args.query_image)[0].numpy()
-    except ValueError as e:
-        raise SystemExit(f'demo.py: {e}') from None
+    run = ReIDRun(os.path.join(args.model_dir, args.name), args.which_epoch, device='cpu', backend=args.backend,
+                  precision=args.precision)
+    print(f'--query_image embedded with {run.backend.describe()}')
+    feature = run.features(args.query_image)[0].numpy()
     if feature.shape[0] != gallery_f.shape[1]:
         raise SystemExit(f'--name {args.name}: its features have {feature.shape[0]} values but {args.result} holds '
                          f'{gallery_f.shape[1]}: run test.py with the same run first')
@@ -102,10 +99,7 @@ def run_threshold(args):
     if not run.threshold_file.is_file():
         print(f'no calibrated threshold in {run.path} (test.py --calibrate): hits are not judged same or different')
         return None
-    try:
-        entry = run.read_threshold()
-    except ValueError as e:
-        raise SystemExit(f'demo.py: {e}') from None
+    entry = run.read_threshold()
     print(f'threshold {entry["threshold"]:.4f} (false-accept rate {entry["far"]:g}, calibrated on '
           f'{entry.get("calibrated_on", "?")}): a hit scoring above it is the same identity')
     return entry['threshold']
@@ -164,12 +158,8 @@ def write_html(args, result, query_images, gallery_images):
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
+    with one_line_errors('demo.py'):   # a missing or malformed --test_dir, an unwritable --output
         show_ranking(args)
-    except ValueError as e:  # a missing or malformed --test_dir, an unwritable --output
-        raise SystemExit(f'demo.py: {e}') from None
-    except OSError as e:
-        raise SystemExit(f'demo.py: {os_error_line(e)}') from None
 
 
 def show_ranking(args):

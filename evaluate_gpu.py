@@ -19,6 +19,7 @@ from pathlib import Path
 
 import scipy.io
 
+from reid.cli import MULTI_RESULT_FILE, RESULT_FILE, one_line_errors
 from reid.evaluation import metrics
 from reid.evaluation import verification
 from reid.evaluation.protocols import (RERANK_DEFAULTS, RERANKERS, evaluate_all, format_trials, redrawn_galleries,
@@ -28,13 +29,13 @@ from reid.evaluation.results import load_multi_query, load_result
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--result', default=['pytorch_result.mat'], nargs='+',
+    parser.add_argument('--result', default=[RESULT_FILE], nargs='+',
                         help='features saved by test.py; several files (e.g. VIPeR splits): mean and std over them')
     parser.add_argument('--trials', default=0, type=int,
                         help='VehicleID protocol: re-draw the gallery (one random image per id, seeds 0..N-1) '
                              'N times from the features; mean and std')
     parser.add_argument('--multi', action='store_true', help='also evaluate multi-query (features from --multi_result)')
-    parser.add_argument('--multi_result', default='multi_query.mat', help='multi-query features saved by test.py')
+    parser.add_argument('--multi_result', default=MULTI_RESULT_FILE, help='multi-query features saved by test.py')
     parser.add_argument('--rerank', nargs='?', const='k_reciprocal', default=None, choices=RERANKERS,
                         help='also evaluate re-ranked: k_reciprocal (the default of a bare --rerank) or gnn')
     parser.add_argument('--k1', default=None, type=int,
@@ -85,10 +86,11 @@ def parse_args(argv=None):
 def evaluate_trials(args):
     """Evaluate several results (files, or --trials gallery draws); print mean and std; save *_trials.mat."""
     if args.trials:
+        result = load_result(args.result[0])
         try:
-            results = redrawn_galleries(load_result(args.result[0]), args.trials)
+            results = redrawn_galleries(result, args.trials)
         except ValueError as e:
-            raise SystemExit(f'{args.result[0]}: {e}') from None
+            raise ValueError(f'{args.result[0]}: {e}') from None
     else:
         results = [load_result(path) for path in args.result]
     reports = [metrics.compute_cmc_map(*result) for result in results]
@@ -114,7 +116,7 @@ def verify(args, result):
 
         run = RunFolder(args.save_threshold)
         if not run.path.is_dir():
-            raise SystemExit(f'--save_threshold {run.path}: no such run folder')
+            raise ValueError(f'--save_threshold {run.path}: no such run folder')
         path = run.write_threshold(verification.threshold_entry(report, args.far, args.result))
         print(f'threshold at FAR {args.far:g}: {path}')
     return report
@@ -122,6 +124,12 @@ def verify(args, result):
 
 def main(argv=None):
     args = parse_args(argv)
+    with one_line_errors('evaluate_gpu.py'):
+        return evaluate(args)
+
+
+def evaluate(args):
+    """Evaluate the result file(s) as the flags ask and print the report."""
     if args.trials or len(args.result) > 1:
         return evaluate_trials(args)
     args.result = args.result[0]
@@ -129,14 +137,14 @@ def main(argv=None):
     multi = load_multi_query(args.multi_result) if args.multi else None
     params = dict(k1=args.k1, k2=args.k2, lambda_value=args.lambda_value) if args.rerank else None
     expansion = dict(k=args.aqe, alpha=args.aqe_alpha, dba=args.dba) if args.aqe else None
+    if args.verify:
+        verify(args, result)
     try:
-        if args.verify:
-            verify(args, result)
         reports = evaluate_all(result, multi, params, args.rerank or 'k_reciprocal', expansion)
     except ValueError as e:
-        raise SystemExit(f'{args.result}: {e}')
+        raise ValueError(f'{args.result}: {e}') from None
     if reports[0][1]['n_valid'] == 0:
-        raise SystemExit(f'{args.result}: none of the {len(result.query_label)} queries has a match in the gallery '
+        raise ValueError(f'{args.result}: none of the {len(result.query_label)} queries has a match in the gallery '
                          '(same id, another camera); check that query and gallery come from the same test set')
     for title, res, note in reports:
         if title:

@@ -19,12 +19,12 @@ import sys
 
 from reid.backends import PRECISIONS
 from reid.export import FORMATS, export_run
-from reid.runs import os_error_line
+from reid.cli import RUN_NAME, one_line_errors
 
 
 def build_parser():
     p = argparse.ArgumentParser(description='Export the feature extractor of a trained run.')
-    p.add_argument('--name', default='ft_ResNet50', type=str, help='run name under --model_dir')
+    p.add_argument('--name', default=RUN_NAME, type=str, help='run name under --model_dir')
     p.add_argument('--model_dir', default='model', type=str, help='folder that holds the runs')
     p.add_argument('--which_epoch', default='last', type=str, help="'last', 'init' or an epoch number")
     p.add_argument('--format', default='onnx', choices=tuple(FORMATS))
@@ -43,12 +43,8 @@ def build_parser():
 
 def main(argv=None):
     opts = build_parser().parse_args(argv)
-    try:
+    with one_line_errors('export.py'):
         export_run(opts)
-    except ValueError as e:
-        raise SystemExit(f'export.py: {e}') from None
-    except OSError as e:
-        raise SystemExit(f'export.py: {os_error_line(e)}') from None
 
 
 if __name__ == '__main__':

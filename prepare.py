@@ -18,6 +18,7 @@ No download at hand? Generate a synthetic set of any layout first, then prepare 
 import argparse
 from pathlib import Path
 
+from reid.cli import DOWNLOAD_DIR, one_line_errors
 from reid.data.images import require_readable_images
 from reid.data.layouts import GENERATED, LAYOUTS, detect_layout, plan_splits
 from reid.data.layouts.common import option_dest, unmatched_queries
@@ -121,19 +122,13 @@ def main(argv=None):
                      for o in l.options if o.source) + ' each name the data: give one')
     if args.pattern and not args.custom:
         parser.error('--pattern goes with --custom DIR')
-    args.download_path = args.download_path or '../Market'
-    try:
+    args.download_path = args.download_path or DOWNLOAD_DIR
+    # Ctrl-C: write_split has removed its partial folder; the download was only read
+    with one_line_errors('prepare.py', 'interrupted; nothing was changed (run the same command again)'):
         if args.make_demo:
             make_demo(args)
         else:
             prepare(args)
-    except ValueError as err:
-        raise SystemExit(f'prepare.py: {err}') from None
-    except OSError as err:
-        name = f'{err.filename}: ' if err.filename is not None else ''
-        raise SystemExit(f'prepare.py: {name}{err.strerror or err}') from None
-    except KeyboardInterrupt:   # write_split has removed its partial folder; the download was only read
-        raise SystemExit('prepare.py: interrupted; nothing was changed (run the same command again)') from None
 
 
 if __name__ == '__main__':

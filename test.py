@@ -17,7 +17,8 @@ from pathlib import Path
 
 from reid.backends import add_backend_flags
 from reid.evaluation.extract import run_calibration, run_test
-from reid.runs import RunFolder, os_error_line
+from reid.cli import DATA_DIR, RESULT_FILE, RUN_NAME, one_line_errors
+from reid.runs import RunFolder
 from reid.runtime import add_runtime_flags
 from reid.spec import add_network_flags
 
@@ -27,14 +28,14 @@ def build_parser():
     p.add_argument('--which_epoch', default='last', type=str,
                    help="'last', the epochs done of a net_XXX.pth snapshot (10, 20, ...), 'init' (the untrained network) or "
                         "'average' (train.py --wa)")
-    p.add_argument('--test_dir', default='../Market/pytorch', type=str, help='prepare.py output folder')
-    p.add_argument('--name', default='ft_ResNet50', type=str, help='run name under --model_dir')
+    p.add_argument('--test_dir', default=DATA_DIR, type=str, help='prepare.py output folder')
+    p.add_argument('--name', default=RUN_NAME, type=str, help='run name under --model_dir')
     p.add_argument('--model_dir', default='model', type=str, help='folder that holds the runs')
     p.add_argument('--batchsize', default=256, type=int)
     p.add_argument('--multi', action='store_true', help='also extract multi-query features (multi_query.mat)')
     p.add_argument('--ms', default='1', type=str,
                    help="scales as area ratios, e.g. '1,1.1' (each image is resized by sqrt(s), as the original)")
-    p.add_argument('--result', default='pytorch_result.mat', type=str,
+    p.add_argument('--result', default=RESULT_FILE, type=str,
                    help='where to write the features (multi_query.mat goes beside it)')
     p.add_argument('--calibrate', action='store_true',
                    help='instead of testing: score the val split (queries) against train (gallery) and write the '
@@ -66,17 +67,11 @@ def log_to_tensorboard(opts, results):
 
 def main(argv=None):
     opts = build_parser().parse_args(argv)
-    try:
+    with one_line_errors('test.py', f'interrupted; {opts.result} was not written (run the same command again)'):
         if opts.calibrate:
             run_calibration(opts)
         else:
             log_to_tensorboard(opts, run_test(opts))
-    except ValueError as e:
-        raise SystemExit(f'test.py: {e}') from None
-    except OSError as e:
-        raise SystemExit(f'test.py: {os_error_line(e)}') from None
-    except KeyboardInterrupt:
-        raise SystemExit(f'test.py: interrupted; {opts.result} was not written (run the same command again)') from None
 
 
 if __name__ == '__main__':

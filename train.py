@@ -24,7 +24,7 @@ torchrun --batchsize is the global batch, split over the processes; rank 0 alone
 import sys
 
 from reid.models.backbones import PretrainedWeightsUnavailable
-from reid.runs import os_error_line
+from reid.cli import one_line_errors
 from reid.training import distributed
 from reid.training.recipe import parse_options
 from reid.training.trainer import interrupted_message, run_training
@@ -33,13 +33,9 @@ from reid.training.trainer import interrupted_message, run_training
 def main(argv=None):
     opts = parse_options(argv)
     try:
-        run_training(opts)
-    except (ValueError, PretrainedWeightsUnavailable) as e:
-        raise SystemExit(f'train.py: {e}') from None
-    except KeyboardInterrupt:  # Ctrl-C: checkpoints are atomic, so resume.pth is whole
-        raise SystemExit(f'train.py: {interrupted_message(opts)}') from None
-    except OSError as e:
-        raise SystemExit(f'train.py: {os_error_line(e)}') from None
+        # Ctrl-C: checkpoints are atomic, so resume.pth is whole and the message gives the command that continues
+        with one_line_errors('train.py', lambda: interrupted_message(opts), also=(PretrainedWeightsUnavailable,)):
+            run_training(opts)
     finally:
         distributed.shutdown()
 

@@ -132,12 +132,6 @@ def ensure_writable_folder(folder, flag):
         raise ValueError(f'{flag} {folder}: folder is not writable; choose another path')
 
 
-def os_error_line(err):
-    """Return one line for an OSError: the file it concerns and the system's reason."""
-    reason = err.strerror or str(err)
-    return f'{err.filename}: {reason}' if err.filename is not None else reason
-
-
 def save_opts(opts, path):
     """Write every option of a run (a Namespace or dict of plain values) to a YAML file."""
     values = dict(vars(opts) if not isinstance(opts, dict) else opts)

@@ -117,7 +117,7 @@ def written_commands(page):
     """Every shell line of the page's code blocks (not Python ones) and inline code that runs a command."""
     text = page.read_text()
     for lang, body in FENCE.findall(text):
-        if lang not in ('python', 'yaml', 'json'):
+        if lang not in ('python', 'yaml', 'json', 'text'):   # text: a folder tree, a listing
             yield from body.replace('\\\n', ' ').splitlines()
     for span in INLINE.findall(FENCE.sub('', text)):
         span = ' '.join(span.split())

@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from reid.api import load_network
+from reid.cli import MULTI_RESULT_FILE
 from reid.data.images import ReIDImageFolder, require_readable_images
 from reid.data.prepared import list_reid_images, prepared_info
 from reid.data.transforms import eval_transform
@@ -157,7 +158,7 @@ def run_test(opts, log=print):
     # multi_query.mat is written before anything evaluates, so evaluate_gpu.py can read it too.
     if opts.multi:
         multi = features('multi-query')
-        save_multi_query(result_path.with_name('multi_query.mat'), multi)
+        save_multi_query(result_path.with_name(MULTI_RESULT_FILE), multi)
 
     results = {'single': compute_cmc_map(*query, *gallery)}
     lines = [f'{opts.name} ({checkpoint.name}, scales {opts.ms}, {choice.name} {choice.precision})', format_result(results['single'])]

@@ -14,52 +14,52 @@ MultiQuery = namedtuple('MultiQuery', 'mquery_f mquery_label mquery_cam')
 
 
 def _load_mat_fields(path, prefixes):
-    """Return [(features, labels, cams)] from a .mat file for each key prefix; SystemExit naming what is wrong."""
+    """Return [(features, labels, cams)] from a .mat file for each key prefix; ValueError naming what is wrong."""
     path = Path(path)
     if path.is_dir():
-        raise SystemExit(f'{path}: is a folder, not a .mat file (pass the file test.py wrote)')
+        raise ValueError(f'{path}: is a folder, not a .mat file (pass the file test.py wrote)')
     if not path.is_file():
-        raise SystemExit(f'{path}: file not found (run test.py first, or pass the right path)')
+        raise ValueError(f'{path}: file not found (run test.py first, or pass the right path)')
     try:
         mat = scipy.io.loadmat(str(path))
     except Exception as e:  # scipy raises several types for a damaged or foreign file
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise SystemExit(f'{path}: not a readable .mat file ({reason}); run test.py again to rewrite it')
+        raise ValueError(f'{path}: not a readable .mat file ({reason}); run test.py again to rewrite it') from None
     groups = []
     for prefix in prefixes:
         names = [prefix + '_f', prefix + '_label', prefix + '_cam']
         missing = [name for name in names if name not in mat]
         if missing:
-            raise SystemExit(f'{path}: missing key(s) {", ".join(missing)}')
+            raise ValueError(f'{path}: missing key(s) {", ".join(missing)}')
         labels, cams = (_integer_row(mat[name], path, name) for name in names[1:])
         try:
             features = np.asarray(mat[names[0]], dtype=np.float32)
         except (TypeError, ValueError):
-            raise SystemExit(f'{path}: {names[0]} is not a numeric array') from None
+            raise ValueError(f'{path}: {names[0]} is not a numeric array') from None
         if features.ndim != 2 or not len(features) == len(labels) == len(cams):
-            raise SystemExit(f'{path}: {names[0]} has shape {features.shape} but {names[1]} has {len(labels)} '
+            raise ValueError(f'{path}: {names[0]} has shape {features.shape} but {names[1]} has {len(labels)} '
                              f'and {names[2]} {len(cams)} entries')
         if len(features) == 0:
-            raise SystemExit(f'{path}: {names[0]} is empty (no {prefix} image); run test.py on a prepared set')
+            raise ValueError(f'{path}: {names[0]} is empty (no {prefix} image); run test.py on a prepared set')
         if not np.isfinite(features).all():
             bad = int((~np.isfinite(features).all(axis=1)).sum())
-            raise SystemExit(f'{path}: {names[0]} has NaN or infinite values in {bad} row(s); the network that '
+            raise ValueError(f'{path}: {names[0]} has NaN or infinite values in {bad} row(s); the network that '
                              'wrote it diverged: test another --which_epoch')
         groups.append((features, labels, cams))
     if len(groups) == 2 and groups[0][0].shape[1] != groups[1][0].shape[1]:
-        raise SystemExit(f'{path}: {prefixes[0]}_f has {groups[0][0].shape[1]} columns but {prefixes[1]}_f has '
+        raise ValueError(f'{path}: {prefixes[0]}_f has {groups[0][0].shape[1]} columns but {prefixes[1]}_f has '
                          f'{groups[1][0].shape[1]}; both must come from the same network')
     return groups
 
 
 def _integer_row(values, path, name):
-    """Return a .mat field as a 1-D int64 array; SystemExit naming the key when it holds anything but integers."""
+    """Return a .mat field as a 1-D int64 array; ValueError naming the key when it holds anything but integers."""
     values = np.asarray(values)
     if values.dtype.kind in 'iub':
         return values.reshape(-1).astype(np.int64)
     if values.dtype.kind == 'f' and np.isfinite(values).all() and (values == np.round(values)).all():
         return values.reshape(-1).astype(np.int64)  # MATLAB's default double
-    raise SystemExit(f'{path}: {name} must hold integer ids, found {values.dtype} values'
+    raise ValueError(f'{path}: {name} must hold integer ids, found {values.dtype} values'
                      + (f' such as {values.reshape(-1)[0]!r}' if values.size else ''))
 
 
@@ -68,7 +68,7 @@ def load_result(path):
 
     Features are float32 (N, D); labels and cameras 1-D int64 (savemat stores them as 1 x N rows).
     Unpacks in metrics.compute_cmc_map's argument order; fields also read as result.query_f.
-    SystemExit naming the file when it or a key is missing.
+    ValueError naming the file when it or a key is missing.
     """
     (qf, ql, qc), (gf, gl, gc) = _load_mat_fields(path, ['query', 'gallery'])
     return ReIDResult(qf, ql, qc, gf, gl, gc)

@@ -4,6 +4,7 @@ flag defaults, the checks and resolved values recorded in opts.yaml, and what --
 import argparse
 from argparse import Namespace
 
+from reid.cli import DATA_DIR, RUN_NAME
 from reid.runtime import add_runtime_flags
 from reid.spec import NetworkSpec, add_network_flags, option_names
 from reid.training.losses import active_loss_names, add_loss_flags
@@ -39,8 +40,8 @@ def build_parser():
     p.add_argument('--preset', default=None, choices=sorted(PRESETS),
                    help='a recipe: seed (the original softmax baseline), bot (Bag of Tricks) or quick '
                         '(the quick start on a CPU); flags override it')
-    p.add_argument('--name', default='ft_ResNet50', type=str, help='run name: outputs go to <model_dir>/<name>')
-    p.add_argument('--data_dir', default='../Market/pytorch', type=str, help='prepare.py output folder')
+    p.add_argument('--name', default=RUN_NAME, type=str, help='run name: outputs go to <model_dir>/<name>')
+    p.add_argument('--data_dir', default=DATA_DIR, type=str, help='prepare.py output folder')
     p.add_argument('--model_dir', default='model', type=str, help='folder that holds the runs')
     p.add_argument('--train_all', action='store_true', help='train on train_all (train + val)')
     p.add_argument('--color_jitter', action='store_true', help='add colour jitter')

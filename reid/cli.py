@@ -1,0 +1,33 @@
+"""What every command does around the library: the defaults the original's commands assume (its download, data
+folder, run name and result files), and the one-line exits that turn the library's exceptions into messages.
+"""
+from contextlib import contextmanager
+
+DOWNLOAD_DIR = '../Market'            # prepare.py --download_path
+DATA_DIR = '../Market/pytorch'        # train.py --data_dir, test.py and demo.py --test_dir
+RUN_NAME = 'ft_ResNet50'              # --name
+RESULT_FILE = 'pytorch_result.mat'    # test.py writes it, evaluate_gpu.py and demo.py read it
+MULTI_RESULT_FILE = 'multi_query.mat'
+
+
+def os_error_line(err):
+    """Return one line for an OSError: the file it concerns and the system's reason."""
+    reason = err.strerror or str(err)
+    return f'{err.filename}: {reason}' if err.filename is not None else reason
+
+
+@contextmanager
+def one_line_errors(script, interrupted=None, also=()):
+    """Exit with one line instead of a traceback: `script: message` for a ValueError (the library names the file
+    or flag) and for the exception types in `also`, the file and the system's reason for an OSError, and for
+    Ctrl-C `interrupted` (a line, or a function returning it; None lets Ctrl-C through)."""
+    try:
+        yield
+    except (ValueError, *also) as err:
+        raise SystemExit(f'{script}: {err}') from None
+    except OSError as err:
+        raise SystemExit(f'{script}: {os_error_line(err)}') from None
+    except KeyboardInterrupt:
+        if interrupted is None:
+            raise
+        raise SystemExit(f'{script}: {interrupted() if callable(interrupted) else interrupted}') from None
