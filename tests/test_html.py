@@ -266,15 +266,18 @@ def test_html_heatmap_toggle(tiny_prepared, tmp_path):
 
 
 def test_html_rerank_rows_follow_the_reranked_distances(tiny_prepared, tmp_path):
-    """--rerank: each row's green frames are the same-id images among the top-10 of the re-ranked distances."""
-    from reid.evaluation.rerank import k_reciprocal_rerank
+    """--rerank: each row's green frames are the same-id images among the top-10 of the re-ranked distances,
+    computed by test_rerank's dense reference (Zhong et al. 2017 step by step, k1 20, k2 6, lambda 0.3), not by the
+    re-ranker; the rows differ from the plain ranking's, so a page ranked without re-ranking fails."""
+    from test_rerank import dense_rerank_reference
 
     r = write_result(tmp_path / 'r.mat', tiny_prepared, seed=1)
     demo.main(['--html', str(tmp_path / 'page'), '--rerank', '--test_dir', str(tiny_prepared), '--result',
                str(tmp_path / 'r.mat')])
     dom = PageRows()
     dom.feed((tmp_path / 'page' / 'index.html').read_text())
-    dist = k_reciprocal_rerank(r['query_f'], r['gallery_f'])
+    dist = dense_rerank_reference(r['query_f'], r['gallery_f'], 20, 6, 0.3)
+    assert dict(enumerate(expected_greens(r)[0])) != {int(row['data-query']): row['hit'] for row in dom.rows}
     gl, gc = r['gallery_label'][0], r['gallery_cam'][0]
     expected = {}
     for i, (ql, qc) in enumerate(zip(r['query_label'][0], r['query_cam'][0])):

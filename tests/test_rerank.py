@@ -47,6 +47,45 @@ def dense_rerank_reference(qf, gf, k1, k2, lambda_value):
     return final
 
 
+def brute_force_rank1_and_map(dist, ql, qc, gl, gc, tie=0.0):
+    """((lowest, highest) Rank@1, (lowest, highest) Market-1501 mAP) of a (Q, G) distance (smaller = better),
+    counted query by query: junk (id -1, same id and camera) removed, a plain sort, AP by the benchmark's
+    trapezoid rule written out; queries without a valid match left out. Distances within `tie` of their
+    neighbour in the sorted list form one group whose order float rounding may decide: the lowest figures put
+    the group's matches last, the highest first (tie=0: one exact order, equal distances by gallery index)."""
+    bounds = []
+    for i in range(len(ql)):
+        keep = sorted((float(dist[i][j]), j) for j in range(len(gl))
+                      if not (gl[j] == -1 or (gl[j] == ql[i] and gc[j] == qc[i])))
+        if not any(gl[j] == ql[i] for _, j in keep):
+            continue
+        group, groups = 0, []
+        for n, (d, _) in enumerate(keep):
+            group += n > 0 and d - keep[n - 1][0] > tie
+            groups.append(group)
+        figures = []
+        for matches_first in (False, True):
+            order = sorted(range(len(keep)), key=lambda n: (groups[n], (gl[keep[n][1]] == ql[i]) != matches_first, n))
+            good = [k for k, n in enumerate(order) if gl[keep[n][1]] == ql[i]]
+            ap = sum(((1.0 if k == 0 else m / k) + (m + 1) / (k + 1)) / 2 / len(good) for m, k in enumerate(good))
+            figures.append((float(good[0] == 0), ap))
+        bounds.append(figures)
+    low, high = np.mean([b[0] for b in bounds], axis=0), np.mean([b[1] for b in bounds], axis=0)
+    return (float(low[0]), float(high[0])), (float(low[1]), float(high[1]))
+
+
+def test_brute_force_figures_count_ties_both_ways():
+    # one query of id 1 (camera 1); gallery: a match at 0.2, a non-match at 0.2 + 1e-9, a match at 0.5
+    dist = [[0.2 + 1e-9, 0.2, 0.5]]
+    ql, qc, gl, gc = [1], [1], [2, 1, 1], [2, 2, 2]
+    exact = ((1 + 1) / 2 + (1 / 2 + 2 / 3) / 2) / 2   # matches at places 1 and 3
+    assert brute_force_rank1_and_map(dist, ql, qc, gl, gc) == ((1.0, 1.0), (pytest.approx(exact),) * 2)
+    (r_low, r_high), (ap_low, ap_high) = brute_force_rank1_and_map(dist, ql, qc, gl, gc, tie=1e-6)
+    assert (r_low, r_high) == (0.0, 1.0)
+    assert ap_low == pytest.approx(((0 + 1 / 2) / 2 + (1 / 2 + 2 / 3) / 2) / 2) and ap_high == pytest.approx(
+        (1 + (0.5 + 2 / 3) / 2) / 2)
+
+
 def clustered_features(rng, n_query, n_gallery, n_ids, dim, noise):
     """Unit features around a few identity centres, so neighbour sets and expansions are non-trivial."""
     centres = rng.standard_normal((n_ids, dim))
