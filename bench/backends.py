@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from bench.tricks import ensure_demo, test_cli
-from reid.api import load_network
+from reid.models.loading import load_network
 from reid.backends import BACKENDS
 from reid.export import FORMATS, CalibrationData, ensure_export, min_cosine, stored_precision, write_export
 from reid.models.features import FeatureExtractor, fuse_conv_bn

@@ -12,42 +12,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from reid.models import original
 from reid.models.features import FeatureExtractor, fuse_conv_bn
-from reid.models.heads import build_model
-from reid.runs import RunFolder, load_checkpoint
+from reid.models.loading import load_network   # noqa: F401 (also part of the API)
+from reid.runs import RunFolder
 from reid.runtime import cuda_available
-from reid.spec import NetworkSpec
 
 SEARCH_BLOCK = 65536  # gallery rows per block of the exact search: bounded memory for any gallery
-
-
-def load_network(run_dir, which_epoch='last'):
-    """Return (model in eval mode on the CPU, its NetworkSpec, the run's opts.yaml) of a run: the one place
-    checkpoints become networks.
-
-    Reads `opts.yaml` and the checkpoint; a run of the original repository (its parameter names) is converted
-    (reid.models.original) so it gives the features the original would.
-    """
-    run = RunFolder(run_dir)
-    opts = run.read_opts()
-    if 'nclasses' not in opts:
-        raise ValueError(f'{run.opts_file}: no nclasses entry (was it written by train.py?)')
-    path = run.checkpoint(which_epoch)
-    state = load_checkpoint(path)
-    is_original = original.is_original_state_dict(state)
-    if is_original:
-        spec = original.original_spec(opts, run.opts_file)
-        state = original.convert_state_dict(state)
-    else:
-        spec = NetworkSpec.from_opts(opts)
-    model = build_model(spec, int(opts['nclasses']), pretrained=False)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        detail = ' '.join(line.strip() for line in str(e).splitlines()[1:])  # line 0 only names the class
-        raise ValueError(f'{path}: does not fit the network of {run.opts_file} ({detail[:300]})') from None
-    return model.eval(), spec, opts
 
 
 class ReIDRun:

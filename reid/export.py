@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from reid.api import load_network
+from reid.models.loading import load_network
 from reid.backends import BACKENDS, MIN_COSINE, hidden_telemetry, open_onnxruntime, open_openvino, \
     open_tensorrt, require_package
 from reid.data.transforms import IMAGENET_MEAN, IMAGENET_STD

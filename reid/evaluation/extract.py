@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from reid.api import load_network
+from reid.models.loading import load_network
 from reid.cli import MULTI_RESULT_FILE
 from reid.data.images import ReIDImageFolder, require_readable_images
 from reid.data.prepared import list_reid_images, prepared_info
