@@ -18,6 +18,7 @@ from reid.backends import add_backend_flags
 from reid.data.prepared import list_reid_images
 from reid.evaluation.report import draw_ranking, ranked_gallery
 from reid.cli import DATA_DIR, RESULT_FILE, RUN_NAME, one_line_errors
+from reid.evaluation.rerankers import add_rerank_flags, rerank_params, rerank_title, reranked_distances
 
 
 def parse_args(argv=None):
@@ -26,7 +27,7 @@ def parse_args(argv=None):
     p.add_argument('--test_dir', default=DATA_DIR, type=str, help='prepared folder with query/ gallery/')
     p.add_argument('--result', default=RESULT_FILE, type=str, help='features written by test.py')
     p.add_argument('--output', default='show.png', type=str, help='where to save the picture')
-    p.add_argument('--rerank', action='store_true', help='rank by k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3)')
+    add_rerank_flags(p)
     p.add_argument('--top', default=10, type=int, help='number of gallery images to show')
     p.add_argument('--query_image', default=None, type=str,
                    help='search with this photo instead of a query of the set (needs the run: --name)')
@@ -39,7 +40,13 @@ def parse_args(argv=None):
                    help='also save heatmap.png beside --output: the activation map of the run --name over the query '
                         'and each shown image (with --html: a heatmap toggle per row)')
     add_backend_flags(p)   # what embeds --query_image (heatmaps always run the torch network)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.rerank:
+        try:
+            rerank_options(args)
+        except ValueError as e:
+            p.error(str(e))
+    return args
 
 
 def load_run(args):
@@ -50,6 +57,11 @@ def load_run(args):
         return ReIDRun(os.path.join(args.model_dir, args.name), args.which_epoch, device='cpu', backend='torch')
     except (ValueError, OSError) as e:
         raise SystemExit(f'demo.py --name {args.name}: {e}') from None
+
+
+def rerank_options(args):
+    """dict(k1=, k2=, lambda_value=) of --rerank METHOD, its defaults filled in (ValueError naming the flags)."""
+    return rerank_params(args.rerank, args.k1, args.k2, args.lambda_value)
 
 
 def heatmap_path(args):
@@ -66,12 +78,10 @@ def save_heatmaps(args, query, shown):
     print(f'saved {heatmap_path(args)} (activation maps of {args.name})')
 
 
-def query_keys(result, index, rerank):
-    """Return the (G,) ranking keys of one query (smaller = better): -cosine, or the re-ranked distance."""
-    if rerank:
-        from reid.evaluation.rerank import k_reciprocal_rerank
-
-        return k_reciprocal_rerank(result.query_f, result.gallery_f)[index]
+def query_keys(result, index, args):
+    """Return the (G,) ranking keys of one query (smaller = better): -cosine, or the --rerank distance."""
+    if args.rerank:
+        return reranked_distances(args.rerank, result.query_f, result.gallery_f, rerank_options(args))[index]
     return -(result.gallery_f @ result.query_f[index])
 
 
@@ -134,14 +144,13 @@ def write_html(args, result, query_images, gallery_images):
     from reid.evaluation.verification import threshold_of
 
     if args.rerank:
-        from reid.evaluation.rerank import k_reciprocal_rerank
-
-        dist = k_reciprocal_rerank(result.query_f, result.gallery_f)
+        dist = reranked_distances(args.rerank, result.query_f, result.gallery_f, rerank_options(args))
     else:
         dist = -(result.query_f @ result.gallery_f.T)
     summary = metrics.compute_cmc_map_from_dist(dist, result.query_label, result.query_cam, result.gallery_label,
                                                 result.gallery_cam)
-    title = f'{os.path.basename(args.result)}{" (re-ranked)" if args.rerank else ""}: top-{args.top} of every query'
+    how = f' ({rerank_title(args.rerank, rerank_options(args))})' if args.rerank else ''
+    title = f'{os.path.basename(args.result)}{how}: top-{args.top} of every query'
     heatmaps = None
     if args.heatmap:
         from reid.evaluation.heatmap import image_heatmaps
@@ -187,7 +196,7 @@ def show_ranking(args):
 
     i = args.query_index
     ql, qc = int(result.query_label[i]), int(result.query_cam[i])
-    keys = query_keys(result, i, args.rerank)
+    keys = query_keys(result, i, args)
     ranked = ranked_gallery(keys, ql, qc, result.gallery_label, result.gallery_cam)[:args.top]
     camera = f', camera {qc}' if qc >= 0 else ''   # a negative camera is prepare.py's 'no camera'
     print(f'query {i}: {query_images[i][0]} (id {ql}{camera})')

@@ -22,8 +22,8 @@ import scipy.io
 from reid.cli import MULTI_RESULT_FILE, RESULT_FILE, one_line_errors
 from reid.evaluation import metrics
 from reid.evaluation import verification
-from reid.evaluation.protocols import (RERANK_DEFAULTS, RERANKERS, evaluate_all, format_trials, redrawn_galleries,
-                                       trial_summary)
+from reid.evaluation.protocols import evaluate_all, format_trials, redrawn_galleries, trial_summary
+from reid.evaluation.rerankers import DEFAULT_RERANKER, add_rerank_flags, rerank_params
 from reid.evaluation.results import load_multi_query, load_result
 
 
@@ -36,14 +36,7 @@ def parse_args(argv=None):
                              'N times from the features; mean and std')
     parser.add_argument('--multi', action='store_true', help='also evaluate multi-query (features from --multi_result)')
     parser.add_argument('--multi_result', default=MULTI_RESULT_FILE, help='multi-query features saved by test.py')
-    parser.add_argument('--rerank', nargs='?', const='k_reciprocal', default=None, choices=RERANKERS,
-                        help='also evaluate re-ranked: k_reciprocal (the default of a bare --rerank) or gnn')
-    parser.add_argument('--k1', default=None, type=int,
-                        help='re-ranking: size of the k-reciprocal sets / GNN neighbours (default 20 / 26)')
-    parser.add_argument('--k2', default=None, type=int,
-                        help='re-ranking: neighbours of the local query expansion / GNN propagation (default 6 / 7)')
-    parser.add_argument('--lambda', dest='lambda_value', default=0.3, type=float,
-                        help='re-ranking: weight of the original distance (score) in the final one')
+    add_rerank_flags(parser)
     parser.add_argument('--aqe', default=0, type=int, metavar='K',
                         help='average query expansion: each query replaced by the weighted mean of itself and its '
                              'top K-1 gallery neighbours (fast-reid AQE; weights score**alpha); 0 = off')
@@ -59,18 +52,12 @@ def parse_args(argv=None):
     parser.add_argument('--far', default=verification.DEFAULT_FAR, type=float,
                         help='false-accept rate of the threshold --save_threshold keeps (one of 1e-1..1e-4)')
     args = parser.parse_args(argv)
-    method = args.rerank or 'k_reciprocal'
-    args.k1 = RERANK_DEFAULTS[method]['k1'] if args.k1 is None else args.k1
-    args.k2 = RERANK_DEFAULTS[method]['k2'] if args.k2 is None else args.k2
-    if args.k1 < 1 or args.k2 < 1:
-        parser.error(f'--k1 {args.k1} --k2 {args.k2}: both must be at least 1')
-    if not 0 <= args.lambda_value <= 1:
-        parser.error(f'--lambda {args.lambda_value}: must lie in [0, 1]')
+    try:
+        vars(args).update(rerank_params(args.rerank or DEFAULT_RERANKER, args.k1, args.k2, args.lambda_value))
+    except ValueError as e:
+        parser.error(str(e))
     if args.trials < 0 or (args.trials and len(args.result) > 1):
         parser.error(f'--trials {args.trials}: a positive number of gallery draws of one --result file')
-    if args.rerank == 'gnn' and args.k2 > args.k1:
-        parser.error(f'--k1 {args.k1} --k2 {args.k2}: GNN re-ranking propagates over the first k2 of the k1 '
-                     'neighbours, so k2 <= k1')
     if args.aqe < 0 or args.aqe_alpha < 0 or (args.dba and not args.aqe):
         parser.error(f'--aqe {args.aqe} --aqe_alpha {args.aqe_alpha}: K >= 1 (0 = off), alpha >= 0; --dba needs --aqe')
     if args.save_threshold and not args.verify:
@@ -140,7 +127,7 @@ def evaluate(args):
     if args.verify:
         verify(args, result)
     try:
-        reports = evaluate_all(result, multi, params, args.rerank or 'k_reciprocal', expansion)
+        reports = evaluate_all(result, multi, params, args.rerank or DEFAULT_RERANKER, expansion)
     except ValueError as e:
         raise ValueError(f'{args.result}: {e}') from None
     if reports[0][1]['n_valid'] == 0:

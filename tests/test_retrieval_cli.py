@@ -80,3 +80,27 @@ def test_verify_prints_saves_and_calibrates(tmp_path, capsys):
 def test_bad_retrieval_flags_exit(argv):
     with pytest.raises(SystemExit):
         evaluate_gpu.parse_args(argv)
+
+
+def test_demo_takes_every_reranker_of_the_table_with_its_own_defaults(tmp_path, capsys):
+    """demo.py offers what evaluate_gpu.py offers: `--rerank gnn` ranks a query by the GNN distances (the dense
+    reference, at GNN's own defaults 26 / 7 / 0.3), a bare --rerank by k-reciprocal's (20 / 6 / 0.3)."""
+    from conftest import load_repo_module
+    from reid.evaluation.rerankers import RERANKERS
+    from reid.evaluation.results import load_result
+
+    demo = load_repo_module('demo.py', 'reid_demo_cli_rerankers')
+    data = write_result(tmp_path / 'r.mat', np.random.default_rng(11))
+    result = load_result(tmp_path / 'r.mat')
+    for flag in RERANKERS:
+        assert demo.parse_args(['--rerank', flag]).rerank == flag
+        assert evaluate_gpu.parse_args(['--rerank', flag]).rerank == flag
+    gnn = demo.query_keys(result, 3, demo.parse_args(['--rerank', 'gnn']))
+    score = dense_gnn_reference(data['query_f'], data['gallery_f'], 26, 7, 0.3)
+    np.testing.assert_allclose(gnn, -score[3], atol=1e-5)
+    bare = demo.query_keys(result, 3, demo.parse_args(['--rerank']))
+    np.testing.assert_allclose(bare, dense_rerank_reference(data['query_f'], data['gallery_f'], 20, 6, 0.3)[3],
+                               atol=1e-5)
+    with pytest.raises(SystemExit):
+        demo.parse_args(['--rerank', 'gnn', '--k1', '3', '--k2', '5'])
+    assert 'so k2 <= k1' in capsys.readouterr().err

@@ -8,7 +8,7 @@ import warnings
 
 import torch
 
-from reid.evaluation.metrics import pick_device
+from reid.evaluation.metrics import feature_pair
 from reid.evaluation.neighbours import nearest
 
 # Dense values held at once: a block of query rows x all images (and the products with it), 2**24 floats = 64 MB.
@@ -130,11 +130,7 @@ def gnn_rerank_blocks(qf, gf, k1=26, k2=7, lambda_value=0.3, device=None):
     + lambda cos(q, g). Blocks hold -score (smaller = better) for metrics.compute_cmc_map_from_blocks, on
     `device` (default CUDA when present, else CPU).
     """
-    device = pick_device(device)
-    qf = torch.as_tensor(qf).to(device=device, dtype=torch.float32)
-    gf = torch.as_tensor(gf).to(device=device, dtype=torch.float32)
-    if qf.dim() != 2 or gf.dim() != 2 or qf.shape[1] != gf.shape[1]:
-        raise ValueError(f'features: expected (Q, D) and (G, D), got {tuple(qf.shape)} and {tuple(gf.shape)}')
+    qf, gf, device = feature_pair(qf, gf, device)
     if not 1 <= k2 <= k1 or not 0 <= lambda_value <= 1:
         raise ValueError(f'k1={k1}, k2={k2}, lambda={lambda_value}: need 1 <= k2 <= k1 and 0 <= lambda <= 1')
     n_query = len(qf)

@@ -23,6 +23,18 @@ def pick_device(device=None):
     return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
 
 
+def feature_pair(qf, gf, device=None):
+    """Return (qf, gf, device): query (Q, D) and gallery (G, D) features (torch or numpy) as float32 torch on
+    `device` (default: pick_device); ValueError when they are not two matrices of one width. The first step of
+    every re-ranker and of query expansion."""
+    device = pick_device(device)
+    qf = torch.as_tensor(qf).to(device=device, dtype=torch.float32)
+    gf = torch.as_tensor(gf).to(device=device, dtype=torch.float32)
+    if qf.dim() != 2 or gf.dim() != 2 or qf.shape[1] != gf.shape[1]:
+        raise ValueError(f'features: expected (Q, D) and (G, D), got {tuple(qf.shape)} and {tuple(gf.shape)}')
+    return qf, gf, device
+
+
 def _as_tensor(x, device, dtype):
     if isinstance(x, torch.Tensor):
         return x.to(device=device, dtype=dtype)

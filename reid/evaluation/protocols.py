@@ -4,27 +4,16 @@
 import numpy as np
 
 from reid.data.layouts.common import canonical_order, gallery_draw
-from reid.evaluation import metrics, rerank
+from reid.evaluation import metrics
+from reid.evaluation.rerankers import rerank_blocks, rerank_title
 from reid.evaluation.results import ReIDResult
-
-RERANKERS = ('k_reciprocal', 'gnn')
-RERANK_DEFAULTS = {'k_reciprocal': dict(k1=20, k2=6), 'gnn': dict(k1=26, k2=7)}  # the original's defaults
-
-
-def rerank_blocks(method, qf, gf, params):
-    """The re-ranked distance blocks (smaller = better) of `method` ('k_reciprocal' or 'gnn')."""
-    if method == 'gnn':
-        from reid.evaluation.gnn_rerank import gnn_rerank_blocks
-
-        return gnn_rerank_blocks(qf, gf, **params)
-    return rerank.k_reciprocal_rerank_blocks(qf, gf, **params)
 
 
 def evaluate_all(result, multi=None, rerank_params=None, method='k_reciprocal', expansion=None):
     """Return [(title or None, metrics dict, note or None)] for single-query, multi-query and re-ranked runs.
 
     `multi`: a MultiQuery or None; `rerank_params`: dict(k1=, k2=, lambda_value=) or None; `method`: which
-    re-ranking ('k_reciprocal' or 'gnn'); `expansion`: dict(k=, alpha=, dba=) of average query expansion or
+    re-ranking (a name of reid.evaluation.rerankers.RERANKERS); `expansion`: dict(k=, alpha=, dba=) of average query expansion or
     None. Per query set: the plain result, then the expanded one, then the re-ranking (of the expanded
     features when expanding) last.
     """
@@ -49,9 +38,7 @@ def evaluate_all(result, multi=None, rerank_params=None, method='k_reciprocal', 
         if rerank_params is not None:
             # streamed per block of queries: the (Q, G) re-ranked matrix never exists
             blocks = rerank_blocks(method, query_features, gallery_features, rerank_params)
-            label = 'k1=%(k1)d k2=%(k2)d lambda=%(lambda_value)g' % rerank_params
-            how = 're-ranked' if method == 'k_reciprocal' else 're-ranked by GNN'
-            reports.append((name + f', {how} ({label}):',
+            reports.append((name + f', {rerank_title(method, rerank_params)}:',
                             metrics.compute_cmc_map_from_blocks(blocks, ql, qc, gl, gc), None))
     return reports
 

@@ -3,7 +3,7 @@ by the score-weighted mean of their top-K neighbours, computed one block of rows
 """
 import torch
 
-from reid.evaluation.metrics import pick_device, stable_smallest_k
+from reid.evaluation.metrics import feature_pair, stable_smallest_k
 
 # Scores of (rows x gallery) held at once: 2**24 floats = 64 MB.
 _BLOCK_ELEMENTS = 1 << 24
@@ -40,11 +40,7 @@ def average_query_expansion(qf, gf, k=5, alpha=3.0, dba=False, device=None):
     itself and its top k-1 gallery neighbours (of the augmented gallery). Weights: score ** alpha (scores
     below 0 count 0); results L2-normalised. k = 1 leaves the features unchanged.
     """
-    device = pick_device(device)
-    qf = torch.as_tensor(qf).to(device=device, dtype=torch.float32)
-    gf = torch.as_tensor(gf).to(device=device, dtype=torch.float32)
-    if qf.dim() != 2 or gf.dim() != 2 or qf.shape[1] != gf.shape[1]:
-        raise ValueError(f'features: expected (Q, D) and (G, D), got {tuple(qf.shape)} and {tuple(gf.shape)}')
+    qf, gf, device = feature_pair(qf, gf, device)
     if k < 1 or alpha < 0:
         raise ValueError(f'query expansion k={k}, alpha={alpha}: need k >= 1 and alpha >= 0')
     k = min(k, len(gf) + 1)

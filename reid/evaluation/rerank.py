@@ -7,7 +7,7 @@ import warnings
 
 import torch
 
-from reid.evaluation.metrics import expand_segments, pick_device
+from reid.evaluation.metrics import expand_segments, feature_pair
 from reid.evaluation.neighbours import nearest
 
 # Distances of (rows x all images) computed at once: 2**24 floats = 64 MB per temporary.
@@ -180,11 +180,7 @@ def k_reciprocal_rerank_blocks(qf, gf, k1=20, k2=6, lambda_value=0.3, device=Non
     on `device` (default CUDA when present, else CPU), are computed as the iterator is consumed, each at most
     2**24 values. Results on CPU are deterministic.
     """
-    device = pick_device(device)
-    qf = torch.as_tensor(qf).to(device=device, dtype=torch.float32)
-    gf = torch.as_tensor(gf).to(device=device, dtype=torch.float32)
-    if qf.dim() != 2 or gf.dim() != 2 or qf.shape[1] != gf.shape[1]:
-        raise ValueError(f'features: expected (Q, D) and (G, D), got {tuple(qf.shape)} and {tuple(gf.shape)}')
+    qf, gf, device = feature_pair(qf, gf, device)
     if k1 < 1 or k2 < 1 or not 0 <= lambda_value <= 1:
         raise ValueError(f'k1={k1}, k2={k2}, lambda={lambda_value}: need k1 >= 1, k2 >= 1, 0 <= lambda <= 1')
     n_query = len(qf)
