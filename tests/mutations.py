@@ -961,6 +961,10 @@ MUTATIONS = [
     Mutation('train.py --help does not state a loss\'s constants', 'reid/training/losses.py',
              "help=entry.help.format(**entry.constants))", "help=entry.help)",
              ['tests/test_losses.py::test_every_entry_of_the_table_is_a_train_flag_whose_help_gives_its_constants']),
+    Mutation('evaluation ignores REID_DEVICE', 'reid/evaluation/metrics.py',
+             "    return torch.device('cuda' if cuda_available() else 'cpu')",
+             "    return torch.device('cuda' if torch.cuda.is_available() else 'cpu')",
+             ['tests/test_metrics.py::test_the_evaluation_device_follows_reid_device']),
 ]
 def copy_repo(dst):
     """Copy the working tree without git, caches and the top-level data/, model/ and bench/runs/ folders."""

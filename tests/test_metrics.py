@@ -322,3 +322,13 @@ def test_pool_multi_query_matches_loop():
             want = qf[q]
         np.testing.assert_allclose(pooled[q].numpy(), want, rtol=1e-5, atol=1e-6)
     assert n_fallback == fallbacks and fallbacks > 0
+
+
+def test_the_evaluation_device_follows_reid_device(monkeypatch):
+    """REID_DEVICE=cpu makes every command decide as on a machine without CUDA: evaluation too."""
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.delenv('REID_DEVICE', raising=False)
+    assert metrics.pick_device().type == 'cuda'
+    monkeypatch.setenv('REID_DEVICE', 'cpu')
+    assert metrics.pick_device().type == 'cpu'
+    assert metrics.pick_device('cuda').type == 'cuda'   # an explicit device is kept

@@ -11,16 +11,19 @@ is a wrong match. A query without any match is skipped and counted in 'n_skipped
 import numpy as np
 import torch
 
+from reid.runtime import cuda_available
+
 # Scores of (query rows x gallery) held at once; bounds memory for any gallery size (2**22 floats = 16 MB).
 _BLOCK_ELEMENTS = 1 << 22
 JUNK_ID = -1
 
 
 def pick_device(device=None):
-    """Return `device` as a torch.device, or by default CUDA when present, else the CPU."""
+    """Return `device` as a torch.device, or by default CUDA when present (and REID_DEVICE does not say cpu),
+    else the CPU."""
     if device is not None:
         return torch.device(device)
-    return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    return torch.device('cuda' if cuda_available() else 'cpu')
 
 
 def feature_pair(qf, gf, device=None):
