@@ -369,23 +369,3 @@ class RunFolder:
             return int(load_checkpoint(self.resume_file)['epoch'])
         except (ValueError, KeyError, TypeError):
             return None
-
-
-def resume_state(epoch, model, optimizer, scheduler, scaler, history, loss_modules, loss_opt, averaged,
-                 classes=None, rng_per_rank=None):
-    """Return what resume.pth holds: everything needed to continue after `epoch` completed epochs (the
-    losses' own parameters, e.g. centres and ArcFace weights, the centres' optimizer, --wa's average, the RNG
-    states of every rank).
-
-    `classes` (the training id folders) lets --resume refuse a data folder with other ids.
-    """
-    state = {'format': FORMAT_VERSION, 'epoch': epoch, 'model': model.state_dict(),
-             'optimizer': optimizer.state_dict(), 'scheduler': scheduler.state_dict(),
-             'scaler': scaler.state_dict() if scaler else None, 'rng': rng_states(), 'history': history,
-             'losses': loss_modules.state_dict(),
-             'loss_optimizer': loss_opt.state_dict() if loss_opt is not None else None,
-             'averaged': averaged.state_dict() if averaged is not None else None,
-             'classes': list(classes) if classes is not None else None}
-    if rng_per_rank is not None:
-        state['rng_per_rank'] = rng_per_rank
-    return state

@@ -3,6 +3,7 @@ one step's averaged gradients equal one process's on the same global batch, trai
 one set of checkpoints, and resume restores every rank's state."""
 import os
 import socket
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -150,14 +151,16 @@ def loss_step_objects(seed):
 
 def rank_loss_step(rank, out):
     from reid.training.loop import train_one_epoch   # the loop train.py runs
+    from reid.training.state import TrainingState
     distributed.init_process_group()
     net, built, optimizer, loss_opt, step_terms = loss_step_objects(seed=100 + rank)  # different on each rank
     distributed.broadcast_parameters(built)   # as the trainer does: rank 0's
     images, labels = global_batch()
     share = list(distributed.ShardedBatches([list(range(8))], rank, 2))[0]
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    train_one_epoch(distributed.wrap(net, torch.device('cpu')), [(images[share], labels[share])], optimizer,
-                    scheduler, torch.device('cpu'), step_terms, loss_optimizer=loss_opt)
+    state = TrainingState(net, optimizer, scheduler, built, loss_opt)
+    train_one_epoch(distributed.wrap(net, torch.device('cpu')), [(images[share], labels[share])], state, step_terms,
+                    SimpleNamespace(device=torch.device('cpu'), amp_dtype=None))
     torch.save(built.state_dict(), f'{out}/losses{rank}.pt')
 
 

@@ -1,6 +1,7 @@
 """Tests of reid/training/terms.py: each loss term's value and weight against a hand computation, when it sits a
 step out, the centres' unweighted step, and that the loop's loss is the weighted sum of exactly the terms given."""
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -190,6 +191,7 @@ def test_one_training_step_moves_the_centres_by_their_own_lr_on_the_unweighted_g
     images i of id k of (x_i - c_k) — the unweighted gradient of mean ||x_i - c_y||^2 at lr 0.5 (BoT), not the
     0.0005-weighted one."""
     from reid.training.loop import train_one_epoch
+    from reid.training.state import TrainingState
     torch.manual_seed(0)
     model = MetricProbe()
     built = losses.build_losses({'center': True}, 3, 8)
@@ -199,9 +201,10 @@ def test_one_training_step_moves_the_centres_by_their_own_lr_on_the_unweighted_g
         x = model.embed(images.flatten(1))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    train_one_epoch(model, [(images, LABELS)], optimizer, scheduler, torch.device('cpu'),
+    state = TrainingState(model, optimizer, scheduler, built, losses.loss_optimizer(built))
+    train_one_epoch(model, [(images, LABELS)], state,
                     terms.loss_terms(resolved_opts(parse_options(['--center', '--scratch'])), built),
-                    loss_optimizer=losses.loss_optimizer(built))
+                    SimpleNamespace(device=torch.device('cpu'), amp_dtype=None))
     expected = start.clone()
     for k in range(3):
         members = [i for i in range(len(LABELS)) if LABELS[i] == k]

@@ -5,6 +5,7 @@ Training runs use resnet18 from scratch on 32x16 inputs of the tiny synthetic se
 """
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -168,9 +169,9 @@ def test_the_machines_choice_is_recorded_apart_and_never_carried_over_by_resume(
     seen = []
     real_epoch = trainer.train_one_epoch
 
-    def recording(model, loader, optimizer, scheduler, device, terms, amp_dtype=None, *args, **kwargs):
-        seen.append(amp_dtype)
-        return real_epoch(model, loader, optimizer, scheduler, device, terms, amp_dtype, *args, **kwargs)
+    def recording(model, loader, state, terms, runtime, *args, **kwargs):
+        seen.append(runtime.amp_dtype)
+        return real_epoch(model, loader, state, terms, runtime, *args, **kwargs)
     monkeypatch.setattr(trainer, 'train_one_epoch', recording)
     lines = []
     trainer.run_training(tiny_opts(tiny_prepared, tmp_path, '--name', 'moved', '--resume'), stop_after=1,
@@ -235,7 +236,7 @@ def test_every_loss_and_trick_trains_resumes_exactly_and_tests(tiny_prepared, tm
 
     def recorded_epoch(*a, **k):
         epochs.append([(t.name, t.weight, getattr(t, 'label_smoothing', None), getattr(t, 'teacher', None))
-                       for t in a[5]])
+                       for t in a[3]])
         return real_epoch(*a, **k)
     monkeypatch.setattr(trainer, 'train_one_epoch', recorded_epoch)
     whole = trainer.run_training(tiny_opts(tiny_prepared, tmp_path, '--name', 'whole', *args), log=lambda l: None)
@@ -505,6 +506,7 @@ def test_warm_epoch_scales_the_loss_as_the_original_and_bot_warms_the_learning_r
 def test_the_loop_scales_the_loss_and_not_the_weight_decay():
     # One plain SGD step (no momentum) by hand: w - lr * (scale * dL/dw + wd * w).
     from reid.training.loop import train_one_epoch
+    from reid.training.state import TrainingState
     from reid.training.terms import SoftmaxTerm
     torch.manual_seed(0)
     net = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
@@ -513,8 +515,10 @@ def test_the_loop_scales_the_loss_and_not_the_weight_decay():
     grads = torch.autograd.grad(F.cross_entropy(net(images), labels), list(net.parameters()))
     optimizer = torch.optim.SGD(net.parameters(), lr=0.5, weight_decay=0.1)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    train_one_epoch(net, [(images, labels)], optimizer, scheduler, torch.device('cpu'), [SoftmaxTerm()],
-                    loss_scale=lambda step: 0.25)
+    state = TrainingState(net, optimizer, scheduler, nn.ModuleDict())
+    state.loss_scale = lambda step: 0.25
+    train_one_epoch(net, [(images, labels)], state, [SoftmaxTerm()],
+                    SimpleNamespace(device=torch.device('cpu'), amp_dtype=None))
     for p, p0, g in zip(net.parameters(), start, grads):
         torch.testing.assert_close(p.detach(), p0 - 0.5 * (0.25 * g + 0.1 * p0))
 

@@ -49,53 +49,37 @@ def warm_loss_factor(step, steps_per_epoch, warm_epoch):
     return min(1.0, 0.1 + 0.9 * (step + 1) / warm_steps) if step < warm_steps else 1.0
 
 
-def train_one_epoch(model, loader, optimizer, scheduler, device, terms, amp_dtype=None, scaler=None,
-                    loss_optimizer=None, desc='train', on_step=None, loss_scale=None):
-    """Run one epoch of training on the loss sum(weight x value) of `terms` (reid.training.terms); step
-    `scheduler` after every optimizer step.
+def train_one_epoch(model, loader, state, terms, runtime, desc='train', on_step=None):
+    """Run one epoch of training on the loss sum(weight x value) of `terms` (reid.training.terms), stepping the
+    optimizers of `state` (a reid.training.state.TrainingState) and its schedule after every step.
 
-    `loss_optimizer` steps the losses that own their learning rate (center). `scaler` is a torch.amp.GradScaler
-    for fp16. `on_step(step, batch loss, batch top-1 error, batch size)` is called after every optimizer step
-    (train.py --tensorboard). `loss_scale(step)` multiplies the loss at the schedule's step (the original's
-    warm-up; weight decay stays unscaled). Returns (mean loss, top-1 error) over the samples seen.
+    `runtime` gives the device and the autocast dtype. The state's `loss_optimizer` steps the losses that own
+    their learning rate (center); its `scaler` (fp16) scales the loss; its `loss_scale(step)` multiplies the loss
+    at the schedule's step (the original's warm-up; weight decay stays unscaled). `on_step(step, batch loss,
+    batch top-1 error, batch size)` is called after every optimizer step (train.py --tensorboard). Returns
+    (mean loss, top-1 error) over the samples seen.
     """
     model.train()
     needs_feature = any(term.needs_feature for term in terms)
-    optimizers = [optimizer] + ([loss_optimizer] if loss_optimizer is not None else [])
     loss_sum, correct, seen, start = 0.0, 0, 0, time.perf_counter()
     bar = tqdm(loader, desc=desc, leave=False, dynamic_ncols=True)
     for step, (images, labels) in enumerate(bar):
-        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        with autocast(device, amp_dtype):
+        images = images.to(runtime.device, non_blocking=True)
+        labels = labels.to(runtime.device, non_blocking=True)
+        with autocast(runtime.device, runtime.amp_dtype):
             if needs_feature:
                 logits, feature = model(images, return_metric_feature=True)
             else:
                 logits, feature = model(images), None
             loss = total_loss(terms, Batch(model, images, labels, step, logits, feature))
-            if loss_scale is not None:
-                loss = loss * loss_scale(scheduler.last_epoch)   # LambdaLR counts optimizer steps in last_epoch
-        for opt in optimizers:
-            opt.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            if loss_optimizer is not None:
-                scaler.unscale_(loss_optimizer)
-        else:
-            loss.backward()
-        for term in terms:
-            term.after_backward()
-        for opt in optimizers:
-            if scaler is not None:
-                scaler.step(opt)
-            else:
-                opt.step()
-        if scaler is not None:
-            scaler.update()
+            if state.loss_scale is not None:   # LambdaLR counts optimizer steps in last_epoch
+                loss = loss * state.loss_scale(state.scheduler.last_epoch)
+        optimizer_step(state, loss, terms)
         n, batch_loss = labels.shape[0], loss.item()
         batch_correct = (predicted_classes(logits.detach()) == labels).sum().item()
         if on_step is not None:  # before the schedule moves on: the learning rate this step used
             on_step(step, batch_loss, 1.0 - batch_correct / n, n)
-        scheduler.step()
+        state.scheduler.step()
         loss_sum += batch_loss * n
         correct += batch_correct
         seen += n
@@ -104,6 +88,28 @@ def train_one_epoch(model, loader, optimizer, scheduler, device, terms, amp_dtyp
     if seen == 0:
         raise ValueError('the training loader gave no batch (is the training split empty?)')
     return loss_sum / seen, 1.0 - correct / seen
+
+
+def optimizer_step(state, loss, terms):
+    """Back-propagate `loss` and step every optimizer of `state` once (through the fp16 scaler when there is one);
+    each term sees the gradients between the two (the centres rescale theirs, torchrun averages the losses')."""
+    for opt in state.optimizers:
+        opt.zero_grad(set_to_none=True)
+    if state.scaler is not None:
+        state.scaler.scale(loss).backward()
+        if state.loss_optimizer is not None:
+            state.scaler.unscale_(state.loss_optimizer)
+    else:
+        loss.backward()
+    for term in terms:
+        term.after_backward()
+    for opt in state.optimizers:
+        if state.scaler is not None:
+            state.scaler.step(opt)
+        else:
+            opt.step()
+    if state.scaler is not None:
+        state.scaler.update()
 
 
 @torch.no_grad()

@@ -6,7 +6,9 @@ share; rank 0 alone logs and writes; resume.pth keeps every rank's RNG state.
 """
 import math
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Optional
 
 import torch
 from torch.utils.data import DataLoader
@@ -16,8 +18,7 @@ from reid.data.images import ReIDImageFolder, require_readable_images
 from reid.data.samplers import PKSampler, pk_epoch_length
 from reid.data.transforms import eval_transform, train_transform
 from reid.models.heads import build_model, parameter_groups
-from reid.runs import (RunFolder, load_weights, non_finite_entry, restore_rng_states, resume_state,
-                       rng_states, seed_everything)
+from reid.runs import RunFolder, rng_states, seed_everything
 from reid.runtime import choose_runtime, log_small_maps
 from reid.spec import NetworkSpec
 from reid.training import distributed
@@ -25,6 +26,7 @@ from reid.training.curves import draw_curves
 from reid.training.losses import build_losses, loss_optimizer, shared_loss_parameters
 from reid.training.loop import cosine_floors, evaluate_epoch, lr_factor, train_one_epoch, warm_loss_factor
 from reid.training.recipe import milestones, resolved_opts, resumed_options
+from reid.training.state import TrainingState
 from reid.training.terms import ConsistencyTerm, loss_terms
 
 CODE_DIR = Path(__file__).resolve().parents[2]   # the commands and the reid package: copied into every run
@@ -133,13 +135,6 @@ def cached_pixels(train_set, opts):
     return image_cache([p for p, _ in train_set.samples], opts.h, opts.w, cache_dir, train_set.root.name)
 
 
-def weight_average(model):
-    """Return --wa's averaged copy of `model`: an exponential moving average with decay 0.996 (the original)."""
-    from torch.optim.swa_utils import AveragedModel, get_ema_avg_fn
-
-    return AveragedModel(model, avg_fn=get_ema_avg_fn(0.996))
-
-
 def dg_batches(opts, epoch, runtime):
     """Yield DG-Market batches (view1, view2, _) of max(8, batchsize / 2) images, forever, in an order that is
     a function of (seed, epoch)."""
@@ -149,26 +144,6 @@ def dg_batches(opts, epoch, runtime):
         yield from DataLoader(dg_set, batch_size=min(len(dg_set), max(8, opts.batchsize // 2)), shuffle=True,
                               drop_last=True, num_workers=runtime.workers, pin_memory=runtime.device.type == 'cuda',
                               generator=generator)
-
-
-def restore_progress(state, path, model, optimizer, scheduler, scaler, metric_losses, loss_opt, rank=0):
-    """Load a checked resume.pth `state` (RunFolder.read_resume_state, read from `path`) into the training
-    objects and this rank's RNGs; return (history, completed epochs, --wa's average or None)."""
-    load_weights(model, state['model'], path)
-    optimizer.load_state_dict(state['optimizer'])
-    scheduler.load_state_dict(state['scheduler'])
-    if scaler is not None and state['scaler'] is not None:
-        scaler.load_state_dict(state['scaler'])
-    metric_losses.load_state_dict(state.get('losses', {}))
-    if loss_opt is not None:
-        loss_opt.load_state_dict(state['loss_optimizer'])
-    per_rank = state.get('rng_per_rank') or [state['rng']]  # torchrun: each rank its own RNG state
-    restore_rng_states(per_rank[rank] if rank < len(per_rank) else state['rng'])
-    averaged = None
-    if state.get('averaged') is not None:
-        averaged = weight_average(model)
-        averaged.load_state_dict(state['averaged'])
-    return state['history'], state['epoch'], averaged
 
 
 def duration_text(seconds):
@@ -186,6 +161,42 @@ def run_eta(epoch_seconds, epochs_left):
     return sum(epoch_seconds) / len(epoch_seconds) * epochs_left if epoch_seconds else 0.0
 
 
+@dataclass
+class EpochDone:
+    """What one epoch of training gave the hooks after it: its mean loss and top-1 error, the learning rate it
+    started with, when it started and how long the training took."""
+    loss: float
+    err: float
+    lr: float
+    start: float
+    train_seconds: float
+
+
+@dataclass
+class Session:
+    """One invocation of train.py: what the epochs and their hooks read (the state, and the few records they
+    keep: the session's entry for opts.yaml until the first save, the epochs' durations)."""
+    opts: object
+    run: RunFolder
+    runtime: object
+    state: TrainingState
+    terms: list
+    train_set: object
+    steps_per_epoch: int
+    log: Callable
+    rank: int = 0
+    network: object = None
+    val_loader: object = None
+    pixels: object = None
+    board: object = None
+    resumed: Optional[dict] = None
+    epoch_seconds: list = field(default_factory=list)
+
+
+def _silent(*args):
+    pass
+
+
 def run_training(opts, stop_after=None, log=print):
     """Train as `opts` (parsed, see reid.training.recipe.build_parser) says; return the per-epoch history dict.
 
@@ -193,147 +204,201 @@ def run_training(opts, stop_after=None, log=print):
     """
     run = RunFolder(Path(opts.model_dir) / opts.name)
     rank, world, local_rank = distributed.init_process_group()
-    if rank != 0:  # rank 0 alone logs and writes files
-        log = lambda *args: None  # noqa: E731
+    log = log if rank == 0 else _silent   # rank 0 alone logs and writes files
+    opts, runtime = session_options(opts, run, local_rank if world > 1 else None, log)
+    train_set, val_set = datasets(opts)
+    opts.nclasses = len(train_set.classes)
+    log(f'{len(train_set)} training images of {opts.nclasses} ids'
+        + (f', {len(val_set)} val images' if val_set is not None else ', no val split') + f'; device {runtime.device}')
+    state, terms, steps_per_epoch = training_objects(opts, runtime, train_set, log)
+    session = Session(opts, run, runtime, state, terms, train_set, steps_per_epoch, log, rank)
+    session.resumed = start_or_resume(session)
+    prepare_epochs(session, val_set)
+    first_epoch = state.epoch
+    last_epoch = opts.total_epoch if stop_after is None else min(opts.total_epoch, first_epoch + stop_after)
+    for epoch in range(first_epoch, last_epoch):
+        done = train_epoch(session, epoch)
+        for hook in EPOCH_HOOKS:
+            hook(session, epoch, done)
+    if session.board is not None:  # final/ only once the whole run is done, not at a stop_after pause
+        session.board.close(state.history if last_epoch == opts.total_epoch else None, last_epoch)
+    return state.history
+
+
+def session_options(opts, run, local_rank, log):
+    """Return (the options, the runtime) of this session: a resume's recipe, the sizes filled in and checked,
+    the machine's choices (said), and every RNG seeded."""
     if opts.resume:
         opts = resumed_options(opts, run, log)
     opts = resolved_opts(opts)
-    runtime, note = choose_runtime(opts, 'train', local_rank if world > 1 else None)
-    device = runtime.device
-    if opts.sync_bn and world > 1 and device.type != 'cuda':
+    runtime, note = choose_runtime(opts, 'train', local_rank)
+    if opts.sync_bn and distributed.world_size() > 1 and runtime.device.type != 'cuda':
         raise ValueError('--sync_bn needs CUDA (BatchNorm statistics are synchronised over GPUs)')
     if note:
         log(note)
     if runtime.amp_dtype is not None and runtime.precision_reason.startswith('auto'):
         log(f'bf16 autocast on the CPU ({runtime.precision_reason})')
-    scaler = torch.amp.GradScaler('cuda') if runtime.amp_dtype == torch.float16 else None
     seed_everything(opts.seed)
-    if device.type == 'cuda':
+    if runtime.device.type == 'cuda':
         torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels
+    return opts, runtime
 
-    train_set, val_set = datasets(opts)
-    opts.nclasses = len(train_set.classes)
-    log(f'{len(train_set)} training images of {opts.nclasses} ids'
-        + (f', {len(val_set)} val images' if val_set is not None else ', no val split') + f'; device {device}')
+
+def training_objects(opts, runtime, train_set, log):
+    """Return (TrainingState, the loss terms, optimizer steps per epoch): the network on the device, its losses,
+    optimizers and schedules, built in a fixed order (each draws from the seeded RNG)."""
+    scaler = torch.amp.GradScaler('cuda') if runtime.amp_dtype == torch.float16 else None
     model = build_model(NetworkSpec.from_opts(opts), opts.nclasses, pretrained=not opts.scratch)
-    model = model.to(device, memory_format=runtime.memory_format)
+    model = model.to(runtime.device, memory_format=runtime.memory_format)
     log_small_maps(runtime.protect_small_maps(model, (opts.h, opts.w)), log)
-    metric_losses = build_losses(vars(opts), opts.nclasses, getattr(model, 'feature_dim', 0)).to(device)
+    metric_losses = build_losses(vars(opts), opts.nclasses, getattr(model, 'feature_dim', 0)).to(runtime.device)
     terms = loss_terms(opts, metric_losses)
     steps_per_epoch = epoch_steps(train_set, opts)
     optimizer, loss_opt, scheduler = optimizer_and_scheduler(model, metric_losses, opts, steps_per_epoch)
+    state = TrainingState(model, optimizer, scheduler, metric_losses, loss_opt, scaler, train_set.classes)
+    state.loss_scale = warm_loss_scale(opts, steps_per_epoch)
+    return state, terms, steps_per_epoch
 
-    history = {'train_loss': [], 'train_err': [], 'val_loss': [], 'val_err': []}
-    first_epoch, averaged = 0, None
+
+def start_or_resume(s):
+    """Start the run folder (opts.yaml, net_init.pth, a resume.pth at epoch 0) or load its resume.pth into the
+    state; return this session's opts.yaml entry when resuming (recorded with its first save), else None."""
+    opts, run, state = s.opts, s.run, s.state
     if opts.DG:
         dg_market(opts.dg_dir, None)  # a missing folder fails now, not after 80% of training
     if not opts.resume and run.exists() and not opts.overwrite:
         raise ValueError(f'{run.path}: a run of this --name exists; continue it with --resume, pick another '
                          f'--name, or replace it with --overwrite')
     distributed.barrier()  # every rank has looked at the run folder before rank 0 writes into it
-    session = dict(runtime.record(), processes=world, process_group=distributed.backend())
-    resumed_session = None
+    entry = dict(s.runtime.record(), processes=distributed.world_size(), process_group=distributed.backend())
     if opts.resume:
-        state = run.read_resume_state(train_set.classes)
-        history, first_epoch, averaged = restore_progress(state, run.resume_file, model, optimizer, scheduler,
-                                                          scaler, metric_losses, loss_opt, rank)
-        log(f'resuming {run.path} after epoch {first_epoch} of {opts.total_epoch}'
-            + (' (already complete)' if first_epoch >= opts.total_epoch else ''))
-        resumed_session = dict(session, from_epoch=first_epoch)   # recorded with this session's first save
-    elif rank == 0:
-        run.start(vars(opts), dict(session, from_epoch=0), CODE_DIR)
-        run.save_weights(model.state_dict(), 'init')
+        state.load_state_dict(run.read_resume_state(state.classes), run.resume_file, s.rank)
+        s.log(f'resuming {run.path} after epoch {state.epoch} of {opts.total_epoch}'
+              + (' (already complete)' if state.epoch >= opts.total_epoch else ''))
+        return dict(entry, from_epoch=state.epoch)
+    if s.rank == 0:
+        run.start(vars(opts), dict(entry, from_epoch=0), CODE_DIR)
+        run.save_weights(state.model.state_dict(), 'init')
         # resume.pth from the start: a run stopped in its first epoch can --resume too
-        run.save(resume_state(0, model, optimizer, scheduler, scaler, history, metric_losses, loss_opt, averaged,
-                              train_set.classes), run.resume_file.name)
+        run.save(state.state_dict(), run.resume_file.name)
+    return None
 
-    pixels = cached_pixels(train_set, opts) if opts.cache else None
-    network = distributed.wrap(model, device, opts.sync_bn)  # DDP with several processes
-    distributed.broadcast_parameters(metric_losses)   # the losses start equal too (the terms keep them so)
-    # the compiled wrapper shares the parameters; checkpoints keep saving `model`'s plain state_dict
-    network = torch.compile(network) if opts.compile else network
-    val_loader = None
+
+def prepare_epochs(s, val_set):
+    """Ready what the epochs use: the --cache pixels, the network as it trains (DDP, compiled), the losses equal
+    on every rank, the val loader, the TensorBoard writer."""
+    opts, device = s.opts, s.runtime.device
+    s.pixels = cached_pixels(s.train_set, opts) if opts.cache else None
+    network = distributed.wrap(s.state.model, device, opts.sync_bn)  # DDP with several processes
+    distributed.broadcast_parameters(s.state.losses)   # the losses start equal too (the terms keep them so)
+    # the compiled wrapper shares the parameters; checkpoints keep saving the model's plain state_dict
+    s.network = torch.compile(network) if opts.compile else network
     if val_set is not None:
-        val_loader = DataLoader(val_set, batch_size=opts.batchsize, shuffle=False, num_workers=runtime.workers,
-                                pin_memory=device.type == 'cuda')
-    last_epoch = opts.total_epoch if stop_after is None else min(opts.total_epoch, first_epoch + stop_after)
-    board, epoch_seconds = None, []
-    if getattr(opts, 'tensorboard', False) and rank == 0:
+        s.val_loader = DataLoader(val_set, batch_size=opts.batchsize, shuffle=False, num_workers=s.runtime.workers,
+                                  pin_memory=device.type == 'cuda')
+    if getattr(opts, 'tensorboard', False) and s.rank == 0:
         from reid.training.tensorboard import TrainingBoard
-        board = TrainingBoard(run.tensorboard_dir, first_epoch * steps_per_epoch)
-    for epoch in range(first_epoch, last_epoch):
-        start, lr = time.perf_counter(), optimizer.param_groups[-1]['lr']
-        if opts.wa and averaged is None and epoch >= opts.wa_start * opts.total_epoch:
-            averaged = weight_average(model)
-        epoch_terms = list(terms)
-        # the original: DG's consistency term joins strictly after --wa starts, with the average as teacher
-        if opts.DG and epoch > opts.wa_start * opts.total_epoch:
-            epoch_terms.append(ConsistencyTerm(dg_batches(opts, epoch, runtime), averaged))
-        loader = training_batches(train_set, opts, runtime, epoch, steps_per_epoch, pixels)
-        loss, err = train_one_epoch(network, loader, optimizer, scheduler, device, epoch_terms, runtime.amp_dtype,
-                                    scaler, loss_opt, desc=f'epoch {epoch + 1}/{opts.total_epoch}',
-                                    on_step=board.step_logger(epoch * steps_per_epoch, optimizer) if board else None,
-                                    loss_scale=warm_loss_scale(opts, steps_per_epoch))
-        train_seconds = time.perf_counter() - start
-        if not math.isfinite(loss):  # the weights are now garbage: keep the last good checkpoint as it is
-            raise TrainingStopped(
-                f'epoch {epoch + 1}: the training loss is {loss} (not finite); stopped without saving it. '
-                f'{run.resume_file} keeps the {epoch} good epoch(s); lower --lr (or add --warm_epoch) '
-                'and start again, or --resume to retry')
-        if averaged is not None:
-            from torch.optim.swa_utils import update_bn
+        s.board = TrainingBoard(s.run.tensorboard_dir, s.state.epoch * s.steps_per_epoch)
 
-            averaged.update_parameters(model)
-            update_bn(train_loader(train_set, opts, epoch, steps_per_epoch, runtime), averaged, device)
-        # a finite loss does not make finite weights (bf16 can break kernel taps that only see padding): check
-        # everything resume.pth would hold, on every rank, before anything of this epoch is written
-        broken = non_finite_entry({'model': model.state_dict(), 'optimizer': optimizer.state_dict(),
-                                   'losses': metric_losses.state_dict(),
-                                   'averaged': averaged.state_dict() if averaged is not None else None})
-        if broken:
-            raise TrainingStopped(
-                f'epoch {epoch + 1}: {broken} holds NaN or infinite values; stopped without saving them. '
-                f'{run.resume_file} keeps the {epoch} good epoch(s); lower --lr, train in fp32 (--cpu_bf16 off) '
-                'or --resume to retry')
-        loss, err = distributed.mean_over_ranks(loss, err)
-        history['train_loss'].append(loss)
-        history['train_err'].append(err)
-        line = f'epoch {epoch + 1}/{opts.total_epoch} train loss {loss:.4f} err {err:.4f}'
-        if val_loader is not None and rank == 0:
-            val_loss, val_err = evaluate_epoch(model, val_loader, device, runtime.amp_dtype)
-            history['val_loss'].append(val_loss)
-            history['val_err'].append(val_err)
-            line += f' | val loss {val_loss:.4f} err {val_err:.4f}'
-        line += f' | lr {lr:.2e} | {steps_per_epoch * opts.batchsize / train_seconds:.0f} img/s'
-        if device.type == 'cuda':
-            line += f' | peak {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB'
-        epoch_seconds.append(time.perf_counter() - start)
-        log(f'{line} | {epoch_seconds[-1]:.0f}s | run ETA '
-            f'{duration_text(run_eta(epoch_seconds, opts.total_epoch - epoch - 1))}')
-        if board is not None:
-            board.epoch(epoch + 1, history, lr)
 
-        rng_per_rank = distributed.gathered(rng_states())  # every rank takes part; rank 0 saves them all
-        if rank == 0:
-            weights = model.state_dict()
-            if averaged is not None:
-                run.save_weights(averaged.module.state_dict(), 'average')
-            if run.snapshot_due(epoch):
-                run.save_weights(weights, epoch + 1)   # the original's net_010.pth after 10 epochs
-            run.save_weights(weights, 'last')
-            run.save(resume_state(epoch + 1, model, optimizer, scheduler, scaler, history, metric_losses, loss_opt,
-                                  averaged, train_set.classes, rng_per_rank), run.resume_file.name)
-            if resumed_session is not None:  # only once this session has saved something: a failed one leaves no trace
-                run.add_runtime(resumed_session)
-                resumed_session = None
-            draw_curves(history, run.curves_file)
-            if train_set.skipped:
-                log(f'{len(train_set.skipped)} unreadable image(s) skipped so far (others took their place): '
-                    + ', '.join(list(train_set.skipped)[:5]))
-        distributed.barrier()  # resume.pth is complete before any rank may stop
-    if board is not None:  # final/ only once the whole run is done, not at a stop_after pause
-        board.close(history if last_epoch == opts.total_epoch else None, last_epoch)
-    return history
+def train_epoch(s, epoch):
+    """Train epoch `epoch` (0-based) on its terms and batches; return what the hooks after it read."""
+    opts, state = s.opts, s.state
+    start, lr = time.perf_counter(), state.optimizer.param_groups[-1]['lr']
+    if opts.wa and state.averaged is None and epoch >= opts.wa_start * opts.total_epoch:
+        state.start_average()
+    epoch_terms = list(s.terms)
+    # the original: DG's consistency term joins strictly after --wa starts, with the average as teacher
+    if opts.DG and epoch > opts.wa_start * opts.total_epoch:
+        epoch_terms.append(ConsistencyTerm(dg_batches(opts, epoch, s.runtime), state.averaged))
+    loader = training_batches(s.train_set, opts, s.runtime, epoch, s.steps_per_epoch, s.pixels)
+    on_step = s.board.step_logger(epoch * s.steps_per_epoch, state.optimizer) if s.board else None
+    loss, err = train_one_epoch(s.network, loader, state, epoch_terms, s.runtime,
+                                desc=f'epoch {epoch + 1}/{opts.total_epoch}', on_step=on_step)
+    return EpochDone(loss, err, lr, start, time.perf_counter() - start)
+
+
+def stop_on_a_non_finite_loss(s, epoch, done):
+    if not math.isfinite(done.loss):  # the weights are now garbage: keep the last good checkpoint as it is
+        raise TrainingStopped(
+            f'epoch {epoch + 1}: the training loss is {done.loss} (not finite); stopped without saving it. '
+            f'{s.run.resume_file} keeps the {epoch} good epoch(s); lower --lr (or add --warm_epoch) '
+            'and start again, or --resume to retry')
+
+
+def update_the_average(s, epoch, done):
+    """--wa: fold this epoch's weights into the average and recompute its BatchNorm statistics."""
+    if s.state.averaged is not None:
+        from torch.optim.swa_utils import update_bn
+
+        s.state.averaged.update_parameters(s.state.model)
+        update_bn(train_loader(s.train_set, s.opts, epoch, s.steps_per_epoch, s.runtime), s.state.averaged,
+                  s.runtime.device)
+
+
+def stop_on_non_finite_weights(s, epoch, done):
+    # a finite loss does not make finite weights (bf16 can break kernel taps that only see padding): check
+    # everything resume.pth would hold, on every rank, before anything of this epoch is written
+    broken = s.state.non_finite_entry()
+    if broken:
+        raise TrainingStopped(
+            f'epoch {epoch + 1}: {broken} holds NaN or infinite values; stopped without saving them. '
+            f'{s.run.resume_file} keeps the {epoch} good epoch(s); lower --lr, train in fp32 (--cpu_bf16 off) '
+            'or --resume to retry')
+
+
+def record_and_log(s, epoch, done):
+    """Append the epoch's train (mean over the ranks) and val figures to the history; print the epoch line."""
+    history, device = s.state.history, s.runtime.device
+    loss, err = distributed.mean_over_ranks(done.loss, done.err)
+    history['train_loss'].append(loss)
+    history['train_err'].append(err)
+    line = f'epoch {epoch + 1}/{s.opts.total_epoch} train loss {loss:.4f} err {err:.4f}'
+    if s.val_loader is not None and s.rank == 0:
+        val_loss, val_err = evaluate_epoch(s.state.model, s.val_loader, device, s.runtime.amp_dtype)
+        history['val_loss'].append(val_loss)
+        history['val_err'].append(val_err)
+        line += f' | val loss {val_loss:.4f} err {val_err:.4f}'
+    line += f' | lr {done.lr:.2e} | {s.steps_per_epoch * s.opts.batchsize / done.train_seconds:.0f} img/s'
+    if device.type == 'cuda':
+        line += f' | peak {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB'
+    s.epoch_seconds.append(time.perf_counter() - done.start)
+    s.log(f'{line} | {s.epoch_seconds[-1]:.0f}s | run ETA '
+          f'{duration_text(run_eta(s.epoch_seconds, s.opts.total_epoch - epoch - 1))}')
+
+
+def log_to_tensorboard(s, epoch, done):
+    if s.board is not None:
+        s.board.epoch(epoch + 1, s.state.history, done.lr)
+
+
+def save_the_epoch(s, epoch, done):
+    """Write the epoch's checkpoints (rank 0; every rank's RNG states in resume.pth), the curves, and the
+    session's opts.yaml entry with its first save."""
+    state, run = s.state, s.run
+    state.epoch = epoch + 1
+    rng_per_rank = distributed.gathered(rng_states())  # every rank takes part; rank 0 saves them all
+    if s.rank == 0:
+        weights = state.model.state_dict()
+        if state.averaged is not None:
+            run.save_weights(state.averaged.module.state_dict(), 'average')
+        if run.snapshot_due(epoch):
+            run.save_weights(weights, epoch + 1)   # the original's net_010.pth after 10 epochs
+        run.save_weights(weights, 'last')
+        run.save(state.state_dict(rng_per_rank), run.resume_file.name)
+        if s.resumed is not None:  # only once this session has saved something: a failed one leaves no trace
+            run.add_runtime(s.resumed)
+            s.resumed = None
+        draw_curves(state.history, run.curves_file)
+        if s.train_set.skipped:
+            s.log(f'{len(s.train_set.skipped)} unreadable image(s) skipped so far (others took their place): '
+                  + ', '.join(list(s.train_set.skipped)[:5]))
+    distributed.barrier()  # resume.pth is complete before any rank may stop
+
+
+# After every epoch, in this order: nothing is written before both checks have passed.
+EPOCH_HOOKS = (stop_on_a_non_finite_loss, update_the_average, stop_on_non_finite_weights, record_and_log,
+               log_to_tensorboard, save_the_epoch)
 
 
 def interrupted_message(opts):
