@@ -180,7 +180,7 @@ def test_cached_batches_follow_the_sampler_and_labels(tmp_path):
     write_images(tmp_path / 'split' / '0002', 2, seed=1)
     data = ReIDImageFolder(tmp_path / 'split')
     cache = augment.image_cache([p for p, _ in data.samples], 16, 8, tmp_path / 'cache', progress=False)
-    batches = augment.CachedBatches(cache, data.targets, [[4, 0], [2, 3]], 'cpu', seed=0, pad=0)
+    batches = augment.CachedBatches(cache, data.targets, [[4, 0], [2, 3]], 'cpu', seed=0, options=dict(pad=0))
     got = list(batches)
     assert len(batches) == 2 and [b[1].tolist() for b in got] == [[1, 0], [0, 1]]
     assert got[0][0].shape == (2, 3, 16, 8)

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from reid.data.transforms import ERASING_ATTEMPTS, IMAGENET_MEAN, IMAGENET_STD
+from reid.data.transforms import (ERASING_AREA, ERASING_ATTEMPTS, ERASING_MIN_ASPECT, IMAGENET_MEAN, IMAGENET_STD,
+                                  JITTER, ORIGINAL_PAD)
 
 CACHE_FOLDER = 'cache'  # beside the prepared splits, e.g. <data_dir>/cache/train_all_256x128_<key>.npy
 
@@ -96,7 +97,7 @@ def _grayscale(images):
     return (0.299 * r + 0.587 * g + 0.114 * b).unsqueeze(1)
 
 
-def color_jitter(images, generator, brightness=0.1, contrast=0.1, saturation=0.1):
+def color_jitter(images, generator, brightness=JITTER, contrast=JITTER, saturation=JITTER):
     """torchvision ColorJitter (hue 0) on [0, 1] images: factors uniform in [1 - x, 1 + x], a random order of
     the three adjustments per image, each a blend clamped to [0, 1]."""
     b, device = len(images), images.device
@@ -120,7 +121,8 @@ def color_jitter(images, generator, brightness=0.1, contrast=0.1, saturation=0.1
     return images
 
 
-def random_erasing(images, generator, p, area=(0.02, 0.4), min_aspect=0.3, value=0.0, attempts=ERASING_ATTEMPTS):
+def random_erasing(images, generator, p, area=ERASING_AREA, min_aspect=ERASING_MIN_ASPECT, value=0.0,
+                   attempts=ERASING_ATTEMPTS):
     """The original's RandomErasing per image, vectorised: with probability p, up to `attempts` draws of an area
     fraction and an aspect ratio uniform in [min_aspect, 1 / min_aspect]; the first rectangle that fits is
     filled with `value`."""
@@ -150,7 +152,7 @@ def normalise(images):
     return (images - mean) / std
 
 
-def augment_batch(pixels, generator, pad=10, erasing_p=0.0, jitter=False):
+def augment_batch(pixels, generator, pad=ORIGINAL_PAD, erasing_p=0.0, jitter=False):
     """Return the training tensors of a (B, H, W, 3) uint8 batch: pad-crop, flip, [jitter], normalise, [erase]."""
     images = pixels.permute(0, 3, 1, 2).float().div_(255)
     images = random_flip(pad_crop(images, pad, generator), generator)
@@ -166,13 +168,14 @@ class CachedBatches:
     """Iterable of (images, labels) training batches from a uint8 cache, augmented on `device` as whole batches.
 
     `batch_sampler`: any iterable of index lists (e.g. torch's BatchSampler over a RandomSampler, or a P x K
-    sampler); `seed` seeds the augmentation. A drop-in for the DataLoader reid.training.loop.train_one_epoch iterates.
+    sampler); `seed` seeds the augmentation; `options`: augment_batch's pad, erasing_p and jitter (default: the
+    original's pad, nothing else). A drop-in for the DataLoader reid.training.loop.train_one_epoch iterates.
     """
 
-    def __init__(self, pixels, labels, batch_sampler, device, seed, pad=10, erasing_p=0.0, jitter=False):
+    def __init__(self, pixels, labels, batch_sampler, device, seed, options=None):
         self.pixels, self.labels = pixels, torch.as_tensor(labels)
         self.batch_sampler, self.device, self.seed = batch_sampler, torch.device(device), seed
-        self.options = dict(pad=pad, erasing_p=erasing_p, jitter=jitter)
+        self.options = {**dict(pad=ORIGINAL_PAD, erasing_p=0.0, jitter=False), **(options or {})}
 
     def __len__(self):
         return len(self.batch_sampler)

@@ -13,6 +13,11 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # its 100 tries for a rectangle that fits.
 ORIGINAL_ERASING_MEAN = (0.4914, 0.4822, 0.4465)
 ERASING_ATTEMPTS = 100
+# The rest of the augmentation's constants, the one place both the per-image and the cached (--cache) path read:
+ERASING_AREA = (0.02, 0.4)     # share of the image a rectangle covers (the original's sl, sh)
+ERASING_MIN_ASPECT = 0.3       # height / width uniform in [0.3, 1 / 0.3] (the original's r1)
+JITTER = 0.1                   # --color_jitter's brightness, contrast and saturation (hue 0)
+ORIGINAL_PAD = 10              # pixels of padding before the random crop at width 128 (the original's)
 
 
 class RandomErasing:
@@ -22,7 +27,8 @@ class RandomErasing:
     rectangles taller than wide (about 0.82; torchvision's log-uniform ratio about 0.58). Draws come from torch's
     generator, so seeded runs repeat and resume exactly."""
 
-    def __init__(self, probability=0.5, sl=0.02, sh=0.4, r1=0.3, mean=ORIGINAL_ERASING_MEAN):
+    def __init__(self, probability=0.5, sl=ERASING_AREA[0], sh=ERASING_AREA[1], r1=ERASING_MIN_ASPECT,
+                 mean=ORIGINAL_ERASING_MEAN):
         self.probability, self.sl, self.sh, self.r1, self.mean = probability, sl, sh, r1, mean
 
     def __call__(self, img):
@@ -42,17 +48,17 @@ class RandomErasing:
         return img
 
 
-def random_erasing(probability=0.5, area=(0.02, 0.4), min_aspect=0.3, fill=(0.0, 0.0, 0.0)):
+def random_erasing(probability=0.5, fill=(0.0, 0.0, 0.0)):
     """Return the original's RandomErasing for --erasing_p; ValueError naming the flag outside [0, 1].
 
     Apply it after Normalize: the fill 0 (what the original's train.py passes) is then the ImageNet mean colour.
     """
     if not 0.0 <= probability <= 1.0:
         raise ValueError(f'--erasing_p {probability}: must be between 0 and 1')
-    return RandomErasing(probability, area[0], area[1], min_aspect, tuple(fill))
+    return RandomErasing(probability, mean=tuple(fill))
 
 
-def train_transform(h, w, pad=10, erasing_p=0.0, color_jitter=False):
+def train_transform(h, w, pad=ORIGINAL_PAD, erasing_p=0.0, color_jitter=False):
     """Return the training augmentation of the baseline: bicubic resize, pad + random crop, flip, normalise.
 
     `color_jitter` adds a mild brightness/contrast/saturation jitter before the resize (as the original);
@@ -62,7 +68,7 @@ def train_transform(h, w, pad=10, erasing_p=0.0, color_jitter=False):
     from torchvision import transforms
 
     # the original jitters the image as it comes, before the resize
-    steps = [transforms.ColorJitter(brightness=0.1, contrast=0.1, saturation=0.1, hue=0)] if color_jitter else []
+    steps = [transforms.ColorJitter(brightness=JITTER, contrast=JITTER, saturation=JITTER, hue=0)] if color_jitter else []
     steps.append(transforms.Resize((h, w), interpolation=transforms.InterpolationMode.BICUBIC))
     if pad > 0:
         steps += [transforms.Pad(pad), transforms.RandomCrop((h, w))]

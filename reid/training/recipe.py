@@ -5,6 +5,7 @@ import argparse
 from argparse import Namespace
 
 from reid.cli import DATA_DIR, RUN_NAME
+from reid.data.transforms import ORIGINAL_PAD
 from reid.runtime import add_runtime_flags
 from reid.spec import NetworkSpec, add_network_flags, option_names
 from reid.training.losses import active_loss_names, add_loss_flags
@@ -125,7 +126,7 @@ def resolved_opts(opts):
     # explicit --h/--w win, then the backbone's size, then PCB's, then the prepared layout's (NetworkSpec.input_size)
     vars(o).update(NetworkSpec.from_opts(o).with_input_size(o.data_dir).to_opts())
     if o.pad is None:  # the original PCB recipe has no pad + crop
-        o.pad = 0 if o.PCB else round(10 * o.w / 128)
+        o.pad = 0 if o.PCB else round(ORIGINAL_PAD * o.w / 128)
     if o.total_epoch < 1:
         raise ValueError(f'--total_epoch {o.total_epoch}: must be at least 1')
     if o.batchsize < 2:

@@ -124,8 +124,8 @@ def training_batches(train_set, opts, runtime, epoch, steps_per_epoch, pixels=No
                           pin_memory=runtime.device.type == 'cuda',
                           generator=torch.Generator().manual_seed(seed + rank))
     from reid.data.augment import CachedBatches
-    return CachedBatches(pixels, train_set.targets, sampler, runtime.device, seed + rank, pad=opts.pad,
-                         erasing_p=opts.erasing_p, jitter=opts.color_jitter)
+    return CachedBatches(pixels, train_set.targets, sampler, runtime.device, seed + rank,
+                         dict(pad=opts.pad, erasing_p=opts.erasing_p, jitter=opts.color_jitter))
 
 
 def cached_pixels(train_set, opts):
