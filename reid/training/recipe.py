@@ -9,6 +9,7 @@ from reid.data.transforms import ORIGINAL_PAD
 from reid.runtime import add_runtime_flags
 from reid.spec import NetworkSpec, add_network_flags, option_names
 from reid.training.losses import active_loss_names, add_loss_flags
+from reid.training.state import WA_DECAY
 
 # On --resume these always come from the command line (where the data and runs are, which GPU, how many loaders)...
 MACHINE_OPTIONS = ('gpu_ids', 'num_workers', 'data_dir', 'model_dir', 'cache_dir')
@@ -72,9 +73,21 @@ def build_parser():
     g = p.add_argument_group('losses', 'extra terms added to the softmax loss (reid/training/losses.py)')
     add_loss_flags(g)
     g.add_argument('--label_smoothing', default=0.0, type=float, help='label smoothing of the softmax loss')
+    add_original_extras(p)
+    add_speed_flags(p)
+    p.add_argument('--tensorboard', action='store_true',
+                   help='write TensorBoard event files into <model_dir>/<name>/tb/ (loss, error, lr, img/s per step)')
+    p.add_argument('--resume', action='store_true', help='continue <model_dir>/<name> from resume.pth')
+    p.add_argument('--overwrite', action='store_true',
+                   help='replace an existing run of the same --name (its net_*.pth are deleted)')
+    return p
+
+
+def add_original_extras(p):
+    """The original's weight averaging, DG-Market and adversarial flags, and the batch sampler's."""
     g = p.add_argument_group('more of the original', 'weight averaging, DG-Market, adversarial training')
     g.add_argument('--wa', action='store_true',
-                   help='weight averaging (EMA 0.996) from --wa_start of training on -> net_average.pth')
+                   help=f'weight averaging (EMA {WA_DECAY}) from --wa_start of training on -> net_average.pth')
     g.add_argument('--wa_start', default=0.8, type=float, help='fraction of training where --wa starts')
     g.add_argument('--DG', action='store_true',
                    help='DG-Market images for a consistency term after --wa_start (turns --wa on)')
@@ -85,6 +98,10 @@ def build_parser():
     p.add_argument('--sampler', default=None, choices=('random', 'pk'),
                    help='random (shuffle) or pk (P ids x K images per batch; the default with a metric loss)')
     p.add_argument('--num_instances', default=4, type=int, help='K: images per id in a P x K batch')
+
+
+def add_speed_flags(p):
+    """What this machine runs the recipe with (reid.runtime), and the cache, compile and torchrun options."""
     add_runtime_flags(p)
     g = p.add_argument_group('speed', 'compile, image cache, several processes')
     g.add_argument('--compile', action='store_true', help='torch.compile the network for training (PyTorch 2)')
@@ -92,12 +109,6 @@ def build_parser():
                    help='decode every training image once into a uint8 cache and augment whole batches on the device')
     g.add_argument('--cache_dir', default=None, type=str, help='where --cache writes (default <data_dir>/cache)')
     g.add_argument('--sync_bn', action='store_true', help='with torchrun on CUDA: BatchNorm statistics over all GPUs')
-    p.add_argument('--tensorboard', action='store_true',
-                   help='write TensorBoard event files into <model_dir>/<name>/tb/ (loss, error, lr, img/s per step)')
-    p.add_argument('--resume', action='store_true', help='continue <model_dir>/<name> from resume.pth')
-    p.add_argument('--overwrite', action='store_true',
-                   help='replace an existing run of the same --name (its net_*.pth are deleted)')
-    return p
 
 
 def parse_options(argv=None):
