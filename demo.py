@@ -140,7 +140,7 @@ def show_photo(args, result, gallery_images):
 def write_html(args, result, query_images, gallery_images):
     """Write the static results page of every query into --html; print its path."""
     from reid.evaluation import metrics
-    from reid.evaluation.report import write_report
+    from reid.evaluation.report import PageOptions, write_report
     from reid.evaluation.verification import threshold_of
 
     if args.rerank:
@@ -160,8 +160,9 @@ def write_html(args, result, query_images, gallery_images):
     # the score histograms show cosine scores (what a verification threshold compares), re-ranked or not; the
     # threshold is the run's (--name: test.py --calibrate) or the one evaluate_gpu.py --verify saved beside --result
     threshold = threshold_of(os.path.join(args.model_dir, args.name), args.result)
-    path = write_report(args.html, dist, query_images, gallery_images, summary, top=args.top, title=title,
-                        scores=result.query_f @ result.gallery_f.T, heatmaps=heatmaps, threshold=threshold)
+    options = PageOptions(top=args.top, title=title, threshold=threshold,
+                          scores=result.query_f @ result.gallery_f.T, heatmaps=heatmaps)
+    path = write_report(args.html, dist, query_images, gallery_images, summary, options)
     print(f'saved {path} ({len(query_images)} queries; open it in a browser, no server needed)')
 
 

@@ -214,7 +214,7 @@ def test_html_threshold_on_the_score_histograms(tiny_prepared, tmp_path):
     """write_report(threshold=t): the page gives the shares of same-id pairs accepted (score > t) and of
     different-id pairs rejected, counted pair by pair here; the histogram picture gains the line."""
     from reid.evaluation import metrics
-    from reid.evaluation.report import write_report
+    from reid.evaluation.report import PageOptions, write_report
 
     r = write_result(tmp_path / 'r.mat', tiny_prepared, seed=2)
     query, gallery = (list_reid_images(tiny_prepared / s) for s in ('query', 'gallery'))
@@ -222,7 +222,7 @@ def test_html_threshold_on_the_score_histograms(tiny_prepared, tmp_path):
     summary = metrics.compute_cmc_map_from_dist(dist, r['query_label'][0], r['query_cam'][0],
                                                 r['gallery_label'][0], r['gallery_cam'][0])
     write_report(tmp_path / 'plain', dist, query, gallery, summary)
-    write_report(tmp_path / 'with', dist, query, gallery, summary, threshold=0.3)
+    write_report(tmp_path / 'with', dist, query, gallery, summary, PageOptions(threshold=0.3))
     dom = PageRows()
     dom.feed((tmp_path / 'with' / 'index.html').read_text())
     same, accepted, different, rejected = 0, 0, 0, 0

@@ -6,7 +6,9 @@ The page (demo.py --html DIR) needs no server and keeps working when DIR is move
 """
 import html
 import math
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -250,96 +252,50 @@ def _camera_tables_html(queries, gallery):
         '<th>% of all wrong top-1</th></tr>' + grows + '</table>')
 
 
-def write_report(out_dir, dist, query_images, gallery_images, summary, top=10, title='Re-ID results', threshold=None,
-                 scores=None, heatmaps=None):
+@dataclass
+class PageOptions:
+    """How the results page is drawn: `top` images per row, its `title`, the verification `threshold` (a cosine
+    score: a pair is accepted above it) drawn on the score histograms, the (Q, G) cosine `scores` of those
+    histograms (default -dist) and `heatmaps`, a function from image paths to activation maps
+    (reid.evaluation.heatmap.image_heatmaps) that gives each row a heatmap toggle."""
+    top: int = 10
+    title: str = 'Re-ID results'
+    threshold: Optional[float] = None
+    scores: object = None
+    heatmaps: Optional[Callable] = None
+
+
+def write_report(out_dir, dist, query_images, gallery_images, summary, options=None):
     """Write out_dir/index.html (+ out_dir/thumbs/ and the pictures) and return its path.
 
     `dist` (Q, G): smaller = better (e.g. -cosine, or re-ranked distances). `query_images`/`gallery_images`:
     [(path, id, camera)] in the order of dist's rows/columns. `summary`: the metrics dict of the whole set.
-    On top: the CMC curve, the AP histogram, the same-id / different-id histograms of `scores` (Q, G cosine
-    scores, default -dist) with `threshold` (a cosine score: a pair is accepted above it) drawn when given, and the
-    per-camera tables. One row per query: its image, AP and top-`top` strip (green = same id, red = another), worst
-    AP first (queries without a valid match last), and a filter by query camera. `heatmaps`: a function from image
-    paths to activation maps (reid.evaluation.heatmap.image_heatmaps): each row gets a heatmap toggle.
+    On top: the CMC curve, the AP histogram, the same-id / different-id score histograms (with the threshold
+    when given), and the per-camera tables. One row per query: its image, AP and top-`top` strip (green = same
+    id, red = another), worst AP first (queries without a valid match last), and a filter by query camera.
+    `options`: a PageOptions (default: its defaults).
     """
-    from tqdm import tqdm
-
-    from reid.evaluation.metrics import rank_at
-
+    options = options or PageOptions()
     out_dir = Path(out_dir)
-    thumbs = out_dir / 'thumbs'
-    thumbs.mkdir(parents=True, exist_ok=True)  # files are overwritten by name, nothing else is touched
+    (out_dir / 'thumbs').mkdir(parents=True, exist_ok=True)  # files are overwritten by name, nothing else is touched
     dist = np.asarray(dist)
-    ql = np.array([p for _, p, _ in query_images])
-    qc = np.array([c for _, _, c in query_images])
-    gl = np.array([p for _, p, _ in gallery_images])
-    gc = np.array([c for _, _, c in gallery_images])
+    (ql, qc), (gl, gc) = _ids_and_cameras(query_images), _ids_and_cameras(gallery_images)
     aps = query_average_precisions(dist, ql, qc, gl, gc)
-    order = sorted(range(len(ql)), key=lambda i: (math.isnan(aps[i]), aps[i], i))
-
-    written = {}
-
-    def thumb(kind, index, path):
-        key = (kind, index)
-        if key not in written:
-            written[key] = f'thumbs/{kind}{index:06d}.jpg'
-            _thumbnail(path, out_dir / written[key])
-        return written[key]
-
-    ranked = {i: ranked_gallery(dist[i], ql[i], qc[i], gl, gc)[:max(top, 1)] for i in range(len(ql))}
+    ranked = {i: ranked_gallery(dist[i], ql[i], qc[i], gl, gc)[:max(options.top, 1)] for i in range(len(ql))}
     heat = {}
-    if heatmaps is not None:
-        heat = _heat_thumbnails(out_dir, heatmaps, query_images, gallery_images, ranked, top)
-
-    def figure(css, kind, index, path, caption, title):
-        img = thumb(kind, index, path)
-        extra = f' data-heat="{heat[kind, index]}"' if (kind, index) in heat else ''
-        return (f'<figure class="{css}" title="{html.escape(title)}"><img src="{html.escape(img)}" alt=""{extra}>'
-                f'<figcaption>{html.escape(caption)}</figcaption></figure>')
-
-    rows = []
-    for rank, i in enumerate(tqdm(order, desc='html', dynamic_ncols=True), 1):
-        qpath = query_images[i][0]
-        strip = []
-        for g in ranked[i][:top]:
-            gpath, gid, gcam = gallery_images[g]
-            hit = gid == ql[i]
-            strip.append(figure('hit' if hit else 'miss', 'g', g, gpath, Path(gpath).name,
-                                f'id {gid}, camera {gcam}, distance {dist[i, g]:.4f}'))
-        ap = 'no valid match' if math.isnan(aps[i]) else f'AP {100 * aps[i]:.2f}%'
-        toggle = '<br><button class="heat" type="button">heatmap</button>' if heat else ''
-        rows.append(
-            f'<tr class="query" data-cam="{qc[i]}" data-ap="{aps[i]:.6f}" data-query="{i}">'
-            f'<td class="info">#{rank} (query {i})<br>id {ql[i]}, camera {qc[i]}<br><b>{ap}</b>{toggle}</td>'
-            f'<td>{figure("query-image", "q", i, qpath, Path(qpath).name, f"query id {ql[i]}, camera {qc[i]}")}'
-            f'</td><td class="strip">{"".join(strip)}</td></tr>')
-
+    if options.heatmaps is not None:
+        heat = _heat_thumbnails(out_dir, options.heatmaps, query_images, gallery_images, ranked, options.top)
+    figures = _Figures(out_dir, heat)
+    rows = _query_rows(figures, dist, query_images, gallery_images, aps, ranked, options.top)
     top1 = [int(ranked[i][0]) if len(ranked[i]) else -1 for i in range(len(ql))]
-    same, different = pair_scores(-dist if scores is None else scores, ql, qc, gl, gc)
-    pictures = draw_summary_pictures(out_dir, summary['cmc'], aps, same, different, threshold)
-    pictures_html = ''.join(f'<img src="{name}" alt="{name}">' for name in pictures)
-    verification = ''
-    if threshold is not None:
-        accept, reject = threshold_rates(same, different, threshold)
-        verification = (f'<p id="threshold" data-threshold="{threshold:.6f}" data-accept="{accept:.6f}" '
-                        f'data-reject="{reject:.6f}">Verification threshold {threshold:.3f} (a pair is "same person" '
-                        f'above it): accepts {100 * accept:.2f}% of same-id pairs, rejects {100 * reject:.2f}% of '
-                        f'different-id pairs.</p>')
+    same, different = pair_scores(-dist if options.scores is None else options.scores, ql, qc, gl, gc)
+    pictures = draw_summary_pictures(out_dir, summary['cmc'], aps, same, different, options.threshold)
+    top_html = _summary_html(summary, len(gl), pictures, _threshold_html(same, different, options.threshold),
+                             _camera_tables_html(*camera_tables(top1, aps, ql, qc, gl, gc)))
     cams = ''.join(f'<option value="{c}">camera {c}</option>' for c in sorted(set(qc.tolist())))
-    metrics_html = ''.join(f'<span>{name}: <b>{100 * value:.2f}%</b></span>' for name, value in (
-        ('Rank@1', rank_at(summary, 1)), ('Rank@5', rank_at(summary, 5)), ('Rank@10', rank_at(summary, 10)),
-        ('mAP', summary['mAP']), ('mAP(standard)', summary['mAP_standard']), ('mINP', summary['mINP'])))
     page = (
-        f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-        f'<style>{PAGE_STYLE}</style></head><body>\n<h1>{html.escape(title)}</h1>\n'
-        f'<div id="summary">{metrics_html}<span>{summary["n_valid"]} queries evaluated, '
-        f'{summary["n_skipped"]} without a match; {len(gl)} gallery images</span></div>\n'
-        f'<div id="pictures">{pictures_html}</div>\n'
-        '<p>CMC: Rank@k = the share of queries whose first correct match is among the top k. AP histogram: how '
-        'the queries spread between easy (right) and hard (left). Scores: cosine of every valid query-gallery '
-        'pair; the less the green (same person) and red (someone else) overlap, the easier it is to tell '
-        'them apart with one threshold.</p>\n'
-        f'{verification}<div id="cameras">{_camera_tables_html(*camera_tables(top1, aps, ql, qc, gl, gc))}</div>\n'
+        f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{html.escape(options.title)}</title>'
+        f'<style>{PAGE_STYLE}</style></head><body>\n<h1>{html.escape(options.title)}</h1>\n{top_html}'
         f'<p id="broken"></p>\n'
         f'<p>Worst queries first. Green frame = same person, red = someone else (junk removed). '
         f'<label>Query camera: <select id="camera"><option value="">all</option>{cams}</select></label> '
@@ -349,6 +305,85 @@ def write_report(out_dir, dist, query_images, gallery_images, summary, top=10, t
     path = out_dir / 'index.html'
     path.write_text(page, encoding='utf-8')
     return path
+
+
+def _ids_and_cameras(images):
+    """(ids, cameras) as numpy arrays of a [(path, id, camera)] list."""
+    return np.array([i for _, i, _ in images]), np.array([c for _, _, c in images])
+
+
+class _Figures:
+    """The page's pictures: each image's thumbnail written once under thumbs/, as a <figure> (with its heatmap
+    thumbnail as data-heat when there is one)."""
+
+    def __init__(self, out_dir, heat):
+        self.out_dir, self.heat, self.written = out_dir, heat, {}
+
+    def thumb(self, kind, index, path):
+        key = (kind, index)
+        if key not in self.written:
+            self.written[key] = f'thumbs/{kind}{index:06d}.jpg'
+            _thumbnail(path, self.out_dir / self.written[key])
+        return self.written[key]
+
+    def figure(self, css, kind, index, path, caption, title):
+        img = self.thumb(kind, index, path)
+        extra = f' data-heat="{self.heat[kind, index]}"' if (kind, index) in self.heat else ''
+        return (f'<figure class="{css}" title="{html.escape(title)}"><img src="{html.escape(img)}" alt=""{extra}>'
+                f'<figcaption>{html.escape(caption)}</figcaption></figure>')
+
+
+def _query_rows(figures, dist, query_images, gallery_images, aps, ranked, top):
+    """The page's rows, worst AP first (queries without a valid match last): the query, its AP, its top-`top`."""
+    from tqdm import tqdm
+
+    order = sorted(range(len(query_images)), key=lambda i: (math.isnan(aps[i]), aps[i], i))
+    rows = []
+    for rank, i in enumerate(tqdm(order, desc='html', dynamic_ncols=True), 1):
+        qpath, qid, qcam = query_images[i]
+        strip = []
+        for g in ranked[i][:top]:
+            gpath, gid, gcam = gallery_images[g]
+            strip.append(figures.figure('hit' if gid == qid else 'miss', 'g', g, gpath, Path(gpath).name,
+                                        f'id {gid}, camera {gcam}, distance {dist[i, g]:.4f}'))
+        ap = 'no valid match' if math.isnan(aps[i]) else f'AP {100 * aps[i]:.2f}%'
+        toggle = '<br><button class="heat" type="button">heatmap</button>' if figures.heat else ''
+        rows.append(
+            f'<tr class="query" data-cam="{qcam}" data-ap="{aps[i]:.6f}" data-query="{i}">'
+            f'<td class="info">#{rank} (query {i})<br>id {qid}, camera {qcam}<br><b>{ap}</b>{toggle}</td>'
+            f'<td>{figures.figure("query-image", "q", i, qpath, Path(qpath).name, f"query id {qid}, camera {qcam}")}'
+            f'</td><td class="strip">{"".join(strip)}</td></tr>')
+    return rows
+
+
+def _threshold_html(same, different, threshold):
+    """The paragraph of the verification threshold's shares (empty without a threshold)."""
+    if threshold is None:
+        return ''
+    accept, reject = threshold_rates(same, different, threshold)
+    return (f'<p id="threshold" data-threshold="{threshold:.6f}" data-accept="{accept:.6f}" '
+            f'data-reject="{reject:.6f}">Verification threshold {threshold:.3f} (a pair is "same person" '
+            f'above it): accepts {100 * accept:.2f}% of same-id pairs, rejects {100 * reject:.2f}% of '
+            f'different-id pairs.</p>')
+
+
+def _summary_html(summary, n_gallery, pictures, threshold_html, cameras_html):
+    """The top of the page: the metrics, the pictures and how to read them, the threshold, the camera tables."""
+    from reid.evaluation.metrics import rank_at
+
+    metrics_html = ''.join(f'<span>{name}: <b>{100 * value:.2f}%</b></span>' for name, value in (
+        ('Rank@1', rank_at(summary, 1)), ('Rank@5', rank_at(summary, 5)), ('Rank@10', rank_at(summary, 10)),
+        ('mAP', summary['mAP']), ('mAP(standard)', summary['mAP_standard']), ('mINP', summary['mINP'])))
+    pictures_html = ''.join(f'<img src="{name}" alt="{name}">' for name in pictures)
+    return (
+        f'<div id="summary">{metrics_html}<span>{summary["n_valid"]} queries evaluated, '
+        f'{summary["n_skipped"]} without a match; {n_gallery} gallery images</span></div>\n'
+        f'<div id="pictures">{pictures_html}</div>\n'
+        '<p>CMC: Rank@k = the share of queries whose first correct match is among the top k. AP histogram: how '
+        'the queries spread between easy (right) and hard (left). Scores: cosine of every valid query-gallery '
+        'pair; the less the green (same person) and red (someone else) overlap, the easier it is to tell '
+        'them apart with one threshold.</p>\n'
+        f'{threshold_html}<div id="cameras">{cameras_html}</div>\n')
 
 
 def _heat_thumbnails(out_dir, heatmaps, query_images, gallery_images, ranked, top):
