@@ -7,22 +7,39 @@ original repository's runs, the API and export all derive from NetworkSpec.
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Optional
 
-# The original's backbone flags as aliases onto backbone registry names (torchvision names, timm:<name>, or
-# reid.models.backbones.CUSTOM_BACKBONES), with the input size the flag implies when --h/--w are not given.
-# A name of None: a flag of older versions of the original that this toolkit does not build.
-BACKBONE_ALIASES = {
-    'use_dense': ('densenet121', None),
-    'ibn': ('resnet50_ibn_a', None),
-    'use_swin': ('timm:swin_base_patch4_window7_224', (224, 224)),
-    'use_swinv2': ('timm:swinv2_base_window8_256', (224, 224)),
-    'use_convnext': ('timm:convnext_tiny', None),
-    'use_efficient': ('timm:efficientnet_b4', None),
-    'use_hr': ('timm:hrnet_w18', None),
-    'use_NAS': ('timm:nasnetalarge', None),
-    'use_dino': ('timm:vit_small_patch16_224.dino', None),
-    'use_vit': (None, None),
-    'use_ibn': (None, None),
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """What the toolkit knows of one backbone: the original's flag for it; the input size that flag implies when
+    --h/--w are not given; what its body gives ('map': a feature map, so --stride 1, --PCB and heatmaps work and,
+    on a ResNet, --usam; 'tokens': a ViT/Swin token grid built for one input size; 'vector': a pooled vector);
+    whether runs of the original repository with it are read; and, for a backbone built here rather than by
+    torchvision or timm, its builder ('module:function', called with `pretrained`)."""
+    flag: Optional[str] = None
+    input_size: Optional[tuple] = None
+    output: str = 'vector'
+    original_runs: bool = False
+    builder: Optional[str] = None
+
+
+# One record per backbone the toolkit names (any other torchvision name or timm:<name> works with --backbone).
+BACKBONES = {
+    'resnet50': Backbone(output='map', original_runs=True),
+    'densenet121': Backbone('use_dense', output='map', original_runs=True),
+    'resnet50_ibn_a': Backbone('ibn', output='map', builder='reid.models.backbones:resnet50_ibn_a'),
+    'timm:swin_base_patch4_window7_224': Backbone('use_swin', (224, 224), 'tokens'),
+    'timm:swinv2_base_window8_256': Backbone('use_swinv2', (224, 224), 'tokens'),
+    'timm:convnext_tiny': Backbone('use_convnext'),
+    'timm:efficientnet_b4': Backbone('use_efficient'),
+    'timm:hrnet_w18': Backbone('use_hr'),
+    'timm:nasnetalarge': Backbone('use_NAS'),
+    'timm:vit_small_patch16_224.dino': Backbone('use_dino', output='tokens'),
 }
+OLD_FLAGS = ('use_vit', 'use_ibn')   # flags of older versions of the original that this toolkit does not build
+# The original's backbone flags as aliases onto registry names, with the input size each implies (from BACKBONES).
+BACKBONE_ALIASES = {**{b.flag: (name, b.input_size) for name, b in BACKBONES.items() if b.flag},
+                    **{flag: (None, None) for flag in OLD_FLAGS}}
 DEFAULT_SIZE = (256, 128)   # the original's input for people (and what its runs without h/w were trained at)
 PCB_SIZE = (384, 192)
 
@@ -115,14 +132,19 @@ def backbone_name(opts):
     return name
 
 
+def backbone_record(name):
+    """Return the Backbone record of registry name `name` (a plain one for names the table does not list)."""
+    return BACKBONES.get(name, Backbone())
+
+
 def alias_flag(name):
     """Return the original's flag for backbone registry name `name` (e.g. 'use_dense'), or None."""
-    return next((flag for flag, (alias, _) in BACKBONE_ALIASES.items() if alias == name), None)
+    return backbone_record(name).flag
 
 
 def alias_input_size(name):
     """Return the (h, w) the alias flag of backbone `name` implies (224 x 224 for Swin), or None."""
-    return next((size for alias, size in BACKBONE_ALIASES.values() if alias == name and size), None)
+    return backbone_record(name).input_size
 
 
 HELP = {

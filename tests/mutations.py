@@ -271,7 +271,7 @@ MUTATIONS = [
              "    def __init__(self, planes, ratio=0.5):", "    def __init__(self, planes, ratio=0.25):",
              ['tests/test_model.py']),
     Mutation('--use_dense builds DenseNet-169', 'reid/spec.py',
-             "    'use_dense': ('densenet121', None),", "    'use_dense': ('densenet169', None),",
+             "    'densenet121': Backbone('use_dense',", "    'densenet169': Backbone('use_dense',",
              ['tests/test_model.py', 'tests/test_original.py']),
     Mutation('--steps drops the lr one epoch late', 'reid/training/loop.py',
              "        factor = 0.1 ** sum(epoch >= m for m in milestones)",
@@ -965,6 +965,17 @@ MUTATIONS = [
              "    return torch.device('cuda' if cuda_available() else 'cpu')",
              "    return torch.device('cuda' if torch.cuda.is_available() else 'cpu')",
              ['tests/test_metrics.py::test_the_evaluation_device_follows_reid_device']),
+    Mutation('a run of the original with a Swin backbone is read as if it were a ResNet-50', 'reid/spec.py',
+             "    'timm:swin_base_patch4_window7_224': Backbone('use_swin', (224, 224), 'tokens'),",
+             "    'timm:swin_base_patch4_window7_224': Backbone('use_swin', (224, 224), 'tokens', True),",
+             ['tests/test_original.py']),
+    Mutation('--use_swin builds at the data\'s size, not at its own 224x224', 'reid/spec.py',
+             "    'timm:swin_base_patch4_window7_224': Backbone('use_swin', (224, 224), 'tokens'),",
+             "    'timm:swin_base_patch4_window7_224': Backbone('use_swin', None, 'tokens'),",
+             ['tests/test_model.py']),
+    Mutation('--ibn builds a plain ResNet-50', 'reid/spec.py',
+             "builder='reid.models.backbones:resnet50_ibn_a'", "builder='torchvision.models:resnet50'",
+             ['tests/test_model.py']),
 ]
 def copy_repo(dst):
     """Copy the working tree without git, caches and the top-level data/, model/ and bench/runs/ folders."""

@@ -363,3 +363,17 @@ def test_use_dense_loads_torchvisions_densenet_file_with_its_old_key_names(tmp_p
     layer = net.body.features.denseblock4.denselayer16
     assert torch.equal(layer.conv2.weight, reference.features.denseblock4.denselayer16.conv2.weight)
     assert torch.equal(layer.norm1.running_var, reference.features.denseblock4.denselayer16.norm1.running_var)
+
+
+def test_the_backbone_records_say_what_their_bodies_give():
+    """reid.spec.BACKBONES is the one place a named backbone's facts live: its record's output kind is what the
+    built body gives, its flag is the original's alias of it, and the original's runs are read for exactly
+    ResNet-50 and DenseNet-121 (the original's test.py rebuilds those)."""
+    from reid.models.backbones import backbone_body
+    for name in ('resnet50', 'densenet121', 'resnet50_ibn_a'):
+        _, _, is_map = backbone_body(name, pretrained=False)
+        assert is_map == (spec.BACKBONES[name].output == 'map')
+    assert spec.BACKBONE_ALIASES['use_dense'] == ('densenet121', None)
+    assert spec.BACKBONE_ALIASES['use_swin'] == ('timm:swin_base_patch4_window7_224', (224, 224))
+    assert {n for n, b in spec.BACKBONES.items() if b.original_runs} == {'resnet50', 'densenet121'}
+    assert spec.backbone_record('mobilenet_v3_small') == spec.Backbone()

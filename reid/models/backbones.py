@@ -1,7 +1,7 @@
 """Backbones: one registry from a name (torchvision's, `timm:<name>`, or built here: ResNet-50-IBN-a) to a body that
 gives a feature map or a pooled vector, with its ImageNet weights from the torch hub cache; USAM, IBN, stride 1.
 
-The original's flags (--use_dense, --use_swin, ...) are aliases onto these names (reid.spec.BACKBONE_ALIASES).
+What the toolkit knows of each named backbone (the original's flag, input size, ...) is its record in reid.spec.BACKBONES.
 """
 import os
 import re
@@ -11,6 +11,8 @@ from collections import OrderedDict
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from reid.spec import backbone_record
 
 DOWNLOAD_TIMEOUT_S = 30
 
@@ -192,8 +194,15 @@ def resnet50_ibn_a(pretrained):
     return net
 
 
-# Backbones built here rather than by torchvision or timm: name -> constructor(pretrained) of a torchvision-like net.
-CUSTOM_BACKBONES = {'resnet50_ibn_a': resnet50_ibn_a}
+def custom_builder(name):
+    """The constructor(pretrained) of a backbone built here (reid.spec.BACKBONES' `builder`), or None."""
+    import importlib
+
+    builder = backbone_record(name).builder
+    if builder is None:
+        return None
+    module, _, function = builder.partition(':')
+    return getattr(importlib.import_module(module), function)
 
 
 def backbone_body(name, pretrained=True, stride=2, input_size=None, usam=False):
@@ -207,8 +216,8 @@ def backbone_body(name, pretrained=True, stride=2, input_size=None, usam=False):
         if usam:
             raise ValueError(f'--usam is supported for ResNet backbones, not {name}')
         body, dim, is_map = _timm_body(name[len('timm:'):], pretrained, input_size)
-    elif name in CUSTOM_BACKBONES:
-        body, dim, is_map = _torchvision_body(CUSTOM_BACKBONES[name](pretrained), name, usam)
+    elif custom_builder(name) is not None:
+        body, dim, is_map = _torchvision_body(custom_builder(name)(pretrained), name, usam)
     else:
         body, dim, is_map = _torchvision_body(torchvision_classifier(name, pretrained), name, usam)
     if stride == 1:

@@ -6,7 +6,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from reid.models.backbones import backbone_body
-from reid.spec import alias_input_size
 
 PCB_PARTS = 6
 PCB_LINEAR_NUM = 256  # the original PCB bottleneck, independent of --linear_num
@@ -160,7 +159,7 @@ def build_model(spec, num_classes, pretrained=True):
         if not is_map:
             raise ValueError(f'--PCB needs a ResNet or DenseNet backbone, not {spec.backbone}')
         return PCB(body, dim, num_classes)
-    size = (spec.h, spec.w) if spec.h and spec.w else alias_input_size(spec.backbone)  # ViT/Swin's grid
+    size = spec.input_size()  # the grid ViT and Swin are built for
     body, dim, _ = backbone_body(spec.backbone, pretrained, stride=spec.stride, input_size=size, usam=spec.usam)
     return ReIDNet(body, dim, num_classes, spec.linear_num, spec.droprate, spec.bnneck)
 

@@ -6,7 +6,7 @@ import re
 from dataclasses import replace
 
 
-from reid.spec import NetworkSpec, alias_flag
+from reid.spec import NetworkSpec, alias_flag, backbone_record
 
 # The original's classes and this toolkit's names for the same tensors (ft_net / ft_net_dense / PCB):
 #   model.<resnet or densenet>.*       -> body.*             (model.fc.* / model.classifier.*: unused, dropped)
@@ -24,7 +24,6 @@ _UNUSED = re.compile(r'^model\.(fc|classifier)\.')
 # Wrappers the original's runs may have saved through (DataParallel, torch.compile).
 _WRAPPER_PREFIXES = ('module.', '_orig_mod.')
 # The backbones whose module trees the original's runs share with this toolkit's (its ft_net, ft_net_dense, PCB).
-ORIGINAL_BACKBONES = ('resnet50', 'densenet121')
 
 
 def _strip_wrappers(key):
@@ -68,7 +67,7 @@ def original_spec(opts, path='opts.yaml'):
         raise ValueError(f'{path}: the original run uses {e}') from None
     if spec.PCB:
         return replace(spec, backbone='resnet50')
-    if spec.backbone not in ORIGINAL_BACKBONES:
+    if not backbone_record(spec.backbone).original_runs:
         flag = alias_flag(spec.backbone) or f'backbone {spec.backbone}'
         raise ValueError(f'{path}: the original run uses {flag}, a backbone this toolkit does not rebuild '
                          '(supported: ResNet-50, --use_dense, --PCB)')
