@@ -39,6 +39,19 @@ def build(opts, num_classes, pretrained=None):
     return build_model(NetworkSpec.from_opts(opts), num_classes, pretrained=pretrained)
 
 
+def train_tiny_run(data_dir, model_dir, size, epochs):
+    """Train the tests' small run: ResNet-18 from scratch at `size` (h, w) for `epochs` on the prepared tiny set;
+    return (model_dir, its name)."""
+    from reid.training import recipe, trainer
+
+    opts = recipe.build_parser().parse_args(
+        ['--name', 'tiny', '--data_dir', str(data_dir), '--model_dir', str(model_dir), '--backbone', 'resnet18',
+         '--scratch', '--h', str(size[0]), '--w', str(size[1]), '--batchsize', '16', '--num_workers', '0',
+         '--total_epoch', str(epochs), '--lr', '0.01'])
+    trainer.run_training(opts, log=lambda line: None)
+    return model_dir, 'tiny'
+
+
 def load_repo_module(relative_path, name):
     """Return the repository's file `relative_path` as a module named `name`, loaded by path (for scripts that a
     plain import would miss or mistake: test.py shadows Python's own `test` package, bench/ is not a package)."""

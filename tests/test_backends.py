@@ -19,12 +19,11 @@ import torch.nn.functional as F
 from PIL import Image
 
 import export
-from conftest import build, load_test_cli
+from conftest import build, load_test_cli, train_tiny_run
 from reid import backends
 from reid.evaluation import extract
 from reid.runs import load_checkpoint, load_opts
 from reid.runtime import Runtime
-from reid.training import recipe, trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 T = load_test_cli()
@@ -34,13 +33,7 @@ MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 @pytest.fixture(scope='module')
 def trained(tiny_prepared, tmp_path_factory):
     """A 2-epoch ResNet-18 run at 64x32 on the tiny set: (model_dir, name)."""
-    model_dir = tmp_path_factory.mktemp('backend_runs')
-    opts = recipe.build_parser().parse_args(
-        ['--name', 'tiny', '--data_dir', str(tiny_prepared), '--model_dir', str(model_dir), '--backbone',
-         'resnet18', '--scratch', '--h', '64', '--w', '32', '--batchsize', '16', '--num_workers', '0',
-         '--total_epoch', '2', '--lr', '0.01'])
-    trainer.run_training(opts, log=lambda line: None)
-    return model_dir, 'tiny'
+    return train_tiny_run(tiny_prepared, tmp_path_factory.mktemp('backend_runs'), (64, 32), 2)
 
 
 def copy_run(trained, tmp_path):

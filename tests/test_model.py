@@ -210,10 +210,15 @@ def test_missing_imagenet_weights_offline_give_one_clear_error(tmp_path, monkeyp
     assert attempts == [url]
 
 
-def test_cached_imagenet_weights_are_loaded_from_the_hub_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv('TORCH_HOME', str(tmp_path))
+def forbid_downloads(torch_home, monkeypatch):
+    """Point the torch hub cache at `torch_home` and fail the test on any download: the file must be read there."""
+    monkeypatch.setenv('TORCH_HOME', str(torch_home))
     monkeypatch.setattr(torch.hub, 'download_url_to_file',
                         lambda *a, **k: pytest.fail('must not download when the file is cached'))
+
+
+def test_cached_imagenet_weights_are_loaded_from_the_hub_cache(tmp_path, monkeypatch):
+    forbid_downloads(tmp_path, monkeypatch)
     import torchvision
     torch.manual_seed(3)
     reference = torchvision.models.resnet18()
@@ -347,9 +352,7 @@ def test_pcb_heads_drop_half_whatever_droprate_says():
 def test_use_dense_loads_torchvisions_densenet_file_with_its_old_key_names(tmp_path, monkeypatch):
     # torchvision's densenet121 ImageNet file keeps the names of before its rename (`norm.1`, `conv.2`) and no
     # num_batches_tracked; torchvision's own loader renames them, so must train.py --use_dense.
-    monkeypatch.setenv('TORCH_HOME', str(tmp_path))
-    monkeypatch.setattr(torch.hub, 'download_url_to_file',
-                        lambda *a, **k: pytest.fail('must not download when the file is cached'))
+    forbid_downloads(tmp_path, monkeypatch)
     import torchvision
     torch.manual_seed(4)
     reference = torchvision.models.densenet121()

@@ -16,8 +16,7 @@ import torch.nn.functional as F
 from reid.data.images import parse_market_name
 from reid.runs import load_checkpoint, load_opts
 
-from conftest import build, load_test_cli, hand_transform
-from reid.training import recipe, trainer
+from conftest import build, hand_transform, load_test_cli, train_tiny_run
 from reid.evaluation import extract
 from reid.runs import RunFolder
 
@@ -30,13 +29,7 @@ T = load_test_cli()
 @pytest.fixture(scope='module')
 def trained_run(tiny_prepared, tmp_path_factory):
     """A 1-epoch resnet18 run on the tiny set: (model_dir, name)."""
-    model_dir = tmp_path_factory.mktemp('runs')
-    opts = recipe.build_parser().parse_args(
-        ['--name', 'tiny', '--data_dir', str(tiny_prepared), '--model_dir', str(model_dir), '--backbone',
-         'resnet18', '--scratch', '--h', '32', '--w', '16', '--batchsize', '16', '--num_workers', '0',
-         '--total_epoch', '1', '--lr', '0.01'])
-    trainer.run_training(opts, log=lambda line: None)
-    return model_dir, 'tiny'
+    return train_tiny_run(tiny_prepared, tmp_path_factory.mktemp('runs'), (32, 16), 1)
 
 
 def run_test(trained_run, tiny_prepared, tmp_path, *extra):
