@@ -85,9 +85,22 @@ def make_demo(args):
     print(f'next: python prepare.py{flag} --download_path {args.make_demo}')
 
 
+def refuse_other_layouts_flags(args, name):
+    """ValueError naming a flag of another layout given here: layout `name` would silently ignore it."""
+    defaults = build_parser()
+    own = {option.flag for option in LAYOUTS[name].options}
+    for other, layout in LAYOUTS.items():
+        for option in layout.options:
+            dest = option_dest(option)
+            if option.flag not in own and getattr(args, dest) != defaults.get_default(dest):
+                raise ValueError(f'{option.flag} is a flag of the {other} layout; {name} does not use it (drop it, '
+                                 f'or pick the layout with --dataset)')
+
+
 def prepare(args):
     """Read the download in its layout, check every image, write the prepared folder; print what was written."""
     name, source = layout_and_source(args)
+    refuse_other_layouts_flags(args, name)
     layout = LAYOUTS[name]
     options = layout.option_values(args)
     splits = plan_splits(name, source, options)

@@ -976,6 +976,9 @@ MUTATIONS = [
     Mutation('--ibn builds a plain ResNet-50', 'reid/spec.py',
              "builder='reid.models.backbones:resnet50_ibn_a'", "builder='torchvision.models:resnet50'",
              ['tests/test_model.py']),
+    Mutation('prepare.py ignores a flag of another layout', 'prepare.py',
+             "    refuse_other_layouts_flags(args, name)\n", "",
+             ['tests/test_prepare.py::test_a_flag_of_another_layout_is_refused_not_ignored']),
 ]
 def copy_repo(dst):
     """Copy the working tree without git, caches and the top-level data/, model/ and bench/runs/ folders."""

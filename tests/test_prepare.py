@@ -298,3 +298,13 @@ def test_images_csv_records_id_label_and_camera_of_every_market_name(tiny_market
     # ... and the files are there: one folder per id holding exactly the rows' images
     written = sorted(str(p.relative_to(tiny_prepared)) for p in tiny_prepared.rglob('*.jpg'))
     assert written == sorted(w[1] for w in want)
+
+
+def test_a_flag_of_another_layout_is_refused_not_ignored(tiny_market, tmp_path):
+    """--split K is VIPeR's split; on a Market download (or CUHK03's fixed protocol) it would change nothing, so a
+    user who gives it is told, before anything is written."""
+    expect_exit(['--download_path', str(tiny_market), '--save_path', str(tmp_path / 'p'), '--split', '3'],
+                '--split is a flag of the viper layout', 'market does not use it')
+    expect_exit(['--download_path', str(tiny_market), '--save_path', str(tmp_path / 'p'), '--test_size', '1600'],
+                '--test_size is a flag of the vehicleid layout')
+    assert not (tmp_path / 'p').exists()
