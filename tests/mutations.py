@@ -773,7 +773,7 @@ MUTATIONS = [
              "    (re.compile(r'^classifier(\\d+)\\.add_block\\.'), r'classifiers.\\1.add_block.'),\n", "",
              ['tests/test_original.py::test_original_runs_give_the_original_features[PCB]']),
     Mutation('an original run\'s unused DenseNet classifier is kept', 'reid/models/original.py',
-             "_UNUSED = re.compile(r'^model\\.(fc|classifier)\\.')", "_UNUSED = re.compile(r'^model\\.fc\\.')",
+             "_UNUSED = re.compile(r'^model\\.(fc|classifier)\\.|", "_UNUSED = re.compile(r'^model\\.fc\\.|",
              ['tests/test_original.py::test_key_mapping_names_and_drops']),
     Mutation('use_dense wins over PCB in an original run', 'reid/models/original.py',
              "        return replace(spec, backbone='resnet50')", "        return spec",
@@ -979,6 +979,9 @@ MUTATIONS = [
     Mutation('prepare.py ignores a flag of another layout', 'prepare.py',
              "    refuse_other_layouts_flags(args, name)\n", "",
              ['tests/test_prepare.py::test_a_flag_of_another_layout_is_refused_not_ignored']),
+    Mutation('an original --usam run keeps its attention under the original\'s names (not loaded)', 'reid/models/original.py',
+             "    (re.compile(r'^usam_(\\d)\\.bn\\.'), r'body.usam_\\1.bn.'),\n", "",
+             ['tests/test_original.py::test_original_runs_give_the_original_features']),
 ]
 def copy_repo(dst):
     """Copy the working tree without git, caches and the top-level data/, model/ and bench/runs/ folders."""

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import scipy.io
 import torch
+import torch.nn.functional as F
 import torchvision
 import yaml
 from torch import nn
@@ -30,10 +31,31 @@ class OrigClassBlock(nn.Module):
         self.classifier = nn.Sequential(nn.Linear(linear, class_num))
 
 
-class OrigFtNet(nn.Module):
-    """The original's ft_net at test time (classifier.classifier replaced by an empty Sequential)."""
+class OrigUSAM(nn.Module):
+    """The original's USAM as its model.py defines it: fixed kernels `weight` (3x3 ones) and `weight2` (1x1 of 9),
+    att = LeakyReLU_0.1(BN(conv(fmap, weight2) - conv(fmap, weight, padding 1))) on the channel sum, zero on the
+    border, output x + att * x."""
 
-    def __init__(self, stride=2, linear=512):
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(1, 1, 3, 3), requires_grad=False)
+        self.weight2 = nn.Parameter(torch.full((1, 1, 1, 1), 9.0), requires_grad=False)
+        self.bn = nn.BatchNorm2d(1)
+
+    def forward(self, x):
+        fmap = x.sum(1, keepdim=True)
+        att = F.conv2d(fmap, self.weight2) - F.conv2d(fmap, self.weight, padding=1)
+        att = F.leaky_relu(self.bn(att), 0.1)
+        att[:, :, :, 0] = att[:, :, :, -1] = 0
+        att[:, :, 0, :] = att[:, :, -1, :] = 0
+        return x + att * x
+
+
+class OrigFtNet(nn.Module):
+    """The original's ft_net at test time (classifier.classifier replaced by an empty Sequential); with `usam`
+    its USAM after the stem's ReLU and after layer1."""
+
+    def __init__(self, stride=2, linear=512, usam=False):
         super().__init__()
         self.model = torchvision.models.resnet50(weights=None)
         if stride == 1:
@@ -41,10 +63,17 @@ class OrigFtNet(nn.Module):
             self.model.layer4[0].conv2.stride = (1, 1)
         self.model.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.classifier = OrigClassBlock(2048, NCLASSES, linear=linear)
+        self.usam = usam
+        if usam:
+            self.usam_1, self.usam_2 = OrigUSAM(), OrigUSAM()
 
     def feature(self, x):
         m = self.model
-        x = m.layer4(m.layer3(m.layer2(m.layer1(m.maxpool(m.relu(m.bn1(m.conv1(x))))))))
+        x = m.relu(m.bn1(m.conv1(x)))
+        x = self.usam_1(x) if self.usam else x
+        x = m.layer1(m.maxpool(x))
+        x = self.usam_2(x) if self.usam else x
+        x = m.layer4(m.layer3(m.layer2(x)))
         return self.classifier.add_block(m.avgpool(x).view(x.size(0), x.size(1)))
 
 
@@ -114,11 +143,16 @@ def write_original_run(run_dir, net, **opts):
     torch.save(net.state_dict(), run_dir / 'net_last.pth')
 
 
-@pytest.mark.parametrize('kind', ['ft_net', 'ft_net_stride1', 'dense', 'PCB'])
+@pytest.mark.parametrize('kind', ['ft_net', 'ft_net_stride1', 'ft_net_usam', 'dense', 'PCB'])
 def test_original_runs_give_the_original_features(tmp_path, kind):
     net = randomised({'ft_net': lambda: OrigFtNet(), 'ft_net_stride1': lambda: OrigFtNet(stride=1),
-                      'dense': OrigDense, 'PCB': OrigPCB}[kind](), seed=len(kind))
-    opts = {'ft_net_stride1': {'stride': 1}, 'dense': {'use_dense': True}, 'PCB': {'PCB': True}}.get(kind, {})
+                      'ft_net_usam': lambda: OrigFtNet(usam=True), 'dense': OrigDense, 'PCB': OrigPCB}[kind](),
+                     seed=len(kind))
+    if kind == 'ft_net_usam':   # its fixed kernels stay what the original's constructor made them
+        net.usam_1.weight.data.fill_(1.0), net.usam_2.weight.data.fill_(1.0)
+        net.usam_1.weight2.data.fill_(9.0), net.usam_2.weight2.data.fill_(9.0)
+    opts = {'ft_net_stride1': {'stride': 1}, 'ft_net_usam': {'usam': True}, 'dense': {'use_dense': True},
+            'PCB': {'PCB': True}}.get(kind, {})
     write_original_run(tmp_path / kind, net, **opts)
     assert original.is_original_state_dict(torch.load(tmp_path / kind / 'net_last.pth', weights_only=True))
 

@@ -14,13 +14,16 @@ from reid.spec import NetworkSpec, alias_flag, backbone_record
 #   classifier.classifier.0.*           -> classifier.classifier.*
 #   classifier<k>.add_block.i.*  (PCB)  -> classifiers.<k>.add_block.i.*
 #   classifier<k>.classifier.0.* (PCB)  -> classifiers.<k>.classifier.*
+#   usam_<k>.bn.*              (--usam) -> body.usam_<k>.bn.*    (usam_<k>.weight / weight2: its fixed 3x3 and 1x1
+#                                                                  kernels, computed here, dropped)
 _RENAMES = (
     (re.compile(r'^model\.'), 'body.'),
+    (re.compile(r'^usam_(\d)\.bn\.'), r'body.usam_\1.bn.'),
     (re.compile(r'^classifier\.classifier\.0\.'), 'classifier.classifier.'),
     (re.compile(r'^classifier(\d+)\.classifier\.0\.'), r'classifiers.\1.classifier.'),
     (re.compile(r'^classifier(\d+)\.add_block\.'), r'classifiers.\1.add_block.'),
 )
-_UNUSED = re.compile(r'^model\.(fc|classifier)\.')
+_UNUSED = re.compile(r'^model\.(fc|classifier)\.|^usam_\d\.weight2?$')
 # Wrappers the original's runs may have saved through (DataParallel, torch.compile).
 _WRAPPER_PREFIXES = ('module.', '_orig_mod.')
 # The backbones whose module trees the original's runs share with this toolkit's (its ft_net, ft_net_dense, PCB).
