@@ -256,9 +256,10 @@ def stale_reason(artifact, checkpoint, which_epoch):
     return None
 
 
-def write_metadata(artifact, fmt, precision, spec, run, which_epoch, nclasses, feature_size):
+def write_metadata(artifact, fmt, precision, spec, run, which_epoch, feature_size):
     """Write the JSON that says how to feed `artifact` and BoxMOT's metadata sidecar(s); return the JSON path."""
     h, w = spec.input_size()
+    nclasses = run.read_opts()['nclasses']
     checkpoint = run.checkpoint(which_epoch)
     meta = {'format': fmt, 'precision': precision, 'input': 'images', 'output': 'features', 'h': h, 'w': w,
             'mean': list(IMAGENET_MEAN), 'std': list(IMAGENET_STD), 'interpolation': INTERPOLATION,
@@ -325,8 +326,7 @@ def write_export(run, which_epoch, fmt, precision, out, calibration=None, log=pr
         replace_artifact(partial, out)
     finally:
         remove(partial)
-    meta_path = write_metadata(out, fmt.name, precision, spec, run, which_epoch, opts['nclasses'],
-                               int(expected.shape[1]))
+    meta_path = write_metadata(out, fmt.name, precision, spec, run, which_epoch, int(expected.shape[1]))
     log(f'saved {out} ({fmt.name} {precision}, {exporter}; input images [N, 3, {h}, {w}] -> features '
         f'[N, {expected.shape[1]}]) and {meta_path.name}; min cosine to torch fp32 {cosine:.7f}')
     return out, meta_path, cosine
