@@ -982,6 +982,8 @@ MUTATIONS = [
     Mutation('an original --usam run keeps its attention under the original\'s names (not loaded)', 'reid/models/original.py',
              "    (re.compile(r'^usam_(\\d)\\.bn\\.'), r'body.usam_\\1.bn.'),\n", "",
              ['tests/test_original.py::test_original_runs_give_the_original_features']),
+    Mutation('equal scores do not keep the gallery order in the metrics', 'reid/evaluation/metrics.py',
+             "& (cols[j] < item_cols[tied])", "& (cols[j] > item_cols[tied])", ['tests/test_metrics.py']),
 ]
 def copy_repo(dst):
     """Copy the working tree without git, caches and the top-level data/, model/ and bench/runs/ folders."""

@@ -113,6 +113,21 @@ def _row_ordered_keys(rows, keys):
     return rows * (1 << 32) + (monotone.long() + (1 << 31))
 
 
+def _matches_before(match_keys, cols, item_keys, item_cols):
+    """For each valid item (its (row, key) and gallery index), the number of matches ranked before it: those with
+    a smaller (row, key), and among equal keys those with a smaller gallery index (equal matches are kept in
+    gallery order)."""
+    before = torch.searchsorted(match_keys, item_keys)
+    last = len(match_keys) - 1
+    tied = (match_keys[before.clamp(max=last)] == item_keys).nonzero().squeeze(1)
+    while len(tied):
+        j = before[tied].clamp(max=last)
+        ahead = (before[tied] <= last) & (match_keys[j] == item_keys[tied]) & (cols[j] < item_cols[tied])
+        before[tied] += ahead
+        tied = tied[ahead]
+    return before
+
+
 def _block_query_stats(keys, ql, qc, gl, gc, label_order, sorted_labels, junk_columns):
     """Per-query (n_good, first_rank, market_ap, standard_ap, inp) for one block of keys (smaller = better).
 
@@ -146,15 +161,7 @@ def _block_query_stats(keys, ql, qc, gl, gc, label_order, sorted_labels, junk_co
     match_keys, by_rank = torch.sort(match_keys, stable=True)
     rows, cols = rows[by_rank], cols[by_rank]
     item_keys = _row_ordered_keys(item_rows, keys[item_rows, item_cols])
-    before = torch.searchsorted(match_keys, item_keys)  # matches with a smaller (row, key)
-    # equal keys: matches with a smaller gallery index go first too (equal matches are in gallery order)
-    last = len(match_keys) - 1
-    tied = (match_keys[before.clamp(max=last)] == item_keys).nonzero().squeeze(1)
-    while len(tied):
-        j = before[tied].clamp(max=last)
-        ahead = (before[tied] <= last) & (match_keys[j] == item_keys[tied]) & (cols[j] < item_cols[tied])
-        before[tied] += ahead
-        tied = tied[ahead]
+    before = _matches_before(match_keys, cols, item_keys, item_cols)
 
     row_start = torch.cumsum(n_good, 0) - n_good
     preceded = before - row_start[item_rows]                  # matches of the row ranked before the item
