@@ -511,8 +511,8 @@ def make_dataset(root, size='demo', seed=0, n_cameras=6, workers=None, progress=
     drawn = drawn_set(size, seed, n_cameras)
     files, texts = LAYOUTS['market'].generate(drawn)
     params = dict(generator='synthetic.py', version=FORMAT_VERSION, size=size, seed=seed, n_cameras=n_cameras)
-    return _write_set(root, seed, files, texts, FOLDERS, params, dataset_counts(drawn.specs), workers,
-                      progress, f'generating {size} set', boxes)
+    plan = SetPlan(seed, files, texts, FOLDERS, params, dataset_counts(drawn.specs), boxes)
+    return _write_set(root, plan, workers, progress, f'generating {size} set')
 
 
 def make_layout(root, layout, size='tiny', seed=0, workers=None, progress=None, boxes=False):
@@ -525,12 +525,18 @@ def make_layout(root, layout, size='tiny', seed=0, workers=None, progress=None, 
     tops = sorted({rel.split('/')[0] for rel, _ in files} | {rel.split('/')[0] for rel in texts})
     counts = {top: sum(rel.split('/')[0] == top for rel, _ in files) for top in tops if top not in texts}
     params = dict(generator='synthetic.py', version=FORMAT_VERSION, layout=layout, size=size, seed=seed)
-    return _write_set(root, seed, files, texts, tops, params, counts, workers, progress, f'generating {layout}',
-                      boxes)
+    plan = SetPlan(seed, files, texts, tops, params, counts, boxes)
+    return _write_set(root, plan, workers, progress, f'generating {layout}')
 
 
-def _write_set(root, seed, files, texts, tops, params, counts, workers, progress, desc, boxes=False):
-    """Write `files` (rendered) and `texts` under `root`, replacing its entries `tops`; return `counts`.
+# What a generated set is made of: the images to draw [(relative path, ImageSpec)] with the seed they are drawn
+# from, the text files {relative path: text}, the top-level entries it replaces, the marker's parameters, the
+# counts it reports, and whether each person's box is written too.
+SetPlan = namedtuple('SetPlan', 'seed files texts tops params counts boxes')
+
+
+def _write_set(root, plan, workers, progress, desc):
+    """Write a SetPlan under `root`, replacing its entries `plan.tops`; return `plan.counts`.
 
     The marker goes first (incomplete), so an interrupted run leaves a folder the next run may overwrite.
     """
@@ -541,16 +547,28 @@ def _write_set(root, seed, files, texts, tops, params, counts, workers, progress
         raise ValueError(f'{root}: folder is not empty and is not a generated set (no {MARKER}); '
                          'pick an empty or new folder')
     root.mkdir(parents=True, exist_ok=True)
-    (root / MARKER).write_text(json.dumps(dict(params, complete=False), indent=1))
-    for top in list(tops) + [BOXES_FILE]:   # a box file of an earlier run would no longer describe the images
+    (root / MARKER).write_text(json.dumps(dict(plan.params, complete=False), indent=1))
+    for top in list(plan.tops) + [BOXES_FILE]:   # a box file of an earlier run would no longer describe the images
         if (root / top).is_dir():
             shutil.rmtree(root / top)
         elif (root / top).exists():
             (root / top).unlink()
-    for folder in sorted({(root / rel).parent for rel, _ in files}):
+    for folder in sorted({(root / rel).parent for rel, _ in plan.files}):
         folder.mkdir(parents=True, exist_ok=True)
+    jobs = [(str(root), plan.seed, rel, spec, plan.boxes) for rel, spec in plan.files]
+    drawn_boxes = _draw_all(jobs, workers, progress, desc)
+    if plan.boxes:
+        _write_boxes(root, drawn_boxes)
+    for rel, text in plan.texts.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    (root / MARKER).write_text(json.dumps(dict(plan.params, complete=True, counts=plan.counts), indent=1))
+    return plan.counts
 
-    jobs = [(str(root), seed, rel, spec, boxes) for rel, spec in files]
+
+def _draw_all(jobs, workers, progress, desc):
+    """Draw and save every job's image (in `workers` processes; default 1 for small sets, else the CPU count);
+    return {relative path: the person's box}. The images do not depend on the number of workers."""
     if workers is None:
         workers = 1 if len(jobs) < 2000 else (os.cpu_count() or 1)
     from tqdm import tqdm
@@ -569,10 +587,4 @@ def _write_set(root, seed, files, texts, tops, params, counts, workers, progress
                 drawn_boxes[rel] = box
                 bar.update()
     bar.close()
-    if boxes:
-        _write_boxes(root, drawn_boxes)
-    for rel, text in texts.items():
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_text(text)
-    (root / MARKER).write_text(json.dumps(dict(params, complete=True, counts=counts), indent=1))
-    return counts
+    return drawn_boxes
