@@ -1,5 +1,5 @@
 """How much of a trained run's heatmap falls on the person: the mean share of the activation map's mass inside
-each drawn person's box, against the share of the image the box covers (README, "Pictures"); and, for scale, the
+each drawn person's box, against the share of the image the box covers (docs/pictures.md); and, for scale, the
 share a map that is the box itself (pooled onto the run's grid, upsampled and scaled alike) puts inside it.
 
     bash quickstart.sh                                             # trains model/demo_demo on data/demo

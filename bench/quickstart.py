@@ -5,7 +5,7 @@
 
 Each seed trains once (training is fp32 on every CPU by default, reid.runtime.AUTO_BF16); its features are then
 extracted as a CPU with native bf16 extracts them (bf16) and as one without (fp32), by forcing REID_NATIVE_BF16.
-Prints each run's lines, then per CPU kind the mean and the range (min-max) of every figure README shows; where
+Prints each run's lines, then per CPU kind the mean and the range (min-max) of every figure docs/benchmarks.md shows; where
 --data has person boxes (prepare.py --make-demo DIR --boxes), also each run's heatmap mass on the person.
 """
 import argparse

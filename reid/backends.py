@@ -15,7 +15,7 @@ import numpy as np
 
 PRECISIONS = ('fp32', 'fp16', 'bf16', 'int8')
 # The smallest cosine between an export's features and PyTorch's fp32 features before the export is kept. int8:
-# measured (python -m bench.backends, README "Fast inference"), the worst of 64 images was 0.9995 for ResNet-50 and
+# measured (python -m bench.backends, docs/benchmarks.md "Inference backends"), the worst of 64 images was 0.9995 for ResNet-50 and
 # for the quick start's ResNet-18 on EPYC-bf16; 0.98 leaves room for other networks and data.
 MIN_COSINE = {'fp32': 0.9999, 'fp16': 0.999, 'bf16': 0.999, 'int8': 0.98}
 # OpenVINO's CPU plugin names for --precision (int8 is a quantised model, run at the machine's float precision)
@@ -216,7 +216,7 @@ def add_backend_flags(parser):
     g.add_argument('--backend', default='auto', choices=('auto', *BACKENDS),
                    help='torch runs the checkpoint; onnxruntime, openvino and tensorrt run its export, written '
                         'into the run folder on first use and reused (auto: openvino on the CPU, torch on CUDA; '
-                        'measured, README "Deployment")')
+                        'measured, docs/benchmarks.md)')
     g.add_argument('--precision', default=None, choices=PRECISIONS,
                    help='precision of an exported backend (default: openvino bf16 where the CPU has native bf16 '
                         'and fp32 elsewhere, as --cpu_bf16 auto; tensorrt fp16; onnxruntime fp32); int8: '

@@ -29,8 +29,8 @@ PRESETS = {
                 erasing_p=0.5, label_smoothing=0.1, bnneck=True, triplet=True, triplet_mining='batch_hard',
                 center=True),
     # the quick start's recipe for a CPU: ResNet-18 from scratch at the generated data's own 128x64 for 10 epochs.
-    # The optimiser and tricks were chosen by bench/tricks.py at 64x32 (README, "Tricks on the demo set"); 128x64
-    # gives an 8x4 map whose heatmap lands on the person and more mAP for 2x the time (README, "Pictures")
+    # The optimiser and tricks were chosen by bench/tricks.py at 64x32 (docs/benchmarks.md, "Tricks on the demo set"); 128x64
+    # gives an 8x4 map whose heatmap lands on the person and more mAP for 2x the time (docs/pictures.md)
     'quick': dict(backbone='resnet18', scratch=True, h=128, w=64, optimizer='adam', lr=1e-3, backbone_lr_mult=1.0,
                   weight_decay=5e-4, total_epoch=10, cosine=True, steps=None, warm_epoch=0, batchsize=32, stride=1,
                   erasing_p=0.0, label_smoothing=0.1, bnneck=True, triplet=False, center=False, cache=True),

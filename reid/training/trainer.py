@@ -71,7 +71,7 @@ def optimizer_and_scheduler(model, metric_losses, opts, steps_per_epoch):
     """
     groups = parameter_groups(model, opts.lr, opts.backbone_lr_mult, shared_loss_parameters(metric_losses))
     # torch's fused update on every device (--FSGD, the original's flag for apex's, asks for the same): on a
-    # 2-core CPU it steps ResNet-18 7x (Adam) and 3x (SGD) faster than the multi-tensor update (README, Figures)
+    # 2-core CPU it steps ResNet-18 7x (Adam) and 3x (SGD) faster than the multi-tensor update (docs/benchmarks.md)
     if opts.optimizer == 'adam':
         optimizer = torch.optim.Adam(groups, lr=opts.lr, weight_decay=opts.weight_decay, fused=True)
     else:
