@@ -15,8 +15,8 @@ import numpy as np
 
 PRECISIONS = ('fp32', 'fp16', 'bf16', 'int8')
 # The smallest cosine between an export's features and PyTorch's fp32 features before the export is kept. int8:
-# measured (python -m bench.backends, docs/benchmarks.md "Inference backends"), the worst of 64 images was 0.9995 for ResNet-50 and
-# for the quick start's ResNet-18 on EPYC-bf16; 0.98 leaves room for other networks and data.
+# measured (python -m bench.backends, docs/benchmarks.md "Inference backends"), the worst of 64 images was 0.9995 for
+# ResNet-50 and for the quick start's ResNet-18 on EPYC-bf16; 0.98 leaves room for other networks and data.
 MIN_COSINE = {'fp32': 0.9999, 'fp16': 0.999, 'bf16': 0.999, 'int8': 0.98}
 # OpenVINO's CPU plugin names for --precision (int8 is a quantised model, run at the machine's float precision)
 OPENVINO_HINTS = {'fp32': 'f32', 'bf16': 'bf16', 'fp16': 'f16'}

@@ -22,17 +22,17 @@ FORCE_NATIVE_BF16 = 'REID_NATIVE_BF16'
 # cpu: decide as if CUDA were absent (the CPU paths on a GPU machine).
 FORCE_DEVICE = 'REID_DEVICE'
 # What `--cpu_bf16 auto` chooses per job on a CPU with native bf16, by measurement (python -m bench.precision on a
-# 2-core EPYC with avx512_bf16, docs/benchmarks.md "bf16 on the CPU"): training the quick start in bf16 cost 1.32 mAP points
-# over seeds 0-2 at 64x32 (1.36x as fast) and 0.75 at 128x64 (1.50x), against a bar of 1.0 and a seed spread of
-# 2-4 points -> fp32, which also trains the same network on CPUs with and without bf16; extraction in bf16 ran
-# 1.6x as fast with features within cosine 0.9999 of fp32's and the same mAP -> bf16.
+# 2-core EPYC with avx512_bf16, docs/benchmarks.md "bf16 on the CPU"): training the quick start in bf16 cost 1.32 mAP
+# points over seeds 0-2 at 64x32 (1.36x as fast) and 0.75 at 128x64 (1.50x), against a bar of 1.0 and a seed spread of
+# 2-4 points -> fp32, which also trains the same network on CPUs with and without bf16; extraction in bf16 ran 1.6x as
+# fast with features within cosine 0.9999 of fp32's and the same mAP -> bf16.
 AUTO_BF16 = {'train': False, 'extract': True}
 # What `--backend auto` runs extraction on, per device, by measurement (python -m bench.backends, docs/benchmarks.md
-# "Inference backends"): on the CPU, OpenVINO (its fp32 IR, computed in bf16 where the CPU has it natively, as --cpu_bf16
-# auto) extracted ResNet-50 1.32x as fast as torch bf16 on EPYC-bf16 and 1.42x as fast as torch fp32 with AVX2
-# only (emulated), and gave test.py's mAP on the quick start's run (59.98 bf16, 60.01 f32; torch fp32 60.01);
-# int8 is faster still but costs 0.34 points, so it is asked for, not chosen. On CUDA torch (an engine is asked
-# for: TensorRT takes minutes to build one).
+# "Inference backends"): on the CPU, OpenVINO (its fp32 IR, computed in bf16 where the CPU has it natively, as
+# --cpu_bf16 auto) extracted ResNet-50 1.32x as fast as torch bf16 on EPYC-bf16 and 1.42x as fast as torch fp32 with
+# AVX2 only (emulated), and gave test.py's mAP on the quick start's run (59.98 bf16, 60.01 f32; torch fp32 60.01);
+# int8 is faster still but costs 0.34 points, so it is asked for, not chosen. On CUDA torch (an engine is asked for:
+# TensorRT takes minutes to build one).
 AUTO_BACKEND = {'cpu': 'openvino', 'cuda': 'torch'}
 
 

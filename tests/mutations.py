@@ -257,7 +257,7 @@ MUTATIONS = [
     Mutation('the ClassBlock bottleneck without BatchNorm', 'reid/models/heads.py',
              "        layers.append(nn.BatchNorm1d(dim))\n", "", ['tests/test_model.py', 'tests/test_original.py']),
     Mutation('per-image path without colour jitter', 'reid/data/transforms.py',
-             "    steps = [transforms.ColorJitter(brightness=JITTER, contrast=JITTER, saturation=JITTER, hue=0)] if color_jitter else []",
+             "    steps = [jitter] if color_jitter else []",
              "    steps = []", ['tests/test_augment.py']),
     Mutation('multi-query pooling ignores the camera', 'reid/evaluation/metrics.py',
              "    pairs = torch.stack([torch.cat([ql, ml]), torch.cat([qc, mc])], 1)",

@@ -68,7 +68,8 @@ def train_transform(h, w, pad=ORIGINAL_PAD, erasing_p=0.0, color_jitter=False):
     from torchvision import transforms
 
     # the original jitters the image as it comes, before the resize
-    steps = [transforms.ColorJitter(brightness=JITTER, contrast=JITTER, saturation=JITTER, hue=0)] if color_jitter else []
+    jitter = transforms.ColorJitter(brightness=JITTER, contrast=JITTER, saturation=JITTER, hue=0)
+    steps = [jitter] if color_jitter else []
     steps.append(transforms.Resize((h, w), interpolation=transforms.InterpolationMode.BICUBIC))
     if pad > 0:
         steps += [transforms.Pad(pad), transforms.RandomCrop((h, w))]

@@ -13,7 +13,8 @@ def evaluate_all(result, multi=None, rerank_params=None, method='k_reciprocal', 
     """Return [(title or None, metrics dict, note or None)] for single-query, multi-query and re-ranked runs.
 
     `multi`: a MultiQuery or None; `rerank_params`: dict(k1=, k2=, lambda_value=) or None; `method`: which
-    re-ranking (a name of reid.evaluation.rerankers.RERANKERS); `expansion`: dict(k=, alpha=, dba=) of average query expansion or
+    re-ranking (a name of reid.evaluation.rerankers.RERANKERS); `expansion`: dict(k=, alpha=, dba=) of average
+    query expansion or
     None. Per query set: the plain result, then the expanded one, then the re-ranking (of the expanded
     features when expanding) last.
     """

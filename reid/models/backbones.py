@@ -1,7 +1,8 @@
 """Backbones: one registry from a name (torchvision's, `timm:<name>`, or built here: ResNet-50-IBN-a) to a body that
 gives a feature map or a pooled vector, with its ImageNet weights from the torch hub cache; USAM, IBN, stride 1.
 
-What the toolkit knows of each named backbone (the original's flag, input size, ...) is its record in reid.spec.BACKBONES.
+What the toolkit knows of each named backbone (the original's flag, input size, ...) is its record in
+reid.spec.BACKBONES.
 """
 import os
 import re

@@ -67,8 +67,8 @@ class TripletLoss(nn.Module):
 
 
 class CircleLoss(nn.Module):
-    """Circle loss (Sun et al., CVPR 2020), relaxation m and scale gamma, over all positive and negative pairs (i < j) of
-    L2-normalised features; divided by the batch size, as the original adds it."""
+    """Circle loss (Sun et al., CVPR 2020), relaxation m and scale gamma, over all positive and negative pairs
+    (i < j) of L2-normalised features; divided by the batch size, as the original adds it."""
 
     def __init__(self, m, gamma):
         super().__init__()
