@@ -949,6 +949,12 @@ MUTATIONS = [
              "heat[max(y0, 0):y1, max(x0, 0):x1]", "heat[max(y0, 0):y1, :x1]",
              ['tests/test_heatmap.py::test_person_box_figures_are_the_hand_counted_shares']),
     # issue 29: the documentation, the commands' one-line errors, the losses' table
+    Mutation('resolved options can be changed afterwards', 'reid/training/recipe.py',
+             "    def __setattr__(self, name, value):", "    def _setattr_unused(self, name, value):",
+             ['tests/test_train.py::test_resolved_options_are_read_only_and_resolution_leaves_the_parsed_ones_alone']),
+    Mutation('resolving edits the parsed options in place', 'reid/training/recipe.py',
+             "    o = Namespace(**vars(opts))", "    o = opts",
+             ['tests/test_train.py::test_resolved_options_are_read_only_and_resolution_leaves_the_parsed_ones_alone']),
     Mutation('a link of README points to a missing docs page', 'README.md',
              "[datasets](docs/datasets.md) |", "[datasets](docs/dataset.md) |",
              ['tests/test_docs.py::test_every_relative_link_and_picture_resolves']),

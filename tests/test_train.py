@@ -324,6 +324,22 @@ def test_presets_are_defaults_that_explicit_flags_override():
     assert resolved[0] == resolved[1]  # the defaults are the original recipe
 
 
+def test_resolved_options_are_read_only_and_resolution_leaves_the_parsed_ones_alone():
+    parsed = recipe.parse_options(['--triplet', '--DG', '--h', '64', '--w', '32'])
+    before = dict(vars(parsed))
+    resolved = recipe.resolved_opts(parsed)
+    assert vars(parsed) == before   # resolving computed a new record, not edits to the parsed flags
+    # implied by the flags: P x K batches for a metric loss, the average as DG's teacher, the original's 10-pixel
+    # pad at width 128 scaled to 32 (round(2.5) = 2)
+    assert (resolved.sampler, resolved.wa, resolved.pad) == ('pk', True, 2)
+    for name, value in (('lr', 0.1), ('nclasses', 5), ('sampler', 'random')):
+        with pytest.raises(AttributeError, match=f'--{name} cannot change'):
+            setattr(resolved, name, value)
+    with pytest.raises(AttributeError):
+        del resolved.lr
+    assert resolved.lr == parsed.lr and not hasattr(resolved, 'nclasses')
+
+
 def test_quick_preset_is_the_quick_starts_recipe_and_metric_losses_still_get_pk_batches():
     quick = recipe.resolved_opts(recipe.parse_options(['--preset', 'quick']))
     assert (quick.backbone, quick.scratch, quick.h, quick.w, quick.total_epoch) == ('resnet18', True, 128, 64, 10)

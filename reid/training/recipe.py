@@ -131,8 +131,23 @@ def milestones(steps):
     return values
 
 
+class Options(Namespace):
+    """The options a run trains with, resolved once (resolved_opts) and then only read: a change raises."""
+
+    def __init__(self, **values):
+        vars(self).update(values)
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f'options are resolved once (reid.training.recipe.resolved_opts); --{name} cannot '
+                             'change afterwards')
+
+    def __delattr__(self, name):
+        self.__setattr__(name, None)
+
+
 def resolved_opts(opts):
-    """Return a copy of parsed options with sizes filled in and combinations checked (ValueError otherwise)."""
+    """Return the Options of parsed options: sizes filled in, implied flags set and combinations checked
+    (ValueError naming the flag otherwise)."""
     o = Namespace(**vars(opts))
     # explicit --h/--w win, then the backbone's size, then PCB's, then the prepared layout's (NetworkSpec.input_size)
     vars(o).update(NetworkSpec.from_opts(o).with_input_size(o.data_dir).to_opts())
@@ -157,7 +172,7 @@ def resolved_opts(opts):
         o.sampler = 'pk' if metric else 'random'
     if o.PCB and (metric or o.bnneck):
         raise ValueError(f'--PCB does not combine with --{(metric or ["bnneck"])[0]}')
-    return o
+    return Options(**vars(o))
 
 
 def resumed_options(opts, run, log=print):

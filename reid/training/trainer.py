@@ -207,8 +207,7 @@ def run_training(opts, stop_after=None, log=print):
     log = log if rank == 0 else _silent   # rank 0 alone logs and writes files
     opts, runtime = session_options(opts, run, local_rank if world > 1 else None, log)
     train_set, val_set = datasets(opts)
-    opts.nclasses = len(train_set.classes)
-    log(f'{len(train_set)} training images of {opts.nclasses} ids'
+    log(f'{len(train_set)} training images of {len(train_set.classes)} ids'
         + (f', {len(val_set)} val images' if val_set is not None else ', no val split') + f'; device {runtime.device}')
     state, terms, steps_per_epoch = training_objects(opts, runtime, train_set, log)
     session = Session(opts, run, runtime, state, terms, train_set, steps_per_epoch, log, rank)
@@ -248,10 +247,11 @@ def training_objects(opts, runtime, train_set, log):
     """Return (TrainingState, the loss terms, optimizer steps per epoch): the network on the device, its losses,
     optimizers and schedules, built in a fixed order (each draws from the seeded RNG)."""
     scaler = torch.amp.GradScaler('cuda') if runtime.amp_dtype == torch.float16 else None
-    model = build_model(NetworkSpec.from_opts(opts), opts.nclasses, pretrained=not opts.scratch)
+    nclasses = len(train_set.classes)   # a fact of the data, recorded in opts.yaml beside the recipe
+    model = build_model(NetworkSpec.from_opts(opts), nclasses, pretrained=not opts.scratch)
     model = model.to(runtime.device, memory_format=runtime.memory_format)
     log_small_maps(runtime.protect_small_maps(model, (opts.h, opts.w)), log)
-    metric_losses = build_losses(vars(opts), opts.nclasses, getattr(model, 'feature_dim', 0)).to(runtime.device)
+    metric_losses = build_losses(vars(opts), nclasses, getattr(model, 'feature_dim', 0)).to(runtime.device)
     terms = loss_terms(opts, metric_losses)
     steps_per_epoch = epoch_steps(train_set, opts)
     optimizer, loss_opt, scheduler = optimizer_and_scheduler(model, metric_losses, opts, steps_per_epoch)
@@ -277,7 +277,7 @@ def start_or_resume(s):
               + (' (already complete)' if state.epoch >= opts.total_epoch else ''))
         return dict(entry, from_epoch=state.epoch)
     if s.rank == 0:
-        run.start(vars(opts), dict(entry, from_epoch=0), CODE_DIR)
+        run.start(dict(vars(opts), nclasses=len(state.classes)), dict(entry, from_epoch=0), CODE_DIR)
         run.save_weights(state.model.state_dict(), 'init')
         # resume.pth from the start: a run stopped in its first epoch can --resume too
         run.save(state.state_dict(), run.resume_file.name)
