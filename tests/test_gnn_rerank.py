@@ -4,7 +4,7 @@ loops where the original has CUDA kernels); only fit for small sets, which is al
 import numpy as np
 import pytest
 
-from reid.evaluation import gnn_rerank, metrics
+from reid.evaluation import blocks, gnn_rerank, metrics
 
 
 def dense_gnn_reference(qf, gf, k1, k2, lambda_value):
@@ -55,10 +55,10 @@ def test_gnn_blocks_are_streamed_and_equal_the_whole(monkeypatch):
     rng = np.random.default_rng(1)
     x = unit_features(rng, 90, ids=rng.integers(0, 9, 90))
     whole = gnn_rerank.gnn_rerank(x[:40], x[40:], 8, 3, device='cpu')
-    monkeypatch.setattr(gnn_rerank, '_BLOCK_ELEMENTS', 90 * 7)   # 7 rows per block everywhere
-    blocks = list(gnn_rerank.gnn_rerank_blocks(x[:40], x[40:], 8, 3, device='cpu'))
-    assert len(blocks) == 6 and all(b.shape[0] <= 7 for _, _, b in blocks)
-    assert np.abs(np.concatenate([-b.numpy() for _, _, b in blocks]) - whole).max() < 1e-6
+    monkeypatch.setattr(blocks, 'DENSE', 90 * 7)   # 7 rows per block everywhere
+    parts = list(gnn_rerank.gnn_rerank_blocks(x[:40], x[40:], 8, 3, device='cpu'))
+    assert len(parts) == 6 and all(b.shape[0] <= 7 for _, _, b in parts)
+    assert np.abs(np.concatenate([-b.numpy() for _, _, b in parts]) - whole).max() < 1e-6
 
 
 def test_gnn_ties_keep_image_order():

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from reid.evaluation import query_expansion
+from reid.evaluation import blocks, query_expansion
 
 
 def loop_reference(qf, gf, k, alpha, dba):
@@ -27,7 +27,7 @@ def test_aqe_matches_the_loop(k, alpha, dba, monkeypatch):
     rng = np.random.default_rng(k)
     x = rng.standard_normal((60, 8))
     x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
-    monkeypatch.setattr(query_expansion, '_BLOCK_ELEMENTS', 45 * 4)   # 4 rows per block
+    monkeypatch.setattr(blocks, 'DENSE', 45 * 4)   # 4 rows per block
     q, g = query_expansion.average_query_expansion(x[:15], x[15:], k, alpha, dba, device='cpu')
     want_q, want_g = loop_reference(x[:15], x[15:], k, alpha, dba)
     assert np.abs(q.numpy() - want_q).max() < 1e-5

@@ -6,7 +6,7 @@ small inputs, which is all the tests need.
 import numpy as np
 import pytest
 
-from reid.evaluation import metrics
+from reid.evaluation import blocks, metrics
 from reid.evaluation import rerank
 
 
@@ -118,7 +118,7 @@ def test_rerank_ties_follow_stable_order(block_elements, monkeypatch):
     With small blocks the neighbour lists are merged across many blocks and transposed parts.
     """
     if block_elements:
-        monkeypatch.setattr(rerank, '_BLOCK_ELEMENTS', block_elements)
+        monkeypatch.setattr(blocks, 'DENSE', block_elements)
     rng = np.random.default_rng(5)
     n, dim = 70, 8
     f = np.zeros((n, dim), np.float32)
@@ -136,8 +136,8 @@ def test_rerank_tiny_chunks_give_same_result(monkeypatch):
     rng = np.random.default_rng(6)
     qf, gf = clustered_features(rng, 25, 100, n_ids=6, dim=12, noise=0.5)
     whole = rerank.k_reciprocal_rerank(qf, gf, device='cpu')
-    monkeypatch.setattr(rerank, '_BLOCK_ELEMENTS', 300)
-    monkeypatch.setattr(rerank, '_PAIR_CHUNK', 50)
+    monkeypatch.setattr(blocks, 'DENSE', 300)
+    monkeypatch.setattr(blocks, 'SPARSE', 50)
     chunked = rerank.k_reciprocal_rerank(qf, gf, device='cpu')
     np.testing.assert_allclose(chunked, whole, atol=1e-6, rtol=0)
     np.testing.assert_allclose(chunked, dense_rerank_reference(qf, gf, 20, 6, 0.3), atol=1e-5, rtol=0)
@@ -170,13 +170,13 @@ def test_streamed_blocks_give_the_matrix_and_its_metrics(monkeypatch):
     qf, gf = clustered_features(rng, 23, 90, n_ids=6, dim=12, noise=0.5)
     ql, gl = rng.integers(1, 6, 23), rng.integers(-1, 6, 90)
     qc, gc = rng.integers(1, 4, 23), rng.integers(1, 4, 90)
-    monkeypatch.setattr(rerank, '_BLOCK_ELEMENTS', 500)  # blocks of 5 query rows
-    blocks = list(rerank.k_reciprocal_rerank_blocks(qf, gf, device='cpu'))
-    assert len(blocks) > 3 and max(stop - start for start, stop, _ in blocks) <= 5
-    assert [b[0] for b in blocks[1:]] == [b[1] for b in blocks[:-1]] and blocks[-1][1] == 23
-    stacked = np.concatenate([block.numpy() for _, _, block in blocks])
+    monkeypatch.setattr(blocks, 'DENSE', 500)  # blocks of 5 query rows
+    parts = list(rerank.k_reciprocal_rerank_blocks(qf, gf, device='cpu'))
+    assert len(parts) > 3 and max(stop - start for start, stop, _ in parts) <= 5
+    assert [b[0] for b in parts[1:]] == [b[1] for b in parts[:-1]] and parts[-1][1] == 23
+    stacked = np.concatenate([block.numpy() for _, _, block in parts])
     np.testing.assert_allclose(stacked, dense_rerank_reference(qf, gf, 20, 6, 0.3), atol=1e-5, rtol=0)
-    streamed = metrics.compute_cmc_map_from_blocks(iter(blocks), ql, qc, gl, gc, device='cpu', block=2)
+    streamed = metrics.compute_cmc_map_from_blocks(iter(parts), ql, qc, gl, gc, device='cpu', block=2)
     dense = metrics.compute_cmc_map_from_dist(stacked, ql, qc, gl, gc, device='cpu')
     np.testing.assert_array_equal(streamed['cmc'], dense['cmc'])
     assert [streamed[k] for k in ('mAP', 'mAP_standard', 'mINP', 'n_valid')] == \

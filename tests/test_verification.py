@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from reid.evaluation import verification
+from reid.evaluation import blocks, verification
 from reid.runs import RunFolder
 
 
@@ -41,7 +41,7 @@ def random_set(rng, n_query, n_gallery, ids, tied):
 def test_verification_matches_a_brute_force_roc(tied, monkeypatch):
     rng = np.random.default_rng(int(tied))
     data = random_set(rng, 70, 300, 15, tied)
-    monkeypatch.setattr(verification, '_BLOCK_ELEMENTS', 300 * 9)   # 9 queries per block: streaming exercised
+    monkeypatch.setattr(blocks, 'SCORES', 300 * 9)   # 9 queries per block: streaming exercised
     monkeypatch.setattr(verification, '_BINS', 64)                 # coarse bins: thresholds must be refined
     fars = (1e-1, 1e-2, 1e-3, 3e-2)
     got = verification.verification_report(*data, fars=fars, device='cpu')

@@ -8,11 +8,11 @@ import warnings
 
 import torch
 
+from reid.evaluation import blocks
 from reid.evaluation.metrics import feature_pair
 from reid.evaluation.neighbours import nearest
 
 # Dense values held at once: a block of query rows x all images (and the products with it), 2**24 floats = 64 MB.
-_BLOCK_ELEMENTS = 1 << 24
 
 
 def _negated_score(score):
@@ -55,7 +55,8 @@ def _row_norms(matrix):
 
 def _row_norms_of_product(left, right):
     """L2 norm of every row of left @ right (CSR tensors), a block of rows at a time (the product is dense-ish)."""
-    step = max(1, _BLOCK_ELEMENTS // max(1, right.shape[1] // 8))
+    # a row of the product is about an eighth full (measured on the demo and Market-sized graphs)
+    step = blocks.rows_per_block(blocks.DENSE, right.shape[1] // 8)
     return torch.cat([_row_norms(torch.sparse.mm(_row_slice(left, start, min(start + step, left.shape[0])), right))
                       for start in range(0, left.shape[0], step)])
 
@@ -143,7 +144,7 @@ def gnn_rerank_blocks(qf, gf, k1=26, k2=7, lambda_value=0.3, device=None):
 
 def _final_blocks(graph, x, n_query, lambda_value):
     n = len(x)
-    step = max(1, _BLOCK_ELEMENTS // n)
+    step = blocks.rows_per_block(blocks.DENSE, n)
     for start in range(0, n_query, step):
         stop = min(start + step, n_query)
         a_query = graph.rows(start, stop)                        # (b, N)

@@ -11,10 +11,10 @@ is a wrong match. A query without any match is skipped and counted in 'n_skipped
 import numpy as np
 import torch
 
+from reid.evaluation import blocks
 from reid.runtime import cuda_available
 
 # Scores of (query rows x gallery) held at once; bounds memory for any gallery size (2**22 floats = 16 MB).
-_BLOCK_ELEMENTS = 1 << 22
 JUNK_ID = -1
 
 
@@ -62,7 +62,7 @@ def _all_finite(x):
 
 
 def _rows_per_block(block, n_columns):
-    return int(block) if block else max(1, _BLOCK_ELEMENTS // max(1, n_columns))
+    return int(block) if block else blocks.rows_per_block(blocks.SCORES, n_columns)
 
 
 def stable_smallest_k(keys, k):

@@ -3,10 +3,10 @@ by the score-weighted mean of their top-K neighbours, computed one block of rows
 """
 import torch
 
+from reid.evaluation import blocks
 from reid.evaluation.metrics import feature_pair, stable_smallest_k
 
 # Scores of (rows x gallery) held at once: 2**24 floats = 64 MB.
-_BLOCK_ELEMENTS = 1 << 24
 
 
 def _expanded(rows, gallery, k, alpha, include_self):
@@ -18,7 +18,7 @@ def _expanded(rows, gallery, k, alpha, include_self):
     """
     taken = k - 1 if include_self else k
     out = torch.empty_like(rows)
-    step = max(1, _BLOCK_ELEMENTS // max(1, len(gallery)))
+    step = blocks.rows_per_block(blocks.DENSE, len(gallery))
     for start in range(0, len(rows), step):
         block = rows[start:start + step]
         keys = torch.mm(block, gallery.T).neg_().add_(0.0)

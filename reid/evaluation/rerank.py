@@ -7,14 +7,9 @@ import warnings
 
 import torch
 
+from reid.evaluation import blocks
 from reid.evaluation.metrics import expand_segments, feature_pair
 from reid.evaluation.neighbours import nearest
-
-# Distances of (rows x all images) computed at once: 2**24 floats = 64 MB per temporary.
-_BLOCK_ELEMENTS = 1 << 24
-# (query entry, gallery entry) pairs sharing a column that the Jaccard step handles at once.
-_PAIR_CHUNK = 1 << 21
-
 
 def _distance_of_score(score):
     """2 - 2s, the squared Euclidean distance of unit vectors with dot product s, clamped at 0 (-0.0 made 0.0)."""
@@ -133,9 +128,9 @@ def _final_blocks(x, n_query, rows, cols, vals, lambda_value, row_max_query):
     pairs_before_row = pairs_before_entry[entry_pointers]
     start = 0
     while start < n_query:
-        # as many query rows as keep this step's pairs under _PAIR_CHUNK and its rows under _BLOCK_ELEMENTS
-        stop = int(torch.searchsorted(pairs_before_row, pairs_before_row[start] + _PAIR_CHUNK, right=True)) - 1
-        stop = min(max(stop, start + 1), start + max(1, _BLOCK_ELEMENTS // max(1, n_gallery)), n_query)
+        # as many query rows as keep this step's pairs under blocks.SPARSE and its rows under blocks.DENSE
+        stop = int(torch.searchsorted(pairs_before_row, pairs_before_row[start] + blocks.SPARSE, right=True)) - 1
+        stop = min(max(stop, start + 1), start + blocks.rows_per_block(blocks.DENSE, n_gallery), n_query)
         lo, hi = int(entry_pointers[start]), int(entry_pointers[stop])
         owner, position = expand_segments(col_start[q_cols[lo:hi]], pairs_per_entry[lo:hi])
         mins = torch.minimum(q_vals[lo:hi][owner], g_vals[position])
@@ -194,7 +189,7 @@ def k_reciprocal_rerank_blocks(qf, gf, k1=20, k2=6, lambda_value=0.3, device=Non
     row_max = _distance_of_score(lowest)  # the largest distance of each row
     row_max.clamp_(min=1e-12)  # all images identical: avoid 0/0
 
-    small_rows = max(1, (1 << 21) // (k_forward * k_half))
+    small_rows = blocks.rows_per_block(blocks.SPARSE, k_forward * k_half)
     forward, half = neighbours[:, :k_forward], neighbours[:, :k_half]
     rows, cols = _expanded_sets(forward, _reciprocal_mask(forward), half, _reciprocal_mask(half), small_rows)
     weights = torch.exp(-_pair_distances(x, rows, cols, row_max))
@@ -203,6 +198,7 @@ def k_reciprocal_rerank_blocks(qf, gf, k1=20, k2=6, lambda_value=0.3, device=Non
     del weights
     if k2 > 1:
         entries_per_row = k2 * max(1, len(rows) // n)
-        rows, cols, vals = _query_expansion(rows, cols, vals, neighbours, k2, max(1, (1 << 21) // entries_per_row))
+        rows, cols, vals = _query_expansion(rows, cols, vals, neighbours, k2,
+                                             blocks.rows_per_block(blocks.SPARSE, entries_per_row))
     del neighbours, forward, half
     return _final_blocks(x, n_query, rows, cols, vals, lambda_value, row_max[:n_query])

@@ -9,12 +9,12 @@ import numpy as np
 import torch
 import yaml
 
+from reid.evaluation import blocks
 from reid.evaluation.metrics import _as_ids, _as_tensor, junk_pairs, pick_device
 
 FARS = (1e-1, 1e-2, 1e-3, 1e-4)
 DEFAULT_FAR = 1e-3
 # Scores of (query rows x gallery) held at once: 2**22 floats = 16 MB.
-_BLOCK_ELEMENTS = 1 << 22
 # Histogram bins over [-1, 1] of the first pass; the second keeps only the negatives in the bins holding a threshold.
 _BINS = 1 << 16
 
@@ -25,7 +25,7 @@ def _pair_blocks(qf, ql, qc, gf, gl, gc):
     Junk as in the ranking (the query's id seen by its camera, and id -1) is neither; positives share the id;
     negatives (distractors included) do not.
     """
-    step = max(1, _BLOCK_ELEMENTS // max(1, len(gf)))
+    step = blocks.rows_per_block(blocks.SCORES, len(gf))
     for start in range(0, len(qf), step):
         scores = torch.mm(qf[start:start + step], gf.T)
         same_id = ql[start:start + step, None] == gl[None]
