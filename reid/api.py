@@ -15,7 +15,7 @@ import torch
 from reid.models.features import FeatureExtractor, fuse_conv_bn
 from reid.models.loading import load_network   # noqa: F401 (also part of the API)
 from reid.runs import RunFolder
-from reid.runtime import cuda_available
+from reid.runtime import pick_device
 
 SEARCH_BLOCK = 65536  # gallery rows per block of the exact search: bounded memory for any gallery
 
@@ -34,7 +34,7 @@ class ReIDRun:
 
         model, self.spec, self.opts = load_network(run_dir, which_epoch)
         self.run = RunFolder(run_dir)
-        self.device = torch.device(device) if device else torch.device('cuda' if cuda_available() else 'cpu')
+        self.device = pick_device(device)
         self.extractor = FeatureExtractor(fuse_conv_bn(model)).to(self.device).eval()
         self.size = self.spec.input_size()
         self.transform = eval_transform(*self.size)

@@ -91,6 +91,14 @@ def cuda_available():
     return forced != 'cpu' and torch.cuda.is_available()
 
 
+def pick_device(device=None):
+    """Return `device` as a torch.device, or by default CUDA when present (and REID_DEVICE does not say cpu),
+    else the CPU: the library's default wherever a caller names no device."""
+    if device is not None:
+        return torch.device(device)
+    return torch.device('cuda' if cuda_available() else 'cpu')
+
+
 def select_device(gpu_ids=''):
     """Return (torch.device, note): the first id of `gpu_ids` ('0' or '0,1') when CUDA exists, else the CPU.
 

@@ -103,4 +103,4 @@ def test_demo_takes_every_reranker_of_the_table_with_its_own_defaults(tmp_path, 
                                atol=1e-5)
     with pytest.raises(SystemExit):
         demo.parse_args(['--rerank', 'gnn', '--k1', '3', '--k2', '5'])
-    assert 'so k2 <= k1' in capsys.readouterr().err
+    assert "so 1 <= k2 <= k1" in capsys.readouterr().err

@@ -121,7 +121,18 @@ class _Graph:
         return torch.sparse.mm(self.p, a1_y.add_(a1t_y)).mul_(inverse_n2[:, None])
 
 
-def gnn_rerank_blocks(qf, gf, k1=26, k2=7, lambda_value=0.3, device=None):
+K1, K2, LAMBDA = 26, 7, 0.3   # the original's GPU-Re-Ranking defaults
+
+
+def check_params(k1, k2, lambda_value):
+    """ValueError naming the flags when k1, k2 and lambda do not fit GNN re-ranking (it propagates over the
+    first k2 of the k1 neighbours)."""
+    if not 1 <= k2 <= k1 or not 0 <= lambda_value <= 1:
+        raise ValueError(f'--k1 {k1} --k2 {k2} --lambda {lambda_value:g}: GNN re-ranking propagates over the first '
+                         'k2 of the k1 neighbours, so 1 <= k2 <= k1; and 0 <= lambda <= 1')
+
+
+def gnn_rerank_blocks(qf, gf, k1=K1, k2=K2, lambda_value=LAMBDA, device=None):
     """Return an iterator of (start, stop, block): minus the GNN re-ranked score of query rows start..stop.
 
     qf (Q, D) and gf (G, D): L2-normalised features (torch or numpy). Follows the original's gnn_reranking on the
@@ -132,8 +143,7 @@ def gnn_rerank_blocks(qf, gf, k1=26, k2=7, lambda_value=0.3, device=None):
     `device` (default CUDA when present, else CPU).
     """
     qf, gf, device = feature_pair(qf, gf, device)
-    if not 1 <= k2 <= k1 or not 0 <= lambda_value <= 1:
-        raise ValueError(f'k1={k1}, k2={k2}, lambda={lambda_value}: need 1 <= k2 <= k1 and 0 <= lambda <= 1')
+    check_params(k1, k2, lambda_value)
     n_query = len(qf)
     if n_query == 0 or len(gf) == 0:
         return iter([(0, n_query, torch.zeros(n_query, len(gf), device=device))])
@@ -153,9 +163,6 @@ def _final_blocks(graph, x, n_query, lambda_value):
         yield start, stop, score.neg_().add_(0.0)
 
 
-def gnn_rerank(qf, gf, k1=26, k2=7, lambda_value=0.3, device=None):
+def gnn_rerank(qf, gf, k1=K1, k2=K2, lambda_value=LAMBDA, device=None):
     """Return the (Q, G) GNN re-ranked score (float32 numpy, larger = more similar): the stacked blocks' negation."""
-    out = torch.zeros(len(qf), len(gf))
-    for start, stop, block in gnn_rerank_blocks(qf, gf, k1, k2, lambda_value, device):
-        out[start:stop] = -block.cpu()
-    return out.numpy()
+    return blocks.stacked(gnn_rerank_blocks(qf, gf, k1, k2, lambda_value, device), len(qf), len(gf), sign=-1)

@@ -12,18 +12,9 @@ import numpy as np
 import torch
 
 from reid.evaluation import blocks
-from reid.runtime import cuda_available
+from reid.runtime import pick_device
 
-# Scores of (query rows x gallery) held at once; bounds memory for any gallery size (2**22 floats = 16 MB).
 JUNK_ID = -1
-
-
-def pick_device(device=None):
-    """Return `device` as a torch.device, or by default CUDA when present (and REID_DEVICE does not say cpu),
-    else the CPU."""
-    if device is not None:
-        return torch.device(device)
-    return torch.device('cuda' if cuda_available() else 'cpu')
 
 
 def feature_pair(qf, gf, device=None):

@@ -148,20 +148,26 @@ def _final_blocks(x, n_query, rows, cols, vals, lambda_value, row_max_query):
         start = stop
 
 
-def k_reciprocal_rerank(qf, gf, k1=20, k2=6, lambda_value=0.3, device=None):
+K1, K2, LAMBDA = 20, 6, 0.3   # the original's (and Zhong et al.'s) defaults
+
+
+def check_params(k1, k2, lambda_value):
+    """ValueError naming the flags when k1, k2 and lambda do not fit k-reciprocal re-ranking."""
+    if k1 < 1 or k2 < 1 or not 0 <= lambda_value <= 1:
+        raise ValueError(f'--k1 {k1} --k2 {k2} --lambda {lambda_value:g}: k-reciprocal re-ranking needs k1 >= 1, '
+                         'k2 >= 1 and 0 <= lambda <= 1')
+
+
+def k_reciprocal_rerank(qf, gf, k1=K1, k2=K2, lambda_value=LAMBDA, device=None):
     """Return the (Q, G) re-ranked distance (float32 numpy array, smaller = more similar).
 
     The stacked blocks of k_reciprocal_rerank_blocks (same arguments); it holds the whole (Q, G) matrix, so for
     evaluation prefer the blocks with metrics.compute_cmc_map_from_blocks.
     """
-    blocks = k_reciprocal_rerank_blocks(qf, gf, k1, k2, lambda_value, device)
-    out = torch.zeros(len(qf), len(gf))
-    for start, stop, block in blocks:
-        out[start:stop] = block.cpu()
-    return out.numpy()
+    return blocks.stacked(k_reciprocal_rerank_blocks(qf, gf, k1, k2, lambda_value, device), len(qf), len(gf))
 
 
-def k_reciprocal_rerank_blocks(qf, gf, k1=20, k2=6, lambda_value=0.3, device=None):
+def k_reciprocal_rerank_blocks(qf, gf, k1=K1, k2=K2, lambda_value=LAMBDA, device=None):
     """Return an iterator of (start, stop, block): the re-ranked distance of query rows start..stop (float32 torch).
 
     qf (Q, D) and gf (G, D): L2-normalised features (torch or numpy). Follows Zhong et al. 2017 and the authors'
@@ -176,8 +182,7 @@ def k_reciprocal_rerank_blocks(qf, gf, k1=20, k2=6, lambda_value=0.3, device=Non
     2**24 values. Results on CPU are deterministic.
     """
     qf, gf, device = feature_pair(qf, gf, device)
-    if k1 < 1 or k2 < 1 or not 0 <= lambda_value <= 1:
-        raise ValueError(f'k1={k1}, k2={k2}, lambda={lambda_value}: need k1 >= 1, k2 >= 1, 0 <= lambda <= 1')
+    check_params(k1, k2, lambda_value)
     n_query = len(qf)
     if n_query == 0 or len(gf) == 0:
         return iter([(0, n_query, torch.zeros(n_query, len(gf), device=device))])

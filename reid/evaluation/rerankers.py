@@ -2,26 +2,16 @@
 defaults (the original's), how reports name it and which parameters it accepts. Adding one is an entry here.
 """
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable
 
-import numpy as np
-import torch
-
-from reid.evaluation.gnn_rerank import gnn_rerank_blocks
-from reid.evaluation.rerank import k_reciprocal_rerank_blocks
-
-
-def _k2_within_k1(k1, k2):
-    if k2 > k1:
-        return f'--k1 {k1} --k2 {k2}: GNN re-ranking propagates over the first k2 of the k1 neighbours, so k2 <= k1'
-    return None
+from reid.evaluation import blocks, gnn_rerank, rerank
 
 
 @dataclass(frozen=True)
 class Reranker:
     """blocks(qf, gf, k1, k2, lambda_value) -> iterator of (start, stop, distance block, smaller = better);
     k1, k2, lambda_value: the defaults, and what k1 and k2 mean for the method; `how`: the words of the report's
-    title; `check(k1, k2)`: what is wrong with them for this method, or None."""
+    title; `check(k1, k2, lambda_value)`: ValueError naming the flags when they do not fit the method."""
     blocks: Callable
     k1: int
     k1_is: str
@@ -30,15 +20,16 @@ class Reranker:
     lambda_value: float
     how: str
     summary: str
-    check: Optional[Callable] = None
+    check: Callable
 
 
 RERANKERS = {
-    'k_reciprocal': Reranker(k_reciprocal_rerank_blocks, 20, 'the k-reciprocal sets', 6,
-                             'the local query expansion', 0.3, 're-ranked',
-                             'k-reciprocal encoding (Zhong et al., CVPR 2017)'),
-    'gnn': Reranker(gnn_rerank_blocks, 26, 'the graph', 7, 'each propagation round', 0.3, 're-ranked by GNN',
-                    "GNN re-ranking (Zhang et al., the original's GPU-Re-Ranking)", _k2_within_k1),
+    'k_reciprocal': Reranker(rerank.k_reciprocal_rerank_blocks, rerank.K1, 'the k-reciprocal sets', rerank.K2,
+                             'the local query expansion', rerank.LAMBDA, 're-ranked',
+                             'k-reciprocal encoding (Zhong et al., CVPR 2017)', rerank.check_params),
+    'gnn': Reranker(gnn_rerank.gnn_rerank_blocks, gnn_rerank.K1, 'the graph', gnn_rerank.K2, 'each propagation round',
+                    gnn_rerank.LAMBDA, 're-ranked by GNN', "GNN re-ranking (Zhang et al., the original's GPU-Re-Ranking)",
+                    gnn_rerank.check_params),
 }
 DEFAULT_RERANKER = 'k_reciprocal'   # what a bare --rerank means, as in the original
 
@@ -68,13 +59,7 @@ def rerank_params(method, k1=None, k2=None, lambda_value=None):
     entry = RERANKERS[method]
     params = dict(k1=entry.k1 if k1 is None else k1, k2=entry.k2 if k2 is None else k2,
                   lambda_value=entry.lambda_value if lambda_value is None else lambda_value)
-    if params['k1'] < 1 or params['k2'] < 1:
-        raise ValueError(f'--k1 {params["k1"]} --k2 {params["k2"]}: both must be at least 1')
-    if not 0 <= params['lambda_value'] <= 1:
-        raise ValueError(f'--lambda {params["lambda_value"]}: must lie in [0, 1]')
-    complaint = entry.check(params['k1'], params['k2']) if entry.check else None
-    if complaint:
-        raise ValueError(complaint)
+    entry.check(**params)
     return params
 
 
@@ -90,7 +75,4 @@ def rerank_title(method, params):
 
 def reranked_distances(method, qf, gf, params):
     """Return the whole (Q, G) re-ranked distance (float32 numpy, smaller = better) for pictures and pages."""
-    out = torch.zeros(len(qf), len(gf))
-    for start, stop, block in rerank_blocks(method, qf, gf, params):
-        out[start:stop] = block.cpu()
-    return np.asarray(out.numpy())
+    return blocks.stacked(rerank_blocks(method, qf, gf, params), len(qf), len(gf))

@@ -10,7 +10,8 @@ import torch
 import yaml
 
 from reid.evaluation import blocks
-from reid.evaluation.metrics import _as_ids, _as_tensor, junk_pairs, pick_device
+from reid.evaluation.metrics import _as_ids, _as_tensor, junk_pairs
+from reid.runtime import pick_device
 
 FARS = (1e-1, 1e-2, 1e-3, 1e-4)
 DEFAULT_FAR = 1e-3

@@ -256,7 +256,7 @@ class LossEntry:
 LOSSES = {
     'triplet': LossEntry(
         'triplet loss, margin {margin}',
-        lambda c, o, k, d: TripletLoss(c['margin'], o.get('triplet_mining', 'pairs'), c['epsilon']),
+        lambda c, o, k, d: TripletLoss(c['margin'], o['triplet_mining'], c['epsilon']),
         dict(margin=0.3, epsilon=0.1),
         (('--triplet_mining', dict(default='pairs', choices=('pairs', 'batch_hard'),
                                    help="pairs: the original's hard-pair miner on normalised features; batch_hard: "
@@ -277,12 +277,11 @@ LOSSES = {
                         lambda c, o, k, d: LiftedStructureLoss(c['pos_margin'], c['neg_margin']),
                         dict(pos_margin=0.0, neg_margin=1.0)),
     'instance': LossEntry('instance loss, each image its own class (--ins_gamma)',
-                          lambda c, o, k, d: InstanceLoss(float(o.get('ins_gamma', INSTANCE_GAMMA))),
+                          lambda c, o, k, d: InstanceLoss(float(o['ins_gamma'])),
                           options=(('--ins_gamma', dict(default=INSTANCE_GAMMA, type=float,
                                                         help='scale of the instance losses')),)),
     'instance_id': LossEntry('instance loss with the ids (--ins_gamma)',
-                             lambda c, o, k, d: InstanceLoss(float(o.get('ins_gamma', INSTANCE_GAMMA)),
-                                                             use_labels=True)),
+                             lambda c, o, k, d: InstanceLoss(float(o['ins_gamma']), use_labels=True)),
     'center': LossEntry('center loss (weight {weight}, centres SGD at lr {lr})',
                         lambda c, o, k, d: CenterLoss(k, d, c['weight'], c['lr']), dict(weight=0.0005, lr=0.5)),
 }
@@ -296,14 +295,20 @@ def add_loss_flags(group):
             group.add_argument(flag, **keywords)
 
 
+def option_defaults():
+    """Return {dest: default} of the losses' own flags (--triplet_mining, --ins_gamma), from the table."""
+    return {flag.lstrip('-'): keywords['default'] for entry in LOSSES.values() for flag, keywords in entry.options}
+
+
 def build_loss(name, opts, num_classes, feature_dim):
-    """Return the loss the table's entry `name` builds for `opts` (a dict of flag values)."""
+    """Return the loss the table's entry `name` builds for `opts` (a dict of flag values; a loss's own flags
+    not in it take their defaults)."""
     entry = LOSSES[name]
-    return entry.build(entry.constants, opts, num_classes, feature_dim)
+    return entry.build(entry.constants, {**option_defaults(), **opts}, num_classes, feature_dim)
 
 
 def active_loss_names(opts):
-    """Return the registry names switched on in `opts` (a dict of flag values), in registry order."""
+    """Return the names in LOSSES switched on in `opts` (a dict of flag values), in the table's order."""
     return [name for name in LOSSES if opts.get(name)]
 
 

@@ -117,7 +117,7 @@ class ConsistencyTerm:
 
 def loss_terms(opts, metric_losses):
     """Return the terms of a run's recipe `opts`: softmax, then each metric loss of `metric_losses` (a
-    ModuleDict in registry order), then --adv's term. --DG's term joins per epoch (ConsistencyTerm)."""
+    ModuleDict in the order of LOSSES), then --adv's term. --DG's term joins per epoch (ConsistencyTerm)."""
     terms = [SoftmaxTerm(opts.label_smoothing)]
     terms += [MetricTerm(name, loss) for name, loss in metric_losses.items()]
     if opts.adv > 0:
