@@ -137,6 +137,15 @@ def backbone_record(name):
     return BACKBONES.get(name, Backbone())
 
 
+def builds_token_grid(name):
+    """True when backbone `name` is a ViT/Swin whose position grid is built for one input size: its record says
+    'tokens'; for a timm name the table does not list, its model family's name (vit, swin) says so."""
+    if name in BACKBONES:
+        return BACKBONES[name].output == 'tokens'
+    family = name.split(':', 1)[-1]
+    return 'vit' in family or 'swin' in family
+
+
 def alias_flag(name):
     """Return the original's flag for backbone registry name `name` (e.g. 'use_dense'), or None."""
     return backbone_record(name).flag

@@ -948,6 +948,12 @@ MUTATIONS = [
              "heat[max(y0, 0):y1, max(x0, 0):x1]", "heat[max(y0, 0):y1, :x1]",
              ['tests/test_heatmap.py::test_person_box_figures_are_the_hand_counted_shares']),
     # issue 29: the documentation, the commands' one-line errors, the losses' table
+    Mutation('an unlisted timm ViT is not given the run\'s input size', 'reid/spec.py',
+             "    return 'vit' in family or 'swin' in family", "    return 'swin' in family",
+             ['tests/test_model.py::test_token_grid_backbones_are_built_for_the_runs_input_size_as_their_records_say']),
+    Mutation('the backbone records\' token kind is not read', 'reid/spec.py',
+             "        return BACKBONES[name].output == 'tokens'", "        return 'vit' in name",
+             ['tests/test_model.py::test_token_grid_backbones_are_built_for_the_runs_input_size_as_their_records_say']),
     Mutation('resolved options can be changed afterwards', 'reid/training/recipe.py',
              "    def __setattr__(self, name, value):", "    def _setattr_unused(self, name, value):",
              ['tests/test_train.py::test_resolved_options_are_read_only_and_resolution_leaves_the_parsed_ones_alone']),

@@ -380,3 +380,19 @@ def test_the_backbone_records_say_what_their_bodies_give():
     assert spec.BACKBONE_ALIASES['use_swin'] == ('timm:swin_base_patch4_window7_224', (224, 224))
     assert {n for n, b in spec.BACKBONES.items() if b.original_runs} == {'resnet50', 'densenet121'}
     assert spec.backbone_record('mobilenet_v3_small') == spec.Backbone()
+
+
+def test_token_grid_backbones_are_built_for_the_runs_input_size_as_their_records_say():
+    """A ViT's position grid is built for one input size: a backbone whose record says 'tokens' (and an unlisted
+    timm ViT, by its family name) is built for the run's 256x128, timm's patch embedding shows the grid it got;
+    a CNN is given no grid (timm's ResNet would refuse the argument)."""
+    from reid.models.backbones import backbone_body
+    assert spec.BACKBONES['timm:vit_small_patch16_224.dino'].output == 'tokens'
+    for name in ('timm:vit_small_patch16_224.dino', 'timm:vit_tiny_patch16_224'):
+        body, _, _ = backbone_body(name, pretrained=False, input_size=(256, 128))
+        assert tuple(body.patch_embed.img_size) == (256, 128), name
+        assert body.patch_embed.grid_size == (16, 8)
+    body, _, _ = backbone_body('timm:resnet18', pretrained=False, input_size=(256, 128))
+    assert body(torch.zeros(1, 3, 256, 128)).shape[-1] == 512
+    assert [spec.builds_token_grid(n) for n in ('resnet50', 'timm:convnext_tiny', 'timm:swinv2_base_window8_256')] \
+        == [False, False, True]

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reid.spec import backbone_record
+from reid.spec import backbone_record, builds_token_grid
 
 DOWNLOAD_TIMEOUT_S = 30
 
@@ -94,7 +94,7 @@ def _timm_body(name, pretrained, input_size=None):
     except ImportError:
         raise ValueError(f'--backbone timm:{name}: timm is not installed (pip install timm)') from None
     # ViT and Swin build their position grid for one input size: give them ours (e.g. 256 x 128).
-    extra = {'img_size': tuple(input_size)} if input_size and ('vit' in name or 'swin' in name) else {}
+    extra = {'img_size': tuple(input_size)} if input_size and builds_token_grid(f'timm:{name}') else {}
     try:
         net = timm.create_model(name, pretrained=pretrained, num_classes=0, **extra)  # 0: pooled features
     except (OSError, RuntimeError) as e:  # hub/network errors differ by timm version; one message for all
