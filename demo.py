@@ -7,6 +7,8 @@ with query = gallery, as CUB, the query's own image is left out like any junk).
     python demo.py --html results --test_dir ../Market/pytorch     # every query: results/index.html
     python demo.py --heatmap --name ft_ResNet50 --query_index 777  # + heatmap.png: where the network looks
 
+    python demo.py --query_index 777 --rerank gnn --k1 26 --k2 7   # ranked by a re-ranking (as evaluate_gpu.py)
+
 --query_image extracts the feature of one photo with the run --name (same resize, normalisation, flip-sum) and
 searches the gallery features already saved in --result, so the gallery is never extracted again; --backend and
 --precision choose what computes it, as in test.py.
@@ -17,8 +19,8 @@ import os
 from reid.backends import add_backend_flags
 from reid.data.prepared import list_reid_images
 from reid.evaluation.report import draw_ranking, ranked_gallery
-from reid.cli import DATA_DIR, RESULT_FILE, RUN_NAME, one_line_errors
-from reid.evaluation.rerankers import add_rerank_flags, rerank_params, rerank_title, reranked_distances
+from reid.cli import DATA_DIR, MODEL_DIR, RESULT_FILE, RUN_NAME, one_line_errors
+from reid.evaluation.rerankers import RERANKERS, add_rerank_flags, chosen_rerank, rerank_title, reranked_distances
 
 
 def parse_args(argv=None):
@@ -32,7 +34,7 @@ def parse_args(argv=None):
     p.add_argument('--query_image', default=None, type=str,
                    help='search with this photo instead of a query of the set (needs the run: --name)')
     p.add_argument('--name', default=RUN_NAME, type=str, help='run whose network embeds --query_image')
-    p.add_argument('--model_dir', default='model', type=str, help='folder that holds the runs')
+    p.add_argument('--model_dir', default=MODEL_DIR, type=str, help='folder that holds the runs')
     p.add_argument('--which_epoch', default='last', type=str, help="checkpoint of --name: 'last' or a number")
     p.add_argument('--html', default=None, type=str,
                    help='write a static page of every query (top-10, AP, worst first) into this folder')
@@ -41,11 +43,10 @@ def parse_args(argv=None):
                         'and each shown image (with --html: a heatmap toggle per row)')
     add_backend_flags(p)   # what embeds --query_image (heatmaps always run the torch network)
     args = p.parse_args(argv)
-    if args.rerank:
-        try:
-            rerank_options(args)
-        except ValueError as e:
-            p.error(str(e))
+    try:   # resolved here, once: None without --rerank
+        args.rerank_params = chosen_rerank(args)
+    except ValueError as e:
+        p.error(str(e))
     return args
 
 
@@ -55,13 +56,8 @@ def load_run(args):
 
     try:
         return ReIDRun(os.path.join(args.model_dir, args.name), args.which_epoch, device='cpu', backend='torch')
-    except (ValueError, OSError) as e:
-        raise SystemExit(f'demo.py --name {args.name}: {e}') from None
-
-
-def rerank_options(args):
-    """dict(k1=, k2=, lambda_value=) of --rerank METHOD, its defaults filled in (ValueError naming the flags)."""
-    return rerank_params(args.rerank, args.k1, args.k2, args.lambda_value)
+    except ValueError as e:
+        raise ValueError(f'--name {args.name}: {e}') from None
 
 
 def heatmap_path(args):
@@ -81,7 +77,7 @@ def save_heatmaps(args, query, shown):
 def query_keys(result, index, args):
     """Return the (G,) ranking keys of one query (smaller = better): -cosine, or the --rerank distance."""
     if args.rerank:
-        return reranked_distances(args.rerank, result.query_f, result.gallery_f, rerank_options(args))[index]
+        return reranked_distances(args.rerank, result.query_f, result.gallery_f, args.rerank_params)[index]
     return -(result.gallery_f @ result.query_f[index])
 
 
@@ -90,13 +86,13 @@ def photo_keys(args, gallery_f):
     from reid.api import ReIDRun
 
     if not os.path.isfile(args.query_image):
-        raise SystemExit(f'--query_image {args.query_image}: file not found')
+        raise ValueError(f'--query_image {args.query_image}: file not found')
     run = ReIDRun(os.path.join(args.model_dir, args.name), args.which_epoch, device='cpu', backend=args.backend,
                   precision=args.precision)
     print(f'--query_image embedded with {run.backend.describe()}')
     feature = run.features(args.query_image)[0].numpy()
     if feature.shape[0] != gallery_f.shape[1]:
-        raise SystemExit(f'--name {args.name}: its features have {feature.shape[0]} values but {args.result} holds '
+        raise ValueError(f'--name {args.name}: its features have {feature.shape[0]} values but {args.result} holds '
                          f'{gallery_f.shape[1]}: run test.py with the same run first')
     return -(gallery_f @ feature)
 
@@ -144,12 +140,12 @@ def write_html(args, result, query_images, gallery_images):
     from reid.evaluation.verification import threshold_of
 
     if args.rerank:
-        dist = reranked_distances(args.rerank, result.query_f, result.gallery_f, rerank_options(args))
+        dist = reranked_distances(args.rerank, result.query_f, result.gallery_f, args.rerank_params)
     else:
         dist = -(result.query_f @ result.gallery_f.T)
     summary = metrics.compute_cmc_map_from_dist(dist, result.query_label, result.query_cam, result.gallery_label,
                                                 result.gallery_cam)
-    how = f' ({rerank_title(args.rerank, rerank_options(args))})' if args.rerank else ''
+    how = f' ({rerank_title(args.rerank, args.rerank_params)})' if args.rerank else ''
     title = f'{os.path.basename(args.result)}{how}: top-{args.top} of every query'
     heatmaps = None
     if args.heatmap:
@@ -181,7 +177,7 @@ def show_ranking(args):
     query_images = list_reid_images(os.path.join(args.test_dir, 'query'))
     gallery_images = list_reid_images(os.path.join(args.test_dir, 'gallery'))
     if len(query_images) != len(result.query_label) or len(gallery_images) != len(result.gallery_label):
-        raise SystemExit(f'{args.result}: {len(result.query_label)} queries and {len(result.gallery_label)} '
+        raise ValueError(f'{args.result}: {len(result.query_label)} queries and {len(result.gallery_label)} '
                          f'gallery images, but --test_dir {args.test_dir} has {len(query_images)} and '
                          f'{len(gallery_images)}: run test.py on the same --test_dir')
     if args.query_image:
@@ -189,10 +185,10 @@ def show_ranking(args):
     if args.html:
         return write_html(args, result, query_images, gallery_images)
     if not 0 <= args.query_index < len(query_images):
-        raise SystemExit(f'--query_index {args.query_index}: out of range, there are {len(query_images)} queries '
+        raise ValueError(f'--query_index {args.query_index}: out of range, there are {len(query_images)} queries '
                          f'(0 to {len(query_images) - 1})')
     if args.top < 1:
-        raise SystemExit(f'--top {args.top}: must be at least 1')
+        raise ValueError(f'--top {args.top}: must be at least 1')
     ensure_writable_folder(os.path.dirname(os.path.abspath(args.output)), '--output')
 
     i = args.query_index
@@ -201,11 +197,12 @@ def show_ranking(args):
     ranked = ranked_gallery(keys, ql, qc, result.gallery_label, result.gallery_cam)[:args.top]
     camera = f', camera {qc}' if qc >= 0 else ''   # a negative camera is prepare.py's 'no camera'
     print(f'query {i}: {query_images[i][0]} (id {ql}{camera})')
+    # cosine and GNN rank by minus a score: the picture shows the score; k-reciprocal ranks by a distance
+    as_score = not args.rerank or RERANKERS[args.rerank].negated_score
     shown = []
     for rank, g in enumerate(ranked, 1):
         path, gid, _ = gallery_images[g]
-        score = -keys[g] if not args.rerank else keys[g]
-        caption = f'{rank}: id {gid}\n{"score" if not args.rerank else "dist"} {score:.3f}'
+        caption = f'{rank}: id {gid}\n' + (f'score {-keys[g]:.3f}' if as_score else f'dist {keys[g]:.3f}')
         shown.append((path, gid == ql, caption))
         print(f'{rank:2d} {"match" if gid == ql else "wrong"} {path}')
     draw_ranking((query_images[i][0], f'query\nid {ql}'), shown, args.output)

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import scipy.io
 
-from reid.cli import MULTI_RESULT_FILE, RESULT_FILE, one_line_errors
+from reid.cli import MODEL_DIR, MULTI_RESULT_FILE, RESULT_FILE, RUN_NAME, one_line_errors
 from reid.evaluation import metrics
 from reid.evaluation import verification
 from reid.evaluation.protocols import evaluate_all, format_trials, redrawn_galleries, trial_summary
-from reid.evaluation.rerankers import DEFAULT_RERANKER, add_rerank_flags, rerank_params
+from reid.evaluation.rerankers import DEFAULT_RERANKER, add_rerank_flags, chosen_rerank
 from reid.evaluation.results import load_multi_query, load_result
 
 
@@ -46,14 +46,14 @@ def parse_args(argv=None):
     parser.add_argument('--verify', action='store_true',
                         help='score every valid query-gallery pair: TAR at FAR 1e-1..1e-4 with the thresholds, '
                              'and AUC; the figures go beside --result (<stem>_verify.yaml)')
-    parser.add_argument('--save_threshold', nargs='?', const='model/ft_ResNet50', default=None, metavar='RUN',
-                        help='with --verify: write the threshold at --far into RUN/threshold.yaml '
-                             '(default model/ft_ResNet50)')
+    parser.add_argument('--save_threshold', nargs='?', const=f'{MODEL_DIR}/{RUN_NAME}', default=None, metavar='RUN',
+                        help=f'with --verify: write the threshold at --far into RUN/threshold.yaml '
+                             f'(default {MODEL_DIR}/{RUN_NAME})')
     parser.add_argument('--far', default=verification.DEFAULT_FAR, type=float,
                         help='false-accept rate of the threshold --save_threshold keeps (one of 1e-1..1e-4)')
     args = parser.parse_args(argv)
-    try:
-        vars(args).update(rerank_params(args.rerank or DEFAULT_RERANKER, args.k1, args.k2, args.lambda_value))
+    try:   # resolved here, once: None without --rerank
+        args.rerank_params = chosen_rerank(args)
     except ValueError as e:
         parser.error(str(e))
     if args.trials < 0 or (args.trials and len(args.result) > 1):
@@ -62,8 +62,10 @@ def parse_args(argv=None):
         parser.error(f'--aqe {args.aqe} --aqe_alpha {args.aqe_alpha}: K >= 1 (0 = off), alpha >= 0; --dba needs --aqe')
     if args.save_threshold and not args.verify:
         parser.error('--save_threshold needs --verify')
-    if args.far not in verification.FARS:
-        parser.error(f'--far {args.far}: one of {", ".join("%g" % f for f in verification.FARS)}')
+    try:
+        verification.check_far(args.far)
+    except ValueError as e:
+        parser.error(str(e))
     if (args.trials or len(args.result) > 1) and (args.multi or args.rerank or args.aqe or args.verify):
         parser.error('--multi, --rerank, --aqe and --verify evaluate one result; not with --trials or several '
                      '--result files')
@@ -90,13 +92,13 @@ def evaluate_trials(args):
     return values, mean, std
 
 
-def verify(args, result):
+def verify(args, path, result):
     """Print the verification lines of the plain cosine scores, save them beside the result (and the threshold)."""
     report = verification.verification_report(*result)
     print('verification (every valid query-gallery pair; accepted when the cosine score is above the threshold):')
     print(verification.format_verification(report))
-    figures = verification.figures_file(args.result)
-    verification.save_figures(report, figures, args.result)
+    figures = verification.figures_file(path)
+    verification.save_figures(report, figures, path)
     print(f'verification figures: {figures}')
     if args.save_threshold:
         from reid.runs import RunFolder
@@ -104,8 +106,8 @@ def verify(args, result):
         run = RunFolder(args.save_threshold)
         if not run.path.is_dir():
             raise ValueError(f'--save_threshold {run.path}: no such run folder')
-        path = run.write_threshold(verification.threshold_entry(report, args.far, args.result))
-        print(f'threshold at FAR {args.far:g}: {path}')
+        written = run.write_threshold(verification.threshold_entry(report, args.far, path))
+        print(f'threshold at FAR {args.far:g}: {written}')
     return report
 
 
@@ -119,19 +121,18 @@ def evaluate(args):
     """Evaluate the result file(s) as the flags ask and print the report."""
     if args.trials or len(args.result) > 1:
         return evaluate_trials(args)
-    args.result = args.result[0]
-    result = load_result(args.result)
+    path = args.result[0]
+    result = load_result(path)
     multi = load_multi_query(args.multi_result) if args.multi else None
-    params = dict(k1=args.k1, k2=args.k2, lambda_value=args.lambda_value) if args.rerank else None
     expansion = dict(k=args.aqe, alpha=args.aqe_alpha, dba=args.dba) if args.aqe else None
-    if args.verify:
-        verify(args, result)
     try:
-        reports = evaluate_all(result, multi, params, args.rerank or DEFAULT_RERANKER, expansion)
+        if args.verify:
+            verify(args, path, result)
+        reports = evaluate_all(result, multi, args.rerank_params, args.rerank or DEFAULT_RERANKER, expansion)
     except ValueError as e:
-        raise ValueError(f'{args.result}: {e}') from None
+        raise ValueError(f'{path}: {e}') from None
     if reports[0][1]['n_valid'] == 0:
-        raise ValueError(f'{args.result}: none of the {len(result.query_label)} queries has a match in the gallery '
+        raise ValueError(f'{path}: none of the {len(result.query_label)} queries has a match in the gallery '
                          '(same id, another camera); check that query and gallery come from the same test set')
     for title, res, note in reports:
         if title:

@@ -19,13 +19,13 @@ import sys
 
 from reid.backends import PRECISIONS
 from reid.export import FORMATS, export_run
-from reid.cli import RUN_NAME, one_line_errors
+from reid.cli import MODEL_DIR, RUN_NAME, one_line_errors
 
 
 def build_parser():
     p = argparse.ArgumentParser(description='Export the feature extractor of a trained run.')
     p.add_argument('--name', default=RUN_NAME, type=str, help='run name under --model_dir')
-    p.add_argument('--model_dir', default='model', type=str, help='folder that holds the runs')
+    p.add_argument('--model_dir', default=MODEL_DIR, type=str, help='folder that holds the runs')
     p.add_argument('--which_epoch', default='last', type=str, help="'last', 'init' or an epoch number")
     p.add_argument('--format', default='onnx', choices=tuple(FORMATS))
     p.add_argument('--precision', default=None, choices=PRECISIONS,

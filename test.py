@@ -17,7 +17,8 @@ from pathlib import Path
 
 from reid.backends import add_backend_flags
 from reid.evaluation.extract import run_calibration, run_test
-from reid.cli import DATA_DIR, RESULT_FILE, RUN_NAME, one_line_errors
+from reid.evaluation.verification import DEFAULT_FAR, FARS
+from reid.cli import DATA_DIR, MODEL_DIR, RESULT_FILE, RUN_NAME, one_line_errors
 from reid.runs import RunFolder
 from reid.runtime import add_runtime_flags
 from reid.spec import add_network_flags
@@ -30,7 +31,7 @@ def build_parser():
                         "'average' (train.py --wa)")
     p.add_argument('--test_dir', default=DATA_DIR, type=str, help='prepare.py output folder')
     p.add_argument('--name', default=RUN_NAME, type=str, help='run name under --model_dir')
-    p.add_argument('--model_dir', default='model', type=str, help='folder that holds the runs')
+    p.add_argument('--model_dir', default=MODEL_DIR, type=str, help='folder that holds the runs')
     p.add_argument('--batchsize', default=256, type=int)
     p.add_argument('--multi', action='store_true', help='also extract multi-query features (multi_query.mat)')
     p.add_argument('--ms', default='1', type=str,
@@ -40,7 +41,8 @@ def build_parser():
     p.add_argument('--calibrate', action='store_true',
                    help='instead of testing: score the val split (queries) against train (gallery) and write the '
                         'same-identity threshold at --far into model/<name>/threshold.yaml')
-    p.add_argument('--far', default=1e-3, type=float, help='--calibrate: false-accept rate (1e-1, 1e-2, 1e-3 or 1e-4)')
+    p.add_argument('--far', default=DEFAULT_FAR, type=float,
+                   help=f'--calibrate: false-accept rate ({", ".join(f"{far:g}" for far in FARS)})')
     add_runtime_flags(p)
     add_backend_flags(p)
     # The network is rebuilt from opts.yaml; the original's network flags are accepted so its commands work, and

@@ -11,7 +11,7 @@
         train.py ...                                      # two machines: the same line on each, --node_rank 1 there
 
 Outputs in model/<name>/: opts.yaml (every flag), net_init.pth (the network before training),
-net_XXX.pth (every 10 epochs, XXX = 0-based epoch), net_last.pth, net_average.pth (--wa), resume.pth (optimizer,
+net_XXX.pth (every 10 epochs, XXX = the epochs done: 010, 020, ...), net_last.pth, net_average.pth (--wa), resume.pth (optimizer,
 scheduler, scaler, RNG states, curves, the losses' parameters and their optimizer, --wa's average; written before
 the first epoch too), train.jpg (loss / top-1 error curves) and a copy of the code.
 Structure (reid/training/trainer.py): flags (presets as defaults) -> runtime -> data -> model + loss terms ->

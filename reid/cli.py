@@ -6,6 +6,7 @@ from contextlib import contextmanager
 DOWNLOAD_DIR = '../Market'            # prepare.py --download_path
 DATA_DIR = '../Market/pytorch'        # train.py --data_dir, test.py and demo.py --test_dir
 RUN_NAME = 'ft_ResNet50'              # --name
+MODEL_DIR = 'model'                   # --model_dir: the folder of the runs
 RESULT_FILE = 'pytorch_result.mat'    # test.py writes it, evaluate_gpu.py and demo.py read it
 MULTI_RESULT_FILE = 'multi_query.mat'
 

@@ -187,3 +187,26 @@ def test_show_png_draws_the_query_then_the_ranked_images_framed_by_their_id(tiny
     distances = [_panel_distance(pixels, (left, right, top, bottom), path, 1) for path, _, _ in queries]
     assert int(np.argmin(distances)) == i and distances[i] < 8
     assert not (green | red)[top:bottom, left:right].any()
+
+
+def test_the_captions_show_each_rankings_own_figure(tiny_prepared, tmp_path, monkeypatch):
+    """Under each shown image: the cosine score (plain), the k-reciprocal distance (--rerank), and GNN's score,
+    positive as the original prints it (--rerank gnn; its blocks rank by minus the score) — each equal to its dense
+    reference for the image shown."""
+    from test_gnn_rerank import dense_gnn_reference
+
+    r = _write_result(tmp_path / 'r.mat', tiny_prepared)
+    captions = {}
+    monkeypatch.setattr(demo, 'draw_ranking', lambda query, shown, path, heats=None: captions.update({path: shown}))
+    gallery = [path for path, _, _ in list_reid_images(tiny_prepared / 'gallery')]
+    references = {'plain': ('score', r['gallery_f'] @ r['query_f'][3]),
+                  'k_reciprocal': ('dist', dense_rerank_reference(r['query_f'], r['gallery_f'], 20, 6, 0.3)[3]),
+                  'gnn': ('score', dense_gnn_reference(r['query_f'], r['gallery_f'], 26, 7, 0.3)[3])}
+    for method, (word, figures) in references.items():
+        out = str(tmp_path / f'{method}.png')
+        demo.main(['--query_index', '3', '--test_dir', str(tiny_prepared), '--result', str(tmp_path / 'r.mat'),
+                   '--output', out] + ([] if method == 'plain' else ['--rerank', method]))
+        for path, _, caption in captions[out]:
+            shown_word, value = caption.split('\n')[1].split()
+            assert shown_word == word and float(value) == pytest.approx(figures[gallery.index(path)], abs=1e-3)
+    assert min(float(c.split()[-1]) for _, _, c in captions[str(tmp_path / 'gnn.png')]) > 0

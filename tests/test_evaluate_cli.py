@@ -147,7 +147,7 @@ def test_rerank_flags_reach_the_re_ranking(tmp_path, capsys, k1, k2, lam):
     data = write_result(tmp_path / 'r.mat', np.random.default_rng(5))
     flags = [] if (k1, k2, lam) == (20, 6, 0.3) else ['--k1', str(k1), '--k2', str(k2), '--lambda', str(lam)]
     args = evaluate_gpu.parse_args(['--rerank', *flags])
-    assert (args.k1, args.k2, args.lambda_value) == (k1, k2, lam)
+    assert args.rerank_params == dict(k1=k1, k2=k2, lambda_value=lam)
     evaluate_gpu.main(['--result', str(tmp_path / 'r.mat'), '--rerank', *flags])
     lines = capsys.readouterr().out.strip().split('\n')
     assert lines[2].startswith(f'single query, re-ranked (k1={k1} k2={k2} lambda={lam:g})')

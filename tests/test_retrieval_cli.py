@@ -104,3 +104,15 @@ def test_demo_takes_every_reranker_of_the_table_with_its_own_defaults(tmp_path, 
     with pytest.raises(SystemExit):
         demo.parse_args(['--rerank', 'gnn', '--k1', '3', '--k2', '5'])
     assert "so 1 <= k2 <= k1" in capsys.readouterr().err
+
+
+def test_rerank_parameters_without_rerank_are_refused(capsys):
+    """--k1/--k2/--lambda without --rerank would be silently unused: both commands refuse them, naming the flags."""
+    from conftest import load_repo_module
+
+    demo = load_repo_module('demo.py', 'reid_demo_cli_orphan_flags')
+    for command in (demo, evaluate_gpu):
+        with pytest.raises(SystemExit):
+            command.parse_args(['--k1', '5', '--lambda', '0.2'])
+        assert '--k1 --lambda: re-ranking parameters, they go with --rerank' in capsys.readouterr().err
+        assert command.parse_args([]).rerank_params is None

@@ -102,8 +102,7 @@ def run_calibration(opts, log=print):
     """
     from reid.evaluation import verification
 
-    if opts.far not in verification.FARS:
-        raise ValueError(f'--far {opts.far}: one of {", ".join("%g" % f for f in verification.FARS)}')
+    verification.check_far(opts.far)
     run = RunFolder(Path(opts.model_dir) / opts.name)
     check_network_flags(opts, run.read_opts(), run.opts_file)
     runtime, note = choose_runtime(opts, 'extract')

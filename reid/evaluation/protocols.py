@@ -5,18 +5,17 @@ import numpy as np
 
 from reid.data.layouts.common import canonical_order, gallery_draw
 from reid.evaluation import metrics
-from reid.evaluation.rerankers import rerank_blocks, rerank_title
+from reid.evaluation.rerankers import DEFAULT_RERANKER, rerank_blocks, rerank_title
 from reid.evaluation.results import ReIDResult
 
 
-def evaluate_all(result, multi=None, rerank_params=None, method='k_reciprocal', expansion=None):
+def evaluate_all(result, multi=None, rerank_params=None, method=DEFAULT_RERANKER, expansion=None):
     """Return [(title or None, metrics dict, note or None)] for single-query, multi-query and re-ranked runs.
 
     `multi`: a MultiQuery or None; `rerank_params`: dict(k1=, k2=, lambda_value=) or None; `method`: which
     re-ranking (a name of reid.evaluation.rerankers.RERANKERS); `expansion`: dict(k=, alpha=, dba=) of average
-    query expansion or
-    None. Per query set: the plain result, then the expanded one, then the re-ranking (of the expanded
-    features when expanding) last.
+    query expansion or None. Per query set: the plain result, then the expanded one, then the re-ranking (of the
+    expanded features when expanding) last.
     """
     qf, ql, qc, gf, gl, gc = result
     runs = [(None, qf, None)]

@@ -11,7 +11,8 @@ from reid.evaluation import blocks, gnn_rerank, rerank
 class Reranker:
     """blocks(qf, gf, k1, k2, lambda_value) -> iterator of (start, stop, distance block, smaller = better);
     k1, k2, lambda_value: the defaults, and what k1 and k2 mean for the method; `how`: the words of the report's
-    title; `check(k1, k2, lambda_value)`: ValueError naming the flags when they do not fit the method."""
+    title; `check(k1, k2, lambda_value)`: ValueError naming the flags when they do not fit the method;
+    `negated_score`: its blocks hold minus a similarity score (pictures print the score) rather than a distance."""
     blocks: Callable
     k1: int
     k1_is: str
@@ -21,6 +22,7 @@ class Reranker:
     how: str
     summary: str
     check: Callable
+    negated_score: bool = False
 
 
 RERANKERS = {
@@ -29,7 +31,7 @@ RERANKERS = {
                              'k-reciprocal encoding (Zhong et al., CVPR 2017)', rerank.check_params),
     'gnn': Reranker(gnn_rerank.gnn_rerank_blocks, gnn_rerank.K1, 'the graph', gnn_rerank.K2, 'each propagation round',
                     gnn_rerank.LAMBDA, 're-ranked by GNN', "GNN re-ranking (Zhang et al., the original's GPU-Re-Ranking)",
-                    gnn_rerank.check_params),
+                    gnn_rerank.check_params, negated_score=True),
 }
 DEFAULT_RERANKER = 'k_reciprocal'   # what a bare --rerank means, as in the original
 
@@ -61,6 +63,18 @@ def rerank_params(method, k1=None, k2=None, lambda_value=None):
                   lambda_value=entry.lambda_value if lambda_value is None else lambda_value)
     entry.check(**params)
     return params
+
+
+def chosen_rerank(args):
+    """Return dict(k1=, k2=, lambda_value=) of a command's parsed --rerank METHOD, its defaults filled in, or None
+    without --rerank; ValueError naming the flags when they do not fit the method or come without --rerank."""
+    given = [flag for flag, value in (('--k1', args.k1), ('--k2', args.k2), ('--lambda', args.lambda_value))
+             if value is not None]
+    if args.rerank is None:
+        if given:
+            raise ValueError(f'{" ".join(given)}: re-ranking parameters, they go with --rerank')
+        return None
+    return rerank_params(args.rerank, args.k1, args.k2, args.lambda_value)
 
 
 def rerank_blocks(method, qf, gf, params):

@@ -15,7 +15,14 @@ from reid.runtime import pick_device
 
 FARS = (1e-1, 1e-2, 1e-3, 1e-4)
 DEFAULT_FAR = 1e-3
-# Scores of (query rows x gallery) held at once: 2**22 floats = 16 MB.
+
+
+def check_far(far):
+    """ValueError naming --far when it is not one of the rates the reports give (FARS)."""
+    if far not in FARS:
+        raise ValueError(f'--far {far:g}: one of {", ".join(f"{rate:g}" for rate in FARS)}')
+
+
 # Histogram bins over [-1, 1] of the first pass; the second keeps only the negatives in the bins holding a threshold.
 _BINS = 1 << 16
 

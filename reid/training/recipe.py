@@ -4,7 +4,7 @@ flag defaults, the checks and resolved values recorded in opts.yaml, and what --
 import argparse
 from argparse import Namespace
 
-from reid.cli import DATA_DIR, RUN_NAME
+from reid.cli import DATA_DIR, MODEL_DIR, RUN_NAME
 from reid.data.transforms import ORIGINAL_PAD
 from reid.runtime import add_runtime_flags
 from reid.spec import NetworkSpec, add_network_flags, option_names
@@ -44,7 +44,7 @@ def build_parser():
                         '(the quick start on a CPU); flags override it')
     p.add_argument('--name', default=RUN_NAME, type=str, help='run name: outputs go to <model_dir>/<name>')
     p.add_argument('--data_dir', default=DATA_DIR, type=str, help='prepare.py output folder')
-    p.add_argument('--model_dir', default='model', type=str, help='folder that holds the runs')
+    p.add_argument('--model_dir', default=MODEL_DIR, type=str, help='folder that holds the runs')
     p.add_argument('--train_all', action='store_true', help='train on train_all (train + val)')
     p.add_argument('--color_jitter', action='store_true', help='add colour jitter')
     p.add_argument('--batchsize', default=32, type=int)
