@@ -12,8 +12,15 @@ from reid.models.heads import cross_entropy_loss, predicted_classes
 from reid.runtime import autocast
 from reid.training.terms import Batch, total_loss
 
+# The original's schedule constants: each step decay multiplies by STEP_DECAY; the cosine ends at COSINE_FLOOR of
+# the base rate; both warm-ups (the learning rate's, the loss's) start at WARM_START and rise linearly to 1.
+STEP_DECAY = 0.1
+COSINE_FLOOR = 0.01
+WARM_START = 0.1
 
-def lr_factor(step, steps_per_epoch, total_epoch, warm_epoch=0, cosine=False, milestones=None, cosine_floor=0.01):
+
+def lr_factor(step, steps_per_epoch, total_epoch, warm_epoch=0, cosine=False, milestones=None,
+              cosine_floor=COSINE_FLOOR):
     """Return the multiplier of a group's base learning rate at optimizer step `step` (0-based).
 
     Step decay (default): x0.1 from epoch 2/3 * total_epoch on (none when that is epoch 0, i.e. 1-epoch runs);
@@ -25,13 +32,13 @@ def lr_factor(step, steps_per_epoch, total_epoch, warm_epoch=0, cosine=False, mi
     if cosine:
         factor = cosine_floor + (1 - cosine_floor) * (1 + math.cos(math.pi * epoch / total_epoch)) / 2
     elif milestones:
-        factor = 0.1 ** sum(epoch >= m for m in milestones)
+        factor = STEP_DECAY ** sum(epoch >= m for m in milestones)
     else:
-        milestone = (2 * total_epoch) // 3
-        factor = 0.1 if 0 < milestone <= epoch else 1.0
+        milestone = (2 * total_epoch) // 3   # the original's one decay, two thirds into the run
+        factor = STEP_DECAY if 0 < milestone <= epoch else 1.0
     warm_steps = warm_epoch * steps_per_epoch
     if step < warm_steps:
-        factor *= 0.1 + 0.9 * step / warm_steps
+        factor *= WARM_START + (1 - WARM_START) * step / warm_steps
     return factor
 
 
@@ -39,14 +46,14 @@ def cosine_floors(groups, lr):
     """Return each parameter group's cosine floor as a share of its own lr: the original's
     CosineAnnealingLR(eta_min=0.01 * lr) gives every group the one floor 0.01 x lr (the backbone, at 0.1 x lr,
     ends at a tenth of its own rate, not at a hundredth)."""
-    return [min(1.0, 0.01 * lr / group['lr']) for group in groups]
+    return [min(1.0, COSINE_FLOOR * lr / group['lr']) for group in groups]
 
 
 def warm_loss_factor(step, steps_per_epoch, warm_epoch):
     """Return the factor on the loss at optimizer step `step` (0-based) under the original's warm-up: from
     0.1 + 0.9 / W on the first step up by 0.9 / W each step to 1 at the last of the W = warm_epoch epochs' steps."""
     warm_steps = warm_epoch * steps_per_epoch
-    return min(1.0, 0.1 + 0.9 * (step + 1) / warm_steps) if step < warm_steps else 1.0
+    return min(1.0, WARM_START + (1 - WARM_START) * (step + 1) / warm_steps) if step < warm_steps else 1.0
 
 
 def train_one_epoch(model, loader, state, terms, runtime, desc='train', on_step=None):

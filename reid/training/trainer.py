@@ -30,6 +30,12 @@ from reid.training.state import TrainingState
 from reid.training.terms import ConsistencyTerm, loss_terms
 
 CODE_DIR = Path(__file__).resolve().parents[2]   # the commands and the reid package: copied into every run
+# An epoch's data order is seeded by seed * EPOCH_SEED_STRIDE + epoch: a prime larger than any epoch count keeps
+# the (seed, epoch) pairs of different runs apart; DG-Market's batches draw from epochs shifted by DG_SEED_OFFSET.
+EPOCH_SEED_STRIDE = 1_000_003
+DG_SEED_OFFSET = 500_000
+SGD_MOMENTUM = 0.9   # the original's (with Nesterov)
+DG_MIN_BATCH = 8     # DG-Market pairs per step: half the batch, at least this many (the original's)
 
 
 class TrainingStopped(ValueError):
@@ -39,7 +45,7 @@ class TrainingStopped(ValueError):
 def epoch_generator(seed, epoch):
     """Return the generator that orders epoch `epoch` (and seeds its workers): a function of (seed, epoch)
     only, so a resumed run sees the same data order as an uninterrupted one."""
-    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.Generator().manual_seed(seed * EPOCH_SEED_STRIDE + epoch)
 
 
 def datasets(opts):
@@ -75,7 +81,7 @@ def optimizer_and_scheduler(model, metric_losses, opts, steps_per_epoch):
     if opts.optimizer == 'adam':
         optimizer = torch.optim.Adam(groups, lr=opts.lr, weight_decay=opts.weight_decay, fused=True)
     else:
-        optimizer = torch.optim.SGD(groups, lr=opts.lr, weight_decay=opts.weight_decay, momentum=0.9,
+        optimizer = torch.optim.SGD(groups, lr=opts.lr, weight_decay=opts.weight_decay, momentum=SGD_MOMENTUM,
                                     nesterov=True, fused=True)
     drops = milestones(opts.steps) if opts.steps else None
     lr_warm_epoch = opts.warm_epoch if opts.lr_warmup else 0
@@ -136,12 +142,12 @@ def cached_pixels(train_set, opts):
 
 
 def dg_batches(opts, epoch, runtime):
-    """Yield DG-Market batches (view1, view2, _) of max(8, batchsize / 2) images, forever, in an order that is
-    a function of (seed, epoch)."""
+    """Yield DG-Market batches (view1, view2, _) of max(DG_MIN_BATCH, batchsize / 2) images, forever, in an order
+    that is a function of (seed, epoch)."""
     dg_set = dg_market(opts.dg_dir, train_transform(opts.h, opts.w, opts.pad, opts.erasing_p, opts.color_jitter))
-    generator = torch.Generator().manual_seed(opts.seed * 1_000_003 + epoch + 500_000)
+    generator = epoch_generator(opts.seed, epoch + DG_SEED_OFFSET)
     while True:
-        yield from DataLoader(dg_set, batch_size=min(len(dg_set), max(8, opts.batchsize // 2)), shuffle=True,
+        yield from DataLoader(dg_set, batch_size=min(len(dg_set), max(DG_MIN_BATCH, opts.batchsize // 2)), shuffle=True,
                               drop_last=True, num_workers=runtime.workers, pin_memory=runtime.device.type == 'cuda',
                               generator=generator)
 
