@@ -8,6 +8,8 @@ Per query, gallery items with the query's id AND camera, and all items with id -
 ranking); the other items with the query's id are the matches; everything else, distractors (id 0) included,
 is a wrong match. A query without any match is skipped and counted in 'n_skipped'.
 """
+from collections import namedtuple
+
 import numpy as np
 import torch
 
@@ -119,7 +121,18 @@ def _matches_before(match_keys, cols, item_keys, item_cols):
     return before
 
 
-def _block_query_stats(keys, ql, qc, gl, gc, label_order, sorted_labels, junk_columns):
+# The gallery as every block's statistics read it: ids and cameras, the column order that sorts it by id (a stable
+# sort: gallery order within an id) with the sorted ids, and the columns of junk images (id JUNK_ID).
+_Gallery = namedtuple('_Gallery', 'labels cams label_order sorted_labels junk_columns')
+
+
+def _gallery_index(gl, gc):
+    """Return the _Gallery of ids `gl` and cameras `gc` (torch, on the evaluation device)."""
+    label_order = torch.sort(gl, stable=True).indices
+    return _Gallery(gl, gc, label_order, gl[label_order], (gl == JUNK_ID).nonzero().squeeze(1))
+
+
+def _block_query_stats(keys, ql, qc, gallery):
     """Per-query (n_good, first_rank, market_ap, standard_ap, inp) for one block of keys (smaller = better).
 
     No row is sorted. The matches of each query (few) come from the gallery sorted by label; junk gets key
@@ -131,14 +144,14 @@ def _block_query_stats(keys, ql, qc, gl, gc, label_order, sorted_labels, junk_co
     n_rows, n_gallery = keys.shape
     device = keys.device
     zeros = torch.zeros(n_rows, dtype=torch.float64, device=device)
-    lo = torch.searchsorted(sorted_labels, ql)
-    hi = torch.searchsorted(sorted_labels, ql, right=True)
+    lo = torch.searchsorted(gallery.sorted_labels, ql)
+    hi = torch.searchsorted(gallery.sorted_labels, ql, right=True)
     rows, position = expand_segments(lo, hi - lo)
-    cols = label_order[position]
-    same_cam = gc[cols] == qc[rows]
-    keys.index_fill_(1, junk_columns, float('inf'))
+    cols = gallery.label_order[position]
+    same_cam = gallery.cams[cols] == qc[rows]
+    keys.index_fill_(1, gallery.junk_columns, float('inf'))
     keys[rows[same_cam], cols[same_cam]] = float('inf')
-    is_good = ~same_cam & (gl[cols] != JUNK_ID)
+    is_good = ~same_cam & (gallery.labels[cols] != JUNK_ID)
     rows, cols = rows[is_good], cols[is_good]  # row-major, gallery order within a row
     n_good = torch.bincount(rows, minlength=n_rows)
     if len(rows) == 0:
@@ -181,16 +194,13 @@ def _evaluate_blocks(key_blocks, n_query, ql, qc, gl, gc):
     The blocks must cover the query rows in order; each `keys` is changed in place.
     """
     n_gallery = len(gl)
-    label_order = torch.sort(gl, stable=True).indices
-    sorted_labels = gl[label_order]
-    junk_columns = (gl == JUNK_ID).nonzero().squeeze(1)
+    gallery = _gallery_index(gl, gc)
     parts, covered = [], 0
     for start, stop, keys in key_blocks:
         if start != covered or stop > n_query or tuple(keys.shape) != (stop - start, n_gallery):
             raise ValueError(f'distance blocks: rows {start}:{stop} of shape {tuple(keys.shape)} do not continue '
                              f'rows 0:{covered} of a ({n_query}, {n_gallery}) matrix')
-        parts.append(_block_query_stats(keys, ql[start:stop], qc[start:stop], gl, gc, label_order, sorted_labels,
-                                        junk_columns))
+        parts.append(_block_query_stats(keys, ql[start:stop], qc[start:stop], gallery))
         covered = stop
     if covered != n_query:
         raise ValueError(f'distance blocks: cover {covered} of {n_query} query rows')
@@ -225,11 +235,7 @@ def compute_cmc_map(qf, ql, qc, gf, gl, gc, device=None, block=None):
     'n_valid' and 'n_skipped' (queries without a match). With no valid query the metrics are NaN.
     Ties in score keep gallery order (see the module docstring for the junk and match rules).
     """
-    device = pick_device(device)
-    qf = _as_tensor(qf, device, torch.float32)
-    gf = _as_tensor(gf, device, torch.float32)
-    if qf.dim() != 2 or gf.dim() != 2 or qf.shape[1] != gf.shape[1]:
-        raise ValueError(f'features: expected (Q, D) and (G, D), got {tuple(qf.shape)} and {tuple(gf.shape)}')
+    qf, gf, device = feature_pair(qf, gf, device)
     ql, qc = _as_ids(ql, device, 'query labels'), _as_ids(qc, device, 'query cameras')
     gl, gc = _as_ids(gl, device, 'gallery labels'), _as_ids(gc, device, 'gallery cameras')
     _check_lengths(len(qf), ql, qc, 'query')
