@@ -43,25 +43,27 @@ AUTO_BACKEND = {'cpu': 'openvino', 'cuda': 'torch'}
 SMALL_MAP_POSITIONS = 4
 
 
-def cpu_flags(path='/proc/cpuinfo'):
-    """Return the set of CPU feature flags of the first 'flags' line of `path` (empty where it is unreadable)."""
+def _cpuinfo_value(key, path):
+    """Return the value of the first line of `path` (/proc/cpuinfo's format) starting with `key`, or None."""
     try:
         for line in Path(path).read_text().splitlines():
-            if line.startswith('flags'):
-                return set(line.split(':', 1)[1].split())
+            if line.startswith(key):
+                return line.split(':', 1)[1]
     except OSError:
         pass
-    return set()
+    return None
+
+
+def cpu_flags(path='/proc/cpuinfo'):
+    """Return the set of CPU feature flags of the first 'flags' line of `path` (empty where it is unreadable)."""
+    return set((_cpuinfo_value('flags', path) or '').split())
 
 
 def cpu_model(path='/proc/cpuinfo'):
     """Return the CPU's model name (the first 'model name' line of `path`), or the platform's processor string."""
-    try:
-        for line in Path(path).read_text().splitlines():
-            if line.startswith('model name'):
-                return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
+    name = _cpuinfo_value('model name', path)
+    if name is not None:
+        return name.strip()
     import platform
 
     return platform.processor() or 'unknown'

@@ -153,10 +153,16 @@ class USAM(nn.Module):
     def forward(self, x):
         fmap = x.sum(1, keepdim=True)
         neighbourhood = F.avg_pool2d(fmap, 3, stride=1, padding=1, count_include_pad=True) * 9
-        att = F.leaky_relu(self.bn(9 * fmap - neighbourhood), 0.1)
-        border = torch.zeros_like(att)
-        border[:, :, 1:-1, 1:-1] = 1
-        return x + att * border * x
+        return usam_output(x, self.bn(9 * fmap - neighbourhood))
+
+
+def usam_output(x, contrast):
+    """USAM's output: x + attention * x, the attention being LeakyReLU(0.1) of the normalised centre-surround
+    `contrast` [B, 1, h, w], zero on the map's border (the original's)."""
+    att = F.leaky_relu(contrast, 0.1)
+    border = torch.zeros_like(att)
+    border[:, :, 1:-1, 1:-1] = 1
+    return x + att * border * x
 
 
 class IBN(nn.Module):

@@ -75,10 +75,7 @@ class USAM(backbones.USAM):
 
     def forward(self, x):
         fmap = x.sum(1, keepdim=True)
-        att = F.leaky_relu(self.bn(F.conv2d(fmap, self.weight2) - F.conv2d(fmap, self.weight, padding=1)), 0.1)
-        border = torch.zeros_like(att)
-        border[:, :, 1:-1, 1:-1] = 1
-        return x + att * border * x
+        return backbones.usam_output(x, self.bn(F.conv2d(fmap, self.weight2) - F.conv2d(fmap, self.weight, padding=1)))
 
 
 class ft_net(nn.Module):

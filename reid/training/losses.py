@@ -89,12 +89,13 @@ class CircleLoss(nn.Module):
 
 class _MarginSoftmax(nn.Module):
     """Shared part of ArcFace / CosFace / SphereFace: cosine to learnable class weights [D, K] (normalised),
-    the target class's cosine modified, scaled, cross-entropy; divided by the batch size as the original."""
+    the target class's cosine modified by `margin`, scaled, cross-entropy; divided by the batch size as the
+    original."""
 
-    def __init__(self, num_classes, feature_dim, scale):
+    def __init__(self, num_classes, feature_dim, margin, scale):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(feature_dim, num_classes))
-        self.scale = scale
+        self.margin, self.scale = margin, scale
 
     def target_logit(self, cos):
         raise NotImplementedError
@@ -110,20 +111,12 @@ class _MarginSoftmax(nn.Module):
 class ArcFaceLoss(_MarginSoftmax):
     """ArcFace: target cos(theta + margin), scaled."""
 
-    def __init__(self, num_classes, feature_dim, margin, scale):
-        super().__init__(num_classes, feature_dim, scale)
-        self.margin = margin
-
     def target_logit(self, cos):
         return torch.cos(torch.acos(cos.clamp(-1 + 1e-7, 1 - 1e-7)) + self.margin)
 
 
 class CosFaceLoss(_MarginSoftmax):
     """CosFace: target cos(theta) - margin, scaled."""
-
-    def __init__(self, num_classes, feature_dim, margin, scale):
-        super().__init__(num_classes, feature_dim, scale)
-        self.margin = margin
 
     def target_logit(self, cos):
         return cos - self.margin
@@ -143,8 +136,7 @@ class SphereFaceLoss(_MarginSoftmax):
     """SphereFace (A-Softmax): target (-1)^k cos(m theta) - 2k with k = floor(m theta / pi), scale 1."""
 
     def __init__(self, num_classes, feature_dim, margin, scale=1.0):
-        super().__init__(num_classes, feature_dim, scale)
-        self.margin = int(margin)
+        super().__init__(num_classes, feature_dim, int(margin), scale)
 
     def target_logit(self, cos):
         c = cos.clamp(-1, 1)
