@@ -414,10 +414,11 @@ FORMATS = {'.jpg': ('JPEG', dict(quality=90)), '.png': ('PNG', {}), '.bmp': ('BM
 
 
 def _write_one(job):
-    """Render and save one image; return (its relative path, the person's box or None)."""
+    """Render and save one image (an ImageSpec) or tracklet frame (a FrameSpec); return (its relative path, the
+    person's box or None: boxes are recorded for images only)."""
     root, seed, rel, spec, with_box = job
     fmt, kwargs = FORMATS[Path(rel).suffix]
-    img, box = _render(seed, spec, with_box)
+    img, box = (render_frame(seed, spec), None) if isinstance(spec, FrameSpec) else _render(seed, spec, with_box)
     img.save(os.path.join(root, rel), fmt, **kwargs)
     return rel, box
 
@@ -516,14 +517,20 @@ def make_dataset(root, size='demo', seed=0, n_cameras=6, workers=None, progress=
 
 
 def make_layout(root, layout, size='tiny', seed=0, workers=None, progress=None, boxes=False):
-    """Write a generated raw set in `layout`'s format under `root`; return counts per top-level entry.
+    """Write a generated raw set in `layout`'s format under `root`; return counts per top-level entry (and, for
+    a video layout, the number of tracklets).
 
     Same rules as make_dataset: a non-empty folder that is not a generated set is refused; a previous
-    generated set is replaced (only the entries this layout writes).
+    generated set is replaced (only the entries this layout writes). Boxes are for image layouts only.
     """
     files, texts = plan_layout(layout, size, seed)
+    video = any(isinstance(spec, FrameSpec) for _, spec in files)
+    if boxes and video:
+        raise ValueError(f'--boxes: person boxes are written for image layouts only, not for {layout}')
     tops = sorted({rel.split('/')[0] for rel, _ in files} | {rel.split('/')[0] for rel in texts})
     counts = {top: sum(rel.split('/')[0] == top for rel, _ in files) for top in tops if top not in texts}
+    if video:
+        counts['tracklets'] = len({spec.track_key for _, spec in files})
     params = dict(generator='synthetic.py', version=FORMAT_VERSION, layout=layout, size=size, seed=seed)
     plan = SetPlan(seed, files, texts, tops, params, counts, boxes)
     return _write_set(root, plan, workers, progress, f'generating {layout}')
@@ -559,20 +566,27 @@ def _write_set(root, plan, workers, progress, desc):
     drawn_boxes = _draw_all(jobs, workers, progress, desc)
     if plan.boxes:
         _write_boxes(root, drawn_boxes)
-    for rel, text in plan.texts.items():
+    for rel, data in plan.texts.items():   # text, or bytes (a video layout's MATLAB files)
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_text(text)
+        if isinstance(data, bytes):
+            (root / rel).write_bytes(data)
+        else:
+            (root / rel).write_text(data)
     (root / MARKER).write_text(json.dumps(dict(plan.params, complete=True, counts=plan.counts), indent=1))
     return plan.counts
+
+
+# Sets of this many images and more are drawn in parallel, with a progress bar (smaller ones take seconds).
+PARALLEL_FROM = 2000
 
 
 def _draw_all(jobs, workers, progress, desc):
     """Draw and save every job's image (in `workers` processes; default 1 for small sets, else the CPU count);
     return {relative path: the person's box}. The images do not depend on the number of workers."""
     if workers is None:
-        workers = 1 if len(jobs) < 2000 else (os.cpu_count() or 1)
+        workers = 1 if len(jobs) < PARALLEL_FROM else (os.cpu_count() or 1)
     from tqdm import tqdm
-    show = len(jobs) >= 2000 if progress is None else progress
+    show = len(jobs) >= PARALLEL_FROM if progress is None else progress
     bar = tqdm(total=len(jobs), desc=desc, unit='img', disable=not show)
     drawn_boxes = {}
     if workers <= 1:
@@ -588,3 +602,104 @@ def _draw_all(jobs, workers, progress, desc):
                 bar.update()
     bar.close()
     return drawn_boxes
+
+
+# Generated video (the video layouts: MARS, DukeMTMC-VideoReID, iLIDS-VID, PRID-2011): tracklets of the drawn
+# people, drawn frame by frame. A frame is a pure function of (seed, FrameSpec), like an image of (seed, ImageSpec).
+FrameSpec = namedtuple('FrameSpec', 'cam mode look_key track_key frame length')
+TRACK_LENGTHS = {'tiny': (4, 7), 'demo': (6, 12), 'market': (8, 16)}   # frames per generated tracklet, by --size
+MAT_HEADER = b'MATLAB 5.0 MAT-file, written by reid/data/synthetic.py (generated data)'
+
+
+def tracklet_frames(cam, mode, look_key, track_key, length):
+    """[FrameSpec] of one tracklet: `length` frames of the person `look_key` walking through camera `cam`;
+    `track_key` (a tuple of ints) must be unique in the set: the tracklet's own draws come from it."""
+    return [FrameSpec(cam, mode, look_key, tuple(track_key), frame, length) for frame in range(length)]
+
+
+def drawn_rng(drawn, *key):
+    """A generator for a video writer's choices (tracklet lengths, start numbers): seeded by the drawn set's ids,
+    which depend on the seed, and by `key`; so a set is the same on every run and differs between seeds."""
+    return np.random.default_rng([*drawn.train_ids[:16], *drawn.test_ids[:16], *key])
+
+
+def track_length(drawn, *key):
+    """The number of frames of a generated tracklet (TRACK_LENGTHS of the drawn size), drawn with drawn_rng."""
+    lo, hi = TRACK_LENGTHS.get(drawn.size, TRACK_LENGTHS['demo'])
+    return int(drawn_rng(drawn, 9, *key).integers(lo, hi + 1))
+
+
+def mat_bytes(variables):
+    """The bytes of a MATLAB 5 file holding `variables` (scipy.io.savemat), with a fixed header text in place of
+    savemat's creation time, so that a generated set is byte-identical for a seed."""
+    import io
+
+    import scipy.io
+
+    out = io.BytesIO()
+    scipy.io.savemat(out, variables, format='5')
+    return MAT_HEADER.ljust(116) + out.getvalue()[116:]
+
+
+def _walk(seed, spec):
+    """The tracklet's own draws (the same for every frame): framing, walk across the scene, view, flip, occluder,
+    camera response. A dict; drawn in one fixed order from the tracklet's generator."""
+    cam_set = camera_setup(seed, spec.cam)
+    r = _rng(seed, 6, *spec.track_key)
+    W, H = WIDTH * SCALE, HEIGHT * SCALE
+    walk = dict(start=r.uniform(0, 1), direction=float(r.choice((-1.0, 1.0))), travel=r.uniform(0.2, 0.6),
+                scale=cam_set.scale * identity_look(seed, *spec.look_key).height * (1 + r.normal(0, 0.04)),
+                growth=r.uniform(-0.08, 0.08), cx=W / 2 + (cam_set.x_shift + r.normal(0, 0.03)) * W,
+                drift=r.uniform(-0.06, 0.06) * W, foot=(cam_set.foot_y + r.normal(0, 0.01)) * H,
+                front=bool(r.random() < cam_set.front_prob), flip=bool(r.random() < 0.5),
+                cadence=r.uniform(0.2, 0.4), phase=r.uniform(0, 2 * np.pi),
+                occluder=bool(r.random() < cam_set.occlusion + 0.25), pole=bool(r.random() < 0.6),
+                pole_x=r.uniform(0.1, 0.9), pole_w=r.uniform(0.05, 0.1), bar_y=r.uniform(0.7, 0.85),
+                bar_from=r.uniform(0, 0.6), colour=tuple(int(c) for c in r.integers(20, 230, 3)),
+                blur=cam_set.blur + r.uniform(0, 0.3), gain=cam_set.gain * (1 + r.normal(0, 0.06)),
+                cast=np.array(cam_set.cast) * (1 + r.normal(0, 0.025, 3)))
+    if spec.mode == 'distractor':   # a bad detection, badly framed the whole tracklet long
+        walk.update(scale=walk['scale'] * r.uniform(0.45, 1.5), cx=W * r.uniform(0.1, 0.9),
+                    foot=H * r.uniform(0.6, 1.5))
+    elif spec.mode == 'junk':       # mostly background
+        walk.update(scale=walk['scale'] * r.uniform(1.6, 3.0), cx=W * r.uniform(-0.3, 1.3),
+                    foot=H * r.uniform(1.2, 2.5))
+    return walk
+
+
+def render_frame(seed, spec):
+    """Return the PIL image (128x64 RGB) of one frame of a tracklet; a pure function of (seed, spec).
+
+    Along the tracklet the person walks across the camera's scene (the crop pans over its background), drifts,
+    grows or shrinks a little and swings arms and legs in a walking cycle; a pole fixed in the scene passes in
+    front of the person, or the lower body is hidden for part of the tracklet; noise is drawn per frame.
+    """
+    walk = _walk(seed, spec)
+    W, H = WIDTH * SCALE, HEIGHT * SCALE
+    t = spec.frame / max(1, spec.length - 1)   # 0 .. 1 along the tracklet
+    pano = camera_setup(seed, spec.cam).background
+    span = pano.shape[1] - W
+    off = int(round(np.clip(walk['start'] + walk['direction'] * walk['travel'] * (t - 0.5), 0, 1) * span))
+    img = Image.fromarray(pano[:, off:off + W].copy())
+    unit = walk['scale'] * (1 + walk['growth'] * (2 * t - 1)) * H
+    cx = walk['cx'] + walk['drift'] * (2 * t - 1)
+    phase = float(np.sin(walk['phase'] + 2 * np.pi * walk['cadence'] * spec.frame))
+    # the pattern's phase is drawn inside _draw_person: one generator per tracklet keeps the garment steady
+    _draw_person(img, identity_look(seed, *spec.look_key), cx, walk['foot'] - unit, unit, phase, walk['front'],
+                 _rng(seed, 7, *spec.track_key))
+    if walk['occluder']:
+        d = ImageDraw.Draw(img)
+        if walk['pole']:   # fixed in the scene: it moves across the crop as the crop pans
+            x = walk['pole_x'] * pano.shape[1] - off
+            d.rectangle([x - walk['pole_w'] * W, 0, x + walk['pole_w'] * W, H], fill=walk['colour'])
+        elif walk['bar_from'] <= t <= walk['bar_from'] + 0.4:
+            d.rectangle([0, H * walk['bar_y'], W, H], fill=walk['colour'])
+    img = img.resize((WIDTH, HEIGHT), Image.BILINEAR, reducing_gap=None)
+    if walk['flip']:
+        img = img.transpose(Image.FLIP_LEFT_RIGHT)
+    if walk['blur'] > 0.15:
+        img = img.filter(ImageFilter.GaussianBlur(walk['blur']))
+    r = _rng(seed, 8, *spec.track_key, spec.frame)
+    pix = np.asarray(img, dtype=np.float32) * walk['gain'] * walk['cast']
+    pix = pix + r.normal(0, r.uniform(2, 6), pix.shape)
+    return Image.fromarray(np.clip(pix + 0.5, 0, 255).astype(np.uint8))

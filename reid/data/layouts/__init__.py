@@ -6,12 +6,14 @@ and its test.
 """
 from pathlib import Path
 
-from reid.data.layouts import csv_list, cub, cuhk03, custom, duke, market, msmt17, vehicleid, veri, viper
+from reid.data.layouts import (csv_list, cub, cuhk03, custom, duke, dukev, ilids_vid, market, mars, msmt17,
+                               prid2011, vehicleid, veri, viper)
 from reid.data.layouts.common import check_splits, split_train_val, with_labels_and_cameras
 from reid.data.prepared import SPLITS
 
 LAYOUTS = {unit.LAYOUT.name: unit.LAYOUT
-           for unit in (market, duke, msmt17, cuhk03, veri, vehicleid, cub, viper, custom, csv_list)}
+           for unit in (market, duke, msmt17, cuhk03, veri, vehicleid, cub, viper, mars, dukev, ilids_vid, prid2011,
+                        custom, csv_list)}
 GENERATED = tuple(name for name, layout in LAYOUTS.items() if layout.generate)   # prepare.py --make-demo --layout
 
 

@@ -1,5 +1,5 @@
 """What every dataset layout shares: the items a reader lists, the Layout record that makes a layout one unit
-(reader, generated-data writer, prepare.py options), the reading helpers, the val rule, labels and cameras.
+(reader, writer, prepare.py options), the reading helpers, the val rule, labels, cameras and video tracklets.
 """
 import os
 import re
@@ -12,12 +12,13 @@ import numpy as np
 
 from reid.data.images import is_image_file, parse_market_name
 
-# What a reader returns per image: the source file, the id as a string (it names the output folder) and the
-# camera (an int, a string naming a camera, or None when the layout has no cameras).
-Item = namedtuple('Item', 'path id cam')
+# What a reader returns per image: the source file, the id as a string (it names the output folder), the
+# camera (an int, a string naming a camera, or None when the layout has no cameras) and, in a video layout, the
+# tracklet the frame belongs to (a string naming its folder, unique within a split; None for an image layout).
+Item = namedtuple('Item', 'path id cam tracklet', defaults=(None,))
 # What prepare.py writes per image: the same, plus the integer label evaluation uses and a camera that is
 # always an int (an unknown camera is a negative number of its own; see with_labels_and_cameras).
-Record = namedtuple('Record', 'path id label cam')
+Record = namedtuple('Record', 'path id label cam tracklet', defaults=(None,))
 # A prepare.py flag of a layout: `flag` (--cuhk03), argparse keywords; `selects`: giving the flag picks this
 # layout (its value is then the source when `source`); the value reaches the reader as options[dest].
 Option = namedtuple('Option', 'flag kwargs selects source', defaults=(False, False))
@@ -26,6 +27,10 @@ Option = namedtuple('Option', 'flag kwargs selects source', defaults=(False, Fal
 Drawn = namedtuple('Drawn', 'size specs people train_ids test_ids')
 
 PERSON, VEHICLE, BIRD = (256, 128), (256, 256), (224, 224)
+# The split flag of the layouts with numbered train/test splits (iLIDS-VID, PRID-2011; VIPeR has its own).
+SPLIT = Option('--split', dict(default=0, type=int,
+                               help='VIPeR: the random 316/316 split number (its seed); iLIDS-VID, PRID-2011: '
+                                    'which of the 10 train/test splits (0-9)'))
 TEST_SPLITS = ('query', 'gallery', 'multi-query')
 INT = re.compile(r'^-?\d+$')
 
@@ -35,10 +40,12 @@ class Layout:
     """One dataset layout: how to read a download of it, how to write a generated one, its prepare.py flags.
 
     read(root, options) -> {split: [Item]} for train_all, query, gallery (and val, multi-query where the layout
-    defines them); generate(Drawn) -> ([(relative path, ImageSpec)], {relative path: text}). `markers`: the
-    folders/files that identify a download (detect_layout); `size`: the input size a new run trains at;
+    defines them); generate(Drawn) -> ([(relative path, ImageSpec)], {relative path: text}) (a video layout:
+    FrameSpec, and bytes for a binary file such as MATLAB's). `markers`: the folders/files that identify a
+    download (detect_layout); `size`: the input size a new run trains at;
     `trials`: 'gallery' or 'split' when the protocol averages several draws; `ids_reused`: train and test
-    number their people separately; `cameras`: how many the generated set draws.
+    number their people separately; `cameras`: how many the generated set draws; `tracklets`: a video layout,
+    whose items are frames of tracklets and whose generated set is drawn as frames (synthetic.render_frame).
     """
     name: str
     read: Callable
@@ -51,6 +58,7 @@ class Layout:
     ids_reused: bool = False
     cameras: int = 6
     detect: bool = True
+    tracklets: bool = False
 
     def option_values(self, args):
         """Return {dest: value} of this layout's prepare.py flags in parsed `args`."""
@@ -114,17 +122,84 @@ def leading_group(regex, text):
     return match.group(1)
 
 
+def tracklet_items(frames, pid, cam, tracklet):
+    """[Item] of one tracklet: its frames in file-name order (the frame order in every video layout)."""
+    return [Item(path, pid, cam, tracklet) for path in sorted(frames, key=lambda path: Path(path).name)]
+
+
+def mat_variable(path, key, what):
+    """The array `key` of the MATLAB file `path` (scipy.io.loadmat); ValueError naming the file when it is
+    missing, unreadable or without that variable. `what` says what the file is for."""
+    import scipy.io
+
+    if not Path(path).is_file():
+        raise ValueError(f'{path}: file missing ({what})')
+    try:
+        data = scipy.io.loadmat(path)
+    except Exception as err:   # scipy raises ValueError, MatReadError, OSError... for a file that is not MATLAB
+        raise ValueError(f'{path}: not a readable MATLAB file ({type(err).__name__}: {err})') from None
+    if key not in data:
+        raise ValueError(f'{path}: no variable {key} (it has {", ".join(k for k in data if not k.startswith("__"))})')
+    return data[key]
+
+
+def people_split(path, people, split):
+    """(train, test) people of row `split` of the ls_set of a train_test_splits_*.mat file (iLIDS-VID's format):
+    each row lists 1-based indices into `people` (sorted), the first half test, the rest train (Wang et al.,
+    ECCV 2014, as torchreid reads it). ValueError naming the file for a bad row or --split."""
+    table = np.asarray(mat_variable(path, 'ls_set', 'the 10 train/test splits of people'))
+    if table.ndim != 2 or table.shape[1] != len(people):
+        raise ValueError(f'{path}: ls_set has shape {table.shape}; expected (splits, {len(people)}): one column per '
+                         f'person found ({len(people)})')
+    if not 0 <= split < table.shape[0]:
+        raise ValueError(f'--split {split}: {path} holds {table.shape[0]} splits (0-{table.shape[0] - 1})')
+    row = table[split]
+    if sorted(int(v) for v in row) != list(range(1, len(people) + 1)) or not np.all(row == np.round(row)):
+        raise ValueError(f'{path}: row {split + 1} of ls_set is not a permutation of 1..{len(people)}')
+    half = len(people) // 2
+    return sorted(people[int(i) - 1] for i in row[half:]), sorted(people[int(i) - 1] for i in row[:half])
+
+
+def paired_splits(people, train, test, tracklet_name):
+    """{train_all, query, gallery} of a two-camera layout: the train people's tracklets of both cameras, the test
+    people's camera-1 tracklets as queries and camera-2 ones as the gallery; `people` = {camera: {person:
+    frames}}, the id is the person's number."""
+    def items(names, cams):
+        return [item for name in names for cam in cams
+                for item in tracklet_items(people[cam][name], re.sub(r'\D', '', name), cam, tracklet_name(name, cam))]
+    return {'train_all': items(train, (1, 2)), 'query': items(test, (1,)), 'gallery': items(test, (2,))}
+
+
 def split_train_val(train_all):
     """Split sorted (path, id, ...) items into (train, val): val takes each id's first file name in sorted order.
 
     File-name order (not file-system order) makes the split the same on every machine and every run.
     An id with a single image stays in train only: it has nothing left to train on otherwise.
+    Frames of tracklets (a video layout) are split by whole tracklets (split_train_val_tracklets).
     """
+    if any(getattr(item, 'tracklet', None) is not None for item in train_all):
+        return split_train_val_tracklets(train_all)
     count = Counter(item[1] for item in train_all)
     train, val, seen = [], [], set()
     for item in sorted(train_all, key=lambda item: (Path(item[0]).name, str(item[0]))):
         (val if item[1] not in seen and count[item[1]] > 1 else train).append(item)
         seen.add(item[1])
+    return train, val
+
+
+def split_train_val_tracklets(train_all):
+    """Split frames (Items with a tracklet) into (train, val) by whole tracklets: val takes each id's first
+    tracklet in sorted order of the tracklet names, train the rest; an id with a single tracklet stays in train.
+
+    A frame in val whose tracklet also trains would make validation a test on training data.
+    """
+    names = {}
+    for item in train_all:
+        names.setdefault(item.id, set()).add(item.tracklet)
+    first = {pid: min(tracklets) for pid, tracklets in names.items() if len(tracklets) > 1}
+    train, val = [], []
+    for item in train_all:
+        (val if first.get(item.id) == item.tracklet else train).append(item)
     return train, val
 
 
@@ -150,7 +225,8 @@ def with_labels_and_cameras(splits):
         raise ValueError(f'camera {min(cams, key=cams.get)}: cameras must not be negative')
     unknown = {p: -(k + 1) for k, p in enumerate(sorted({item.path for item in items if item.cam is None}))}
     return {split: [Record(item.path, item.id, labels[item.id],
-                           cams[item.cam] if item.cam is not None else unknown[item.path]) for item in split_items]
+                           cams[item.cam] if item.cam is not None else unknown[item.path], item.tracklet)
+                    for item in split_items]
             for split, split_items in splits.items()}
 
 
@@ -184,6 +260,7 @@ def check_splits(splits, source, ids_reused=False):
         unsafe = [item for item in items if item.id in ('.', '..') or '/' in item.id or '\\' in item.id]
         if unsafe:
             raise ValueError(f'{unsafe[0].path}: id {unsafe[0].id!r} cannot name a folder (check --pattern)')
+        check_tracklets(items)
     if not ids_reused:
         train = {item.id: item.path for item in splits.get('train_all', [])}
         for split in TEST_SPLITS:
@@ -191,6 +268,21 @@ def check_splits(splits, source, ids_reused=False):
             if clash:
                 raise ValueError(f'{clash[0].path}: id {clash[0].id} is in {split} and in train (e.g. '
                                  f'{train[clash[0].id]}); train and test ids must differ')
+
+
+def check_tracklets(items):
+    """Raise ValueError naming the file when a tracklet of one split cannot name a folder or holds frames of two
+    ids or two cameras (its frames are written to one folder and pooled into one feature)."""
+    seen = {}
+    for item in items:
+        if item.tracklet is None:
+            continue
+        if item.tracklet in ('', '.', '..') or '/' in item.tracklet or '\\' in item.tracklet:
+            raise ValueError(f'{item.path}: tracklet {item.tracklet!r} cannot name a folder')
+        first = seen.setdefault(item.tracklet, item)
+        if (first.id, first.cam) != (item.id, item.cam):
+            raise ValueError(f'{item.path}: tracklet {item.tracklet} holds frames of id {first.id} camera {first.cam} '
+                             f'({first.path}) and of id {item.id} camera {item.cam}')
 
 
 def unmatched_queries(splits):

@@ -5,7 +5,7 @@ import re
 
 import numpy as np
 
-from reid.data.layouts.common import (PERSON, Item, Layout, Option, image_files, leading_group, parse_all,
+from reid.data.layouts.common import (PERSON, SPLIT, Item, Layout, image_files, leading_group, parse_all,
                                      require_folders)
 
 _LEADING_NUMBER = re.compile(r'^(\d+)')
@@ -53,6 +53,5 @@ def generate_viper(drawn):
 LAYOUT = Layout('viper', read_viper, PERSON, ('cam_a', 'cam_b'),
                 '316/316 random split per prepare.py --split K; query cam_a, gallery cam_b; mean and std '
                 'over 10 splits', generate_viper,
-                options=(Option('--split', dict(default=0, type=int,
-                                                help='VIPeR: the random 316/316 split number (its seed)')),),
+                options=(SPLIT,),
                 trials='split', cameras=2)
