@@ -50,7 +50,7 @@ def torch_runner(run, precision):
     return run_batch
 
 
-def runner(run, backend, precision, calibration, log):
+def runner(run, backend, precision, calibration):
     """Return the runner of `backend` at `precision` for the run (its export written once, reused after)."""
     if backend == 'torch':
         return torch_runner(run, precision)
@@ -58,8 +58,8 @@ def runner(run, backend, precision, calibration, log):
     stored = stored_precision(fmt.name, precision)
     path = fmt.artifact(run, 'last', stored)
     if not path.exists():
-        write_export(run, 'last', fmt, stored, path, calibration, log=log)
-    return fmt.open(ensure_export(run, 'last', fmt.name, stored, log=log), precision)
+        write_export(run, 'last', fmt, stored, path, calibration)
+    return fmt.open(ensure_export(run, 'last', fmt.name, stored), precision)
 
 
 def images_per_second(run_batch, batch, repeats):
@@ -97,14 +97,13 @@ def speed_table(title, run, size, data, repeats, native):
     from reid.export import load_batches, spread
     from reid.data.prepared import list_reid_images
 
-    quiet = lambda line: None   # noqa: E731
     paths = spread([p for p, _, _ in list_reid_images(Path(data) / 'gallery')], BATCH)
     batch = load_batches(paths, size, BATCH)[0]
     calibration = CalibrationData(Path(data))
     default = 'bf16' if native else 'fp32'
     results = {}
     for label, backend, precision in rows(native):
-        results[label] = images_per_second(runner(run, backend, precision, calibration, quiet), batch, repeats)
+        results[label] = images_per_second(runner(run, backend, precision, calibration), batch, repeats)
     base = results['torch bf16 (autocast, channels_last)' if native else 'torch fp32']
     print(f'\n{title}: batch {BATCH} at {size[0]}x{size[1]}, best of {repeats}', flush=True)
     print(f'| backend | img/s | vs default (torch {default}) | min cosine to torch fp32 |')
@@ -126,9 +125,9 @@ def map_table(args, native):
                                           ['--cpu_bf16', 'on' if precision == 'bf16' else 'off'])
         argv = ['--name', args.name, '--model_dir', args.model_dir, '--test_dir', f'{args.data}/pytorch',
                 '--result', f'{args.model_dir}/{args.name}/bench_{backend}_{precision}.mat', *flags]
-        T.run_test(T.build_parser().parse_args(argv), log=lambda line: None)   # exports on first use
+        T.run_test(T.build_parser().parse_args(argv))   # exports on first use
         start = time.perf_counter()
-        result = T.run_test(T.build_parser().parse_args(argv), log=lambda line: None)['single']
+        result = T.run_test(T.build_parser().parse_args(argv))['single']
         print(f'| {label} | {100 * result["cmc"][0]:.2f} | {100 * result["mAP"]:.2f} | '
               f'{time.perf_counter() - start:.1f} |', flush=True)
 

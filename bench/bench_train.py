@@ -15,6 +15,7 @@ Prints img/s of each and the ratios. With CUDA present it also trains train.py o
 torch.cuda.max_memory_allocated.
 """
 import argparse
+import logging
 import tempfile
 import time
 from pathlib import Path
@@ -22,6 +23,7 @@ from pathlib import Path
 import torch
 
 from reid import runtime
+from reid.cli import print_library_messages
 from reid.models.features import fuse_conv_bn
 from reid.models.heads import build_model, cross_entropy_loss
 from reid.runtime import autocast
@@ -120,13 +122,13 @@ def cuda_bench(args):
             '--name', 'bench', '--model_dir', str(Path(work) / 'model'), '--data_dir', str(Path(work) / 'pytorch'),
             '--train_all', '--batchsize', '32', '--fp16', '--scratch', '--total_epoch', str(args.cuda_epochs)])
         ends = []
-
-        def log(line):
-            if line.startswith('epoch '):
-                ends.append(time.perf_counter())
-            print(line, flush=True)
+        epoch_ends = logging.Handler()   # the epoch lines the trainer logs mark when each epoch ended
+        epoch_ends.emit = lambda record: ends.append(time.perf_counter()) if record.getMessage().startswith(
+            'epoch ') else None
+        logging.getLogger('reid').addHandler(epoch_ends)
+        print_library_messages()
         start = time.perf_counter()
-        run_training(opts, log=log)
+        run_training(opts)
         n_images = sum(1 for _ in (Path(work) / 'pytorch' / 'train_all').rglob('*.jpg'))
         seconds = [b - a for a, b in zip([start] + ends[:-1], ends)]
         print(f'CUDA {torch.cuda.get_device_name()}: {n_images} images, epoch seconds '

@@ -37,7 +37,7 @@ def extract(args, T, name, precision):
     start = time.perf_counter()
     result = T.run_test(T.build_parser().parse_args(
         ['--name', name, '--model_dir', args.model_dir, '--test_dir', f'{args.data}/pytorch', '--result', out,
-         '--cpu_bf16', precision]), log=lambda line: None)['single']
+         '--cpu_bf16', precision]))['single']
     return result, scipy.io.loadmat(out)['gallery_f'], time.perf_counter() - start
 
 

@@ -59,8 +59,7 @@ def main(argv=None):
             out = f'{args.model_dir}/{name}/result_{kind}/pytorch_result.mat'
             os.makedirs(os.path.dirname(out), exist_ok=True)
             T.run_test(T.build_parser().parse_args(['--name', name, '--model_dir', args.model_dir, '--test_dir',
-                                                    f'{args.data}/pytorch', '--multi', '--result', out]),
-                       log=lambda line: None)
+                                                    f'{args.data}/pytorch', '--multi', '--result', out]))
             found[kind].append(figures(out))
             print(f'seed {seed}, {KINDS[kind]}: ' + '; '.join(
                 f'{row} R1 {v[0]:.2f} mAP {v[3]:.2f}' for row, v in found[kind][-1].items()), flush=True)

@@ -87,8 +87,7 @@ def main(argv=None):
                         '--overwrite', '--num_workers', '0'])
             result = T.run_test(T.build_parser().parse_args(
                 ['--name', run, '--model_dir', args.model_dir, '--test_dir', f'{args.data}/pytorch',
-                 '--num_workers', '0', '--result', f'{args.model_dir}/{run}/pytorch_result.mat']),
-                log=lambda line: None)['single']
+                 '--num_workers', '0', '--result', f'{args.model_dir}/{run}/pytorch_result.mat']))['single']
             rows.append((name, seed, result['cmc'][0], result['mAP'], result['mINP'], time.perf_counter() - start))
             print(f'| {name} | {seed} | {100 * rows[-1][2]:.2f} | {100 * rows[-1][3]:.2f} | {100 * rows[-1][4]:.2f} '
                   f'| {rows[-1][5]:.0f} s |', flush=True)

@@ -25,11 +25,11 @@ class ReIDRun:
 
     `run_dir` is model/<name> (opts.yaml + net_*.pth, this toolkit's or the original repository's). `backend` and
     `precision` are test.py's --backend and --precision: 'auto' runs the measured fastest backend of the device
-    (OpenVINO on the CPU: its export is written into the run folder on first use, `log` says so), 'torch' the
+    (OpenVINO on the CPU: its export is written into the run folder on first use, logged as INFO), 'torch' the
     checkpoint in fp32. `run.backend` says what runs. Heatmaps always use the torch network (`extractor`).
     """
 
-    def __init__(self, run_dir, which_epoch='last', device=None, backend='auto', precision=None, log=print):
+    def __init__(self, run_dir, which_epoch='last', device=None, backend='auto', precision=None):
         from reid.data.transforms import eval_transform
 
         model, self.spec, self.opts = load_network(run_dir, which_epoch)
@@ -38,7 +38,7 @@ class ReIDRun:
         self.extractor = FeatureExtractor(fuse_conv_bn(model)).to(self.device).eval()
         self.size = self.spec.input_size()
         self.transform = eval_transform(*self.size)
-        self.backend, self.runner = api_backend(self.run, which_epoch, self.device, backend, precision, log)
+        self.backend, self.runner = api_backend(self.run, which_epoch, self.device, backend, precision)
 
     def images_to_batch(self, images):
         """Return a normalised [N, 3, h, w] batch from image paths or PIL images (test.py's transform)."""
@@ -96,7 +96,7 @@ class ReIDRun:
         return score, score > threshold
 
 
-def api_backend(run, which_epoch, device, backend='auto', precision=None, log=print):
+def api_backend(run, which_epoch, device, backend='auto', precision=None):
     """Return (the BackendChoice, its runner or None for torch) of ReIDRun: test.py's choice on `device`, the
     torch path in fp32 (the API never autocasts)."""
     from types import SimpleNamespace
@@ -108,7 +108,7 @@ def api_backend(run, which_epoch, device, backend='auto', precision=None, log=pr
     on, reason = resolve_cpu_bf16('auto', device, 'extract')
     runtime = Runtime(device, torch.bfloat16 if on else None, reason, False, 0, None)
     flags = SimpleNamespace(backend=backend, precision=precision, fp16=False, bf16=False)
-    choice, runner = backend_runner(run, which_epoch, choose_backend(flags, runtime), backend == 'auto', log)
+    choice, runner = backend_runner(run, which_epoch, choose_backend(flags, runtime), backend == 'auto')
     if runner is None:
         choice = BackendChoice('torch', 'fp32', choice.reason.split(';')[0])
     return choice, runner

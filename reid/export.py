@@ -4,6 +4,7 @@ PyTorch's features before it is kept, with the JSON that says how to feed it and
 """
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -21,6 +22,8 @@ from reid.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from reid.models.features import FeatureExtractor, fuse_conv_bn
 from reid.runs import RunFolder
 from reid.runtime import cuda_available
+
+logger = logging.getLogger(__name__)
 
 INTERPOLATION = 'bicubic'   # how test.py resizes (PIL); said in the JSON so a consumer feeds the same pixels
 TRT_MAX_BATCH = 256         # a TensorRT engine's dynamic batch axis runs 1..TRT_MAX_BATCH (test.py's default)
@@ -293,7 +296,7 @@ def remove(path):
         path.unlink()
 
 
-def write_export(run, which_epoch, fmt, precision, out, calibration=None, log=print):
+def write_export(run, which_epoch, fmt, precision, out, calibration=None):
     """Export the run's extractor at `which_epoch` as `fmt` (an ExportFormat) at `precision` to `out`, checked
     against PyTorch's fp32 features first; write its JSON and sidecars; return (out, json path, min cosine)."""
     model, spec, opts = load_network(run.path, which_epoch)
@@ -327,7 +330,7 @@ def write_export(run, which_epoch, fmt, precision, out, calibration=None, log=pr
     finally:
         remove(partial)
     meta_path = write_metadata(out, fmt.name, precision, spec, run, which_epoch, int(expected.shape[1]))
-    log(f'saved {out} ({fmt.name} {precision}, {exporter}; input images [N, 3, {h}, {w}] -> features '
+    logger.info(f'saved {out} ({fmt.name} {precision}, {exporter}; input images [N, 3, {h}, {w}] -> features '
         f'[N, {expected.shape[1]}]) and {meta_path.name}; min cosine to torch fp32 {cosine:.7f}')
     return out, meta_path, cosine
 
@@ -405,7 +408,7 @@ def retrieval(runner, items, size, batchsize=32):
     return np.concatenate(chunks), np.array([x[1] for x in items]), np.array([x[2] for x in items])
 
 
-def measure_int8(out, fp32_runner, calibration, size, log=print):
+def measure_int8(out, fp32_runner, calibration, size):
     """Print and return {'fp32': metrics, 'int8': metrics}: val (queries) x train (gallery) retrieval of the
     fp32 network and of the int8 export at `out`."""
     from reid.evaluation.metrics import compute_cmc_map, rank_at
@@ -414,12 +417,12 @@ def measure_int8(out, fp32_runner, calibration, size, log=print):
     results = {}
     for name, runner in (('fp32', fp32_runner), ('int8', FORMATS['openvino'].open(out, 'int8'))):
         results[name] = compute_cmc_map(*retrieval(runner, queries, size), *retrieval(runner, gallery, size))
-        log(f'{name}: Rank@1 {100 * rank_at(results[name], 1):.2f} mAP {100 * results[name]["mAP"]:.2f} '
+        logger.info(f'{name}: Rank@1 {100 * rank_at(results[name], 1):.2f} mAP {100 * results[name]["mAP"]:.2f} '
             f'({len(queries)} val queries x {len(gallery)} train images of {calibration.folder})')
     return results
 
 
-def export_run(opts, log=print):
+def export_run(opts):
     """export.py: write --format at --precision for the run; int8 also prints fp32 and int8 retrieval on the
     run's val split. Return (the export's path, its JSON, the min cosine to torch)."""
     run = RunFolder(Path(opts.model_dir) / opts.name)
@@ -436,17 +439,17 @@ def export_run(opts, log=print):
         calibration = CalibrationData(Path(opts.calib_dir) if opts.calib_dir else
                                       run_data_dir(run, run.read_opts()), opts.calib_images)
         measurement_split(calibration)   # refused before any work when there is nothing to measure on
-    result = write_export(run, opts.which_epoch, fmt, precision, out, calibration, log)
+    result = write_export(run, opts.which_epoch, fmt, precision, out, calibration)
     if precision == 'int8':
         _, spec, _ = load_network(run.path, opts.which_epoch)
         fp32 = FORMATS['openvino'].artifact(run, opts.which_epoch, 'fp32')
         if not fp32.is_dir() or stale_reason(fp32, run.checkpoint(opts.which_epoch), opts.which_epoch):
-            write_export(run, opts.which_epoch, fmt, 'fp32', fp32, log=log)
-        measure_int8(out, FORMATS['openvino'].open(fp32, 'fp32'), calibration, spec.input_size(), log)
+            write_export(run, opts.which_epoch, fmt, 'fp32', fp32)
+        measure_int8(out, FORMATS['openvino'].open(fp32, 'fp32'), calibration, spec.input_size())
     return result
 
 
-def ensure_export(run, which_epoch, fmt_name, precision, refresh=False, log=print):
+def ensure_export(run, which_epoch, fmt_name, precision, refresh=False):
     """Return the path of the `fmt_name` export of the run's `which_epoch` for `precision`, exported on first use
     and reused after. An export of another epoch or an older checkpoint is refused (ValueError naming the file
     and the command that renews it), or written again when `refresh` (the toolkit's own cache, --backend auto)."""
@@ -460,13 +463,13 @@ def ensure_export(run, which_epoch, fmt_name, precision, refresh=False, log=prin
                          f'{run.path.parent} --which_epoch {which_epoch} --format {fmt_name} --precision {stored} '
                          '(or delete it)')
     if problem or not artifact.exists():
-        log(f'{artifact.name}: ' + (f'{problem.split(": ", 1)[1]}, exporting again' if problem
+        logger.info(f'{artifact.name}: ' + (f'{problem.split(": ", 1)[1]}, exporting again' if problem
                                     else 'exporting on first use (kept in the run folder for the next run)'))
-        write_export(run, which_epoch, fmt, stored, artifact, log=log)
+        write_export(run, which_epoch, fmt, stored, artifact)
     return artifact
 
 
-def backend_runner(run, which_epoch, choice, auto, log=print):
+def backend_runner(run, which_epoch, choice, auto):
     """Return (the BackendChoice that runs, its runner or None for torch): the export of `choice` opened at its
     precision, exported on first use. Under --backend auto (`auto`) an export that fails leaves the job to
     torch, with the reason in the choice; asked for by name, it raises."""
@@ -476,7 +479,7 @@ def backend_runner(run, which_epoch, choice, auto, log=print):
         return choice, None
     fmt = BACKENDS[choice.name].export_format
     try:
-        path = ensure_export(run, which_epoch, fmt, choice.precision, refresh=auto, log=log)
+        path = ensure_export(run, which_epoch, fmt, choice.precision, refresh=auto)
         return choice, FORMATS[fmt].open(path, choice.precision)
     except ValueError as e:
         if not auto:

@@ -6,6 +6,7 @@ a request. Each machine-dependent decision can be forced, so one machine runs ev
 (decide as if the CPU had / lacked native bf16) and REID_DEVICE=cpu (decide as if CUDA were absent).
 """
 import contextlib
+import logging
 import os
 import types
 from dataclasses import dataclass
@@ -271,10 +272,10 @@ def convs_on_small_maps(model, size, device='cpu'):
     return found
 
 
-def log_small_maps(names, log):
+def log_small_maps(names):
     """Say which convolutions protect_small_maps keeps in fp32 (nothing when there are none)."""
     if names:
-        log(f'bf16 autocast: {len(names)} convolution(s) with output maps under {SMALL_MAP_POSITIONS} positions run '
+        logging.getLogger(__name__).info(f'bf16 autocast: {len(names)} convolution(s) with output maps under {SMALL_MAP_POSITIONS} positions run '
             f'in fp32 (PyTorch\'s oneDNN bf16 kernel is wrong on them): {", ".join(names[:4])}'
             + (', ...' if len(names) > 4 else ''))
 

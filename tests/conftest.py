@@ -3,6 +3,8 @@
 Tests must treat both trees as read-only (copy them to tmp_path before changing anything).
 """
 import importlib.util
+import logging
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +50,7 @@ def train_tiny_run(data_dir, model_dir, size, epochs):
         ['--name', 'tiny', '--data_dir', str(data_dir), '--model_dir', str(model_dir), '--backbone', 'resnet18',
          '--scratch', '--h', str(size[0]), '--w', str(size[1]), '--batchsize', '16', '--num_workers', '0',
          '--total_epoch', str(epochs), '--lr', '0.01'])
-    trainer.run_training(opts, log=lambda line: None)
+    trainer.run_training(opts)
     return model_dir, 'tiny'
 
 
@@ -93,3 +95,20 @@ def hand_transform(h, w):
         pixels = np.asarray(img.convert('RGB').resize((w, h), Image.BICUBIC), dtype=np.float32) / 255
         return torch.from_numpy(((pixels - _MEAN) / _STD).transpose(2, 0, 1).copy())
     return transform
+
+
+@contextmanager
+def library_messages():
+    """Collect what the library logs (the lines the commands print) while the block runs; yields the list."""
+    lines = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())
+    logger = logging.getLogger('reid')
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield lines
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)

@@ -195,7 +195,7 @@ def test_train_with_cache_writes_only_under_cache_dir_and_keeps_the_sample_order
          '--scratch', '--h', '32', '--w', '16', '--batchsize', '16', '--num_workers', '0', '--lr', '0.01',
          '--name', 'cached', '--total_epoch', '1', '--cache', '--cache_dir', str(tmp_path / 'cache'),
          '--erasing_p', '0.5', '--color_jitter'])
-    history = trainer.run_training(opts, log=lambda line: None)
+    history = trainer.run_training(opts)
     assert len(history['train_loss']) == 1 and np.isfinite(history['train_loss'][0])
     assert sorted(p.name for p in tiny_prepared.iterdir()) == before  # nothing written beside the user's data
     assert len(list((tmp_path / 'cache').glob('train_32x16_*.npy'))) == 1

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 import export
-from conftest import build, load_test_cli, train_tiny_run
+from conftest import build, library_messages, load_test_cli, train_tiny_run
 from reid import backends
 from reid.evaluation import extract
 from reid.runs import load_checkpoint, load_opts
@@ -46,8 +46,8 @@ def copy_run(trained, tmp_path):
 def run_test(model_dir, name, prepared, result, *extra):
     opts = T.build_parser().parse_args(['--name', name, '--model_dir', str(model_dir), '--test_dir', str(prepared),
                                         '--batchsize', '32', '--result', str(result), *extra])
-    lines = []
-    results = extract.run_test(opts, log=lines.append)
+    with library_messages() as lines:
+        results = extract.run_test(opts)
     return results, '\n'.join(lines)
 
 

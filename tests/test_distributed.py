@@ -85,7 +85,7 @@ def rank_training(rank, data_dir, model_dir, resume, stop_after):
             '--w', '16', '--batchsize', '16', '--num_workers', '0', '--lr', '0.01', '--name', 'ddp',
             '--total_epoch', '3', '--channels_last', 'off', '--tensorboard']
     opts = recipe.build_parser().parse_args(args + (['--resume'] if resume else []))
-    history = trainer.run_training(opts, stop_after=stop_after, log=lambda line: None)
+    history = trainer.run_training(opts, stop_after=stop_after)
     torch.save({'history': history, 'rng': torch.get_rng_state()}, f'{model_dir}/history{rank}_{int(resume)}.pt')
 
 
@@ -127,7 +127,7 @@ def test_torchrun_with_one_process_joins_a_group_and_trains_as_a_plain_run(tiny_
                            '--master_port', str(free_port()), str(repo / 'train.py'), '--name', 'one', *args],
                           capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
-    trainer.run_training(recipe.build_parser().parse_args(['--name', 'plain', *args]), log=lambda line: None)
+    trainer.run_training(recipe.build_parser().parse_args(['--name', 'plain', *args]))
     a, b = (torch.load(tmp_path / name / 'net_last.pth', weights_only=True) for name in ('one', 'plain'))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     sessions = [yaml.safe_load((tmp_path / name / 'opts.yaml').read_text())['runtime'][0] for name in ('one', 'plain')]

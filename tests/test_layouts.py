@@ -103,7 +103,7 @@ def train_run(data_dir, model_dir, name):
     opts = recipe.build_parser().parse_args(
         ['--name', name, '--data_dir', str(data_dir), '--model_dir', str(model_dir), '--backbone', 'resnet18',
          '--scratch', *SIZE, '--batchsize', '16', '--num_workers', '0', '--total_epoch', '1', '--lr', '0.01'])
-    history = trainer.run_training(opts, log=lambda line: None)
+    history = trainer.run_training(opts)
     assert len(history['train_loss']) == 1 and np.isfinite(history['train_loss'][0])
     return model_dir, name
 
@@ -112,7 +112,7 @@ def run_test_py(run, test_dir, result):
     model_dir, name = run
     opts = T.build_parser().parse_args(['--name', name, '--model_dir', str(model_dir), '--test_dir', str(test_dir),
                                         '--num_workers', '0', '--result', str(result)])
-    return extract.run_test(opts, log=lambda line: None)['single']
+    return extract.run_test(opts)['single']
 
 
 def expected_from_raw(name, source, prepared):

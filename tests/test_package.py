@@ -109,3 +109,16 @@ def test_the_network_options_are_defined_once_and_every_command_derives_from_the
                                         'h', 'w', 'use_dense', 'use_swin'}
     with pytest.raises(ValueError, match='--use_vit'):
         spec.NetworkSpec.from_opts({'use_vit': True})
+
+
+def test_the_library_logs_and_the_commands_print_what_it_logs(capsys):
+    """The library only logs (logger `reid.*`): used from Python it prints nothing; inside a command's
+    one_line_errors its messages are printed on stdout, one line each, as the commands always printed them."""
+    said = "from reid.runtime import log_small_maps; log_small_maps(['body.conv1'])"
+    alone = subprocess.run([sys.executable, '-c', said], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert alone.returncode == 0 and alone.stdout == '' and alone.stderr == ''
+    from reid.cli import one_line_errors
+    from reid.runtime import log_small_maps
+    with one_line_errors('x.py'):
+        log_small_maps(['body.conv1'])
+    assert capsys.readouterr().out.startswith('bf16 autocast: 1 convolution(s) with output maps under 4 positions')

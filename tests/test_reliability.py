@@ -329,7 +329,7 @@ def reference(tiny_prepared, tmp_path_factory):
     """An uninterrupted 2-epoch run: (run folder, history) to compare interrupted-and-resumed runs with."""
     model_dir = tmp_path_factory.mktemp('reference')
     history = trainer.run_training(recipe.build_parser().parse_args(
-        train_argv(tiny_prepared, model_dir, 'ref', '--total_epoch', '2')), log=lambda line: None)
+        train_argv(tiny_prepared, model_dir, 'ref', '--total_epoch', '2')))
     return model_dir / 'ref', history
 
 
@@ -475,7 +475,7 @@ def test_ctrl_c_in_prepare_and_test_leaves_nothing_half_done(run, raw_copy, odd_
 def test_a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_prepared, tmp_path, capsys, monkeypatch):
     from reid.training import terms
     argv = train_argv(tiny_prepared, tmp_path / 'm', 'x', '--total_epoch', '3')
-    trainer.run_training(recipe.build_parser().parse_args(argv), stop_after=1, log=lambda line: None)
+    trainer.run_training(recipe.build_parser().parse_args(argv), stop_after=1)
     kept = digest(tmp_path / 'm' / 'x')
     real_loss = terms.cross_entropy_loss
     monkeypatch.setattr(terms, 'cross_entropy_loss', lambda *args, **kwargs: real_loss(*args, **kwargs) * np.nan)
@@ -490,7 +490,7 @@ def test_non_finite_weights_with_a_finite_loss_stop_and_are_never_saved(tiny_pre
     """What bf16 did at 32x16: a kernel tap that only sees padding turns NaN while the loss stays finite. The run
     stops with one line naming the tensor, and every file of the last good epoch is kept as it was."""
     argv = train_argv(tiny_prepared, tmp_path / 'm', 'x', '--total_epoch', '3')
-    trainer.run_training(recipe.build_parser().parse_args(argv), stop_after=1, log=lambda line: None)
+    trainer.run_training(recipe.build_parser().parse_args(argv), stop_after=1)
     kept = digest(tmp_path / 'm' / 'x')
     real_epoch, broken = trainer.train_one_epoch, []
 
@@ -591,7 +591,7 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_leaves_no_temporary_file(
 
 def test_train_on_a_full_disk_stops_with_one_line_and_resumes_later(tiny_prepared, tmp_path, capsys, monkeypatch):
     argv = train_argv(tiny_prepared, tmp_path / 'm', 'x', '--total_epoch', '2')
-    trainer.run_training(recipe.build_parser().parse_args(argv), stop_after=1, log=lambda line: None)
+    trainer.run_training(recipe.build_parser().parse_args(argv), stop_after=1)
     kept = digest(tmp_path / 'm' / 'x')
     real_save = torch.save
     monkeypatch.setattr(torch, 'save', fill_disk_after(1000))

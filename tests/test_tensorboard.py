@@ -7,6 +7,7 @@ import pytest
 
 from reid.training import recipe, trainer
 from reid.training.loop import lr_factor
+from conftest import library_messages
 from test_train import tiny_opts
 
 
@@ -27,16 +28,18 @@ def seconds_of(text):
 
 def test_tensorboard_events_read_back_and_a_resume_continues_them(tiny_prepared, tmp_path, monkeypatch):
     pytest.importorskip('tensorboard')
-    lines, left = [], []
+    left = []
     eta = trainer.run_eta
     monkeypatch.setattr(trainer, 'run_eta', lambda seconds, epochs_left: left.append(epochs_left) or eta(seconds,
                                                                                                        epochs_left))
     opts = tiny_opts(tiny_prepared, tmp_path, '--name', 'tb', '--total_epoch', '3', '--cosine')
-    trainer.run_training(opts, stop_after=1, log=lines.append)
-    assert not (tmp_path / 'tb' / 'tb').exists()  # nothing without the flag
-    resumed = tiny_opts(tiny_prepared, tmp_path, '--name', 'tb', '--total_epoch', '3', '--tensorboard', '--resume')
-    trainer.run_training(resumed, stop_after=1, log=lines.append)   # the flag can join at a resume
-    history = trainer.run_training(resumed, log=lines.append)
+    with library_messages() as lines:
+        trainer.run_training(opts, stop_after=1)
+        assert not (tmp_path / 'tb' / 'tb').exists()  # nothing without the flag
+        resumed = tiny_opts(tiny_prepared, tmp_path, '--name', 'tb', '--total_epoch', '3', '--tensorboard',
+                            '--resume')
+        trainer.run_training(resumed, stop_after=1)   # the flag can join at a resume
+        history = trainer.run_training(resumed)
     tags = scalars(tmp_path / 'tb' / 'tb')
     resolved = recipe.resolved_opts(opts)
     steps = trainer.epoch_steps(trainer.datasets(resolved)[0], resolved)
@@ -72,8 +75,7 @@ def test_test_py_adds_the_retrieval_figures_to_a_run_with_tensorboard(tiny_prepa
     from conftest import load_test_cli
     test_cli = load_test_cli()
     for name, flags in (('board', ['--tensorboard']), ('plain', [])):
-        trainer.run_training(tiny_opts(tiny_prepared, tmp_path, '--name', name, '--total_epoch', '2', *flags),
-                             log=lambda line: None)
+        trainer.run_training(tiny_opts(tiny_prepared, tmp_path, '--name', name, '--total_epoch', '2', *flags))
         test_cli.main(['--name', name, '--model_dir', str(tmp_path), '--test_dir', str(tiny_prepared),
                        '--num_workers', '0', '--result', str(tmp_path / f'{name}.mat')])
     assert not (tmp_path / 'plain' / 'tb').exists()

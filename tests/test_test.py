@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from reid.data.images import parse_market_name
 from reid.runs import load_checkpoint, load_opts
 
-from conftest import build, hand_transform, load_test_cli, train_tiny_run
+from conftest import build, hand_transform, library_messages, load_test_cli, train_tiny_run
 from reid.evaluation import extract
 from reid.runs import RunFolder
 
@@ -37,8 +37,8 @@ def run_test(trained_run, tiny_prepared, tmp_path, *extra):
     opts = T.build_parser().parse_args(
         ['--name', name, '--model_dir', str(model_dir), '--test_dir', str(tiny_prepared), '--num_workers', '0',
          '--batchsize', '32', '--result', str(tmp_path / 'pytorch_result.mat'), *extra])
-    lines = []
-    results = extract.run_test(opts, log=lines.append)
+    with library_messages() as lines:
+        results = extract.run_test(opts)
     return results, '\n'.join(lines)
 
 

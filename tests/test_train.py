@@ -15,7 +15,7 @@ from torch import nn
 import yaml
 
 import train
-from conftest import build, load_repo_module, load_test_cli
+from conftest import build, library_messages, load_repo_module, load_test_cli
 from reid.data.images import ReIDImageFolder
 from reid.training.loop import lr_factor
 from reid.runs import RunFolder, load_checkpoint
@@ -81,7 +81,7 @@ def test_bad_flags_fail_with_one_line(tiny_prepared, tmp_path):
 def test_one_epoch_run_writes_every_output(tiny_prepared, tmp_path):
     opts = tiny_opts(tiny_prepared, tmp_path, '--name', 'one', '--total_epoch', '1', '--bf16', '--erasing_p',
                      '0.5', '--color_jitter')
-    history = trainer.run_training(opts, log=lambda line: None)
+    history = trainer.run_training(opts)
     run = tmp_path / 'one'
     assert len(history['train_loss']) == len(history['val_loss']) == 1
     for name in ('opts.yaml', 'net_init.pth', 'net_last.pth', 'resume.pth', 'train.jpg', 'train.py',
@@ -105,14 +105,13 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(tiny_prepared, tmp_p
     64x32, where layer4's convolutions map onto 2x1 and so run in fp32 (Runtime.protect_small_maps)."""
     mode = ('--cpu_bf16', precision) + (('--h', '64', '--w', '32') if precision == 'on' else ())
     whole = tiny_opts(tiny_prepared, tmp_path, '--name', 'whole', '--total_epoch', '2', '--erasing_p', '0.5', *mode)
-    full = trainer.run_training(whole, log=lambda line: None)
+    full = trainer.run_training(whole)
 
     split = tiny_opts(tiny_prepared, tmp_path, '--name', 'split', '--total_epoch', '2', '--erasing_p', '0.5', *mode)
-    first = trainer.run_training(split, stop_after=1, log=lambda line: None)
+    first = trainer.run_training(split, stop_after=1)
     assert len(first['train_loss']) == 1
     torch.manual_seed(999)  # whatever happens in between, resume restores the generators
-    resumed = trainer.run_training(tiny_opts(tiny_prepared, tmp_path, '--name', 'split', '--resume', *mode[2:]),
-                                   log=lambda line: None)
+    resumed = trainer.run_training(tiny_opts(tiny_prepared, tmp_path, '--name', 'split', '--resume', *mode[2:]))
 
     assert resumed == full
     a, b = load_checkpoint(tmp_path / 'whole' / 'net_last.pth'), load_checkpoint(tmp_path / 'split' / 'net_last.pth')
@@ -130,7 +129,7 @@ def test_resume_without_a_run_is_a_clear_error(tiny_prepared, tmp_path):
 
 def test_an_existing_run_is_kept_unless_overwrite_and_resume_names_ignored_flags(tiny_prepared, tmp_path):
     args = ('--name', 'kept', '--total_epoch', '1')
-    trainer.run_training(tiny_opts(tiny_prepared, tmp_path, *args), log=lambda line: None)
+    trainer.run_training(tiny_opts(tiny_prepared, tmp_path, *args))
     before = (tmp_path / 'kept' / 'net_last.pth').read_bytes()
     stale = tmp_path / 'kept' / 'net_059.pth'
     stale.write_bytes(b'from a longer run')
@@ -139,12 +138,11 @@ def test_an_existing_run_is_kept_unless_overwrite_and_resume_names_ignored_flags
                     '--scratch', '--name', 'kept'])
     assert (tmp_path / 'kept' / 'net_last.pth').read_bytes() == before and stale.exists()
 
-    lines = []
-    trainer.run_training(tiny_opts(tiny_prepared, tmp_path, '--name', 'kept', '--resume', '--total_epoch', '5'),
-                       log=lines.append)
+    with library_messages() as lines:
+        trainer.run_training(tiny_opts(tiny_prepared, tmp_path, '--name', 'kept', '--resume', '--total_epoch', '5'))
     assert any('ignoring --total_epoch' in line for line in lines)
 
-    trainer.run_training(tiny_opts(tiny_prepared, tmp_path, *args, '--overwrite', '--seed', '1'), log=lambda l: None)
+    trainer.run_training(tiny_opts(tiny_prepared, tmp_path, *args, '--overwrite', '--seed', '1'))
     assert not stale.exists() and (tmp_path / 'kept' / 'net_last.pth').read_bytes() != before
 
 
@@ -157,9 +155,9 @@ def test_the_machines_choice_is_recorded_apart_and_never_carried_over_by_resume(
     from reid import runtime
     monkeypatch.setitem(runtime.AUTO_BF16, 'train', True)
     monkeypatch.setenv('REID_NATIVE_BF16', '1')
-    lines = []
-    trainer.run_training(tiny_opts(tiny_prepared, tmp_path, '--name', 'moved', '--total_epoch', '3'),
-                         stop_after=1, log=lines.append)
+    with library_messages() as lines:
+        trainer.run_training(tiny_opts(tiny_prepared, tmp_path, '--name', 'moved', '--total_epoch', '3'),
+                             stop_after=1)
     assert any('bf16 autocast on the CPU (auto: the CPU has REID_NATIVE_BF16=1)' in line for line in lines)
     saved = yaml.safe_load((tmp_path / 'moved' / 'opts.yaml').read_text())
     assert saved['bf16'] is False and saved['cpu_bf16'] == 'auto' and 'cpu_bf16_reason' not in saved
@@ -173,13 +171,12 @@ def test_the_machines_choice_is_recorded_apart_and_never_carried_over_by_resume(
         seen.append(runtime.amp_dtype)
         return real_epoch(model, loader, state, terms, runtime, *args, **kwargs)
     monkeypatch.setattr(trainer, 'train_one_epoch', recording)
-    lines = []
-    trainer.run_training(tiny_opts(tiny_prepared, tmp_path, '--name', 'moved', '--resume'), stop_after=1,
-                         log=lines.append)
+    with library_messages() as lines:
+        trainer.run_training(tiny_opts(tiny_prepared, tmp_path, '--name', 'moved', '--resume'), stop_after=1)
     assert seen == [None] and not any('bf16' in line for line in lines)
     monkeypatch.setenv('REID_NATIVE_BF16', '1')
-    trainer.run_training(tiny_opts(tiny_prepared, tmp_path, '--name', 'moved', '--resume', '--cpu_bf16', 'off'),
-                         log=lines.append)
+    with library_messages() as lines:
+        trainer.run_training(tiny_opts(tiny_prepared, tmp_path, '--name', 'moved', '--resume', '--cpu_bf16', 'off'))
     assert seen == [None, None] and not any('ignoring' in line for line in lines)
     saved = yaml.safe_load((tmp_path / 'moved' / 'opts.yaml').read_text())
     assert saved['bf16'] is False and saved['cpu_bf16'] == 'auto'   # the recipe, as first asked
@@ -192,7 +189,7 @@ def test_a_run_of_the_previous_format_resumes_without_the_machines_bf16(tiny_pre
     """opts.yaml of runs written before the runtime had its own entry: `bf16: true` with an 'auto' reason was the
     machine's choice, not a request, and is not read back."""
     trainer.run_training(tiny_opts(tiny_prepared, tmp_path, '--name', 'old', '--total_epoch', '2',
-                                   '--cpu_bf16', 'off'), stop_after=1, log=lambda line: None)
+                                   '--cpu_bf16', 'off'), stop_after=1)
     path = tmp_path / 'old' / 'opts.yaml'
     values = yaml.safe_load(path.read_text())
     values.pop('runtime')
@@ -239,7 +236,7 @@ def test_every_loss_and_trick_trains_resumes_exactly_and_tests(tiny_prepared, tm
                        for t in a[3]])
         return real_epoch(*a, **k)
     monkeypatch.setattr(trainer, 'train_one_epoch', recorded_epoch)
-    whole = trainer.run_training(tiny_opts(tiny_prepared, tmp_path, '--name', 'whole', *args), log=lambda l: None)
+    whole = trainer.run_training(tiny_opts(tiny_prepared, tmp_path, '--name', 'whole', *args))
     monkeypatch.setattr(trainer, 'train_one_epoch', real_epoch)
     metric = ['triplet', 'circle', 'arcface', 'cosface', 'sphere', 'contrast', 'lifted', 'instance', 'instance_id',
               'center']
@@ -247,13 +244,11 @@ def test_every_loss_and_trick_trains_resumes_exactly_and_tests(tiny_prepared, tm
     assert [name for name, *_ in epochs[1]] == ['softmax'] + metric + ['dg_consistency']
     assert epochs[0][0][1:3] == (1.0, 0.1) and epochs[1][-1][1] == 0.1
     assert type(epochs[1][-1][3]).__name__ == 'AveragedModel'
-    trainer.run_training(tiny_opts(tiny_prepared, tmp_path, '--name', 'split', *args), stop_after=1,
-                       log=lambda l: None)
+    trainer.run_training(tiny_opts(tiny_prepared, tmp_path, '--name', 'split', *args), stop_after=1)
     after_one = load_checkpoint(tmp_path / 'split' / 'resume.pth')['losses']
     model_after_one = load_checkpoint(tmp_path / 'split' / 'net_last.pth')
     torch.manual_seed(123)
-    resumed = trainer.run_training(tiny_opts(tiny_prepared, tmp_path, '--name', 'split', '--resume'),
-                                 log=lambda l: None)
+    resumed = trainer.run_training(tiny_opts(tiny_prepared, tmp_path, '--name', 'split', '--resume'))
     assert resumed == whole
     saved = yaml.safe_load((tmp_path / 'whole' / 'opts.yaml').read_text())
     assert saved['sampler'] == 'pk' and saved['bnneck'] and saved['ins_gamma'] == 16
@@ -284,11 +279,11 @@ def test_every_loss_and_trick_trains_resumes_exactly_and_tests(tiny_prepared, tm
     T = load_test_cli()
     results = extract.run_test(T.build_parser().parse_args(
         ['--name', 'whole', '--model_dir', str(tmp_path), '--test_dir', str(tiny_prepared), '--num_workers', '0',
-         '--result', str(tmp_path / 'r.mat')]), log=lambda l: None)
+         '--result', str(tmp_path / 'r.mat')]))
     assert_map_of_the_result_file(results['single']['mAP'], tmp_path / 'r.mat')
     averaged = extract.run_test(T.build_parser().parse_args(
         ['--name', 'whole', '--model_dir', str(tmp_path), '--test_dir', str(tiny_prepared), '--num_workers', '0',
-         '--which_epoch', 'average', '--result', str(tmp_path / 'a.mat')]), log=lambda l: None)
+         '--which_epoch', 'average', '--result', str(tmp_path / 'a.mat')]))
     assert_map_of_the_result_file(averaged['single']['mAP'], tmp_path / 'a.mat')
     import scipy.io
     assert not np.allclose(scipy.io.loadmat(tmp_path / 'a.mat')['query_f'], scipy.io.loadmat(tmp_path / 'r.mat')['query_f'])
@@ -382,7 +377,7 @@ def test_bot_preset_with_adversarial_training_trains_tests_and_records_resolved_
     T = load_test_cli()
     results = extract.run_test(T.build_parser().parse_args(
         ['--name', 'bot', '--model_dir', str(tmp_path), '--test_dir', str(tiny_prepared), '--num_workers', '0',
-         '--result', str(tmp_path / 'r.mat')]), log=lambda l: None)
+         '--result', str(tmp_path / 'r.mat')]))
     # what test.py reports is the evaluation of what it saved: the file's features scored again by the plain-loop
     # reference of test_metrics (float64 cosine scores), every metric
     from test_metrics import reference_metrics
@@ -466,8 +461,7 @@ def test_the_defaults_are_the_originals():
 
 def test_snapshots_take_the_originals_names_net_010_after_ten_epochs(tiny_prepared, tmp_path):
     # The original saves save_network(model, name, epoch + 1) when epoch % 10 == 9: net_010.pth after 10 epochs.
-    trainer.run_training(tiny_opts(tiny_prepared, tmp_path, '--name', 'ten', '--total_epoch', '10'),
-                         log=lambda line: None)
+    trainer.run_training(tiny_opts(tiny_prepared, tmp_path, '--name', 'ten', '--total_epoch', '10'))
     run = tmp_path / 'ten'
     assert sorted(p.name for p in run.glob('net_0*.pth')) == ['net_010.pth']
     tenth, last = (torch.load(run / n, weights_only=True) for n in ('net_010.pth', 'net_last.pth'))

@@ -1,6 +1,7 @@
 """test.py's work: extract the feature of every query and gallery image with a trained run (the feature contract:
 flip-summed, L2-normalised), save them as pytorch_result.mat, and evaluate them.
 """
+import logging
 import math
 from pathlib import Path
 
@@ -20,6 +21,8 @@ from reid.models.features import flip_sum_features, fuse_conv_bn, l2_normalize_f
 from reid.runs import RunFolder, ensure_writable_folder
 from reid.runtime import autocast, choose_runtime, log_small_maps
 from reid.spec import check_network_flags
+
+logger = logging.getLogger(__name__)
 
 
 def embedder(model, device, scales=(1.0,), amp_dtype=None):
@@ -73,7 +76,7 @@ def split_features(model, folder, runtime, size, scales, batchsize):
     return features, np.array([p for _, p, _ in images]), np.array([c for _, _, c in images])
 
 
-def feature_model(opts, run, runtime, scales, log=print):
+def feature_model(opts, run, runtime, scales):
     """Return (the network or an export's runner that extracts the features, the NetworkSpec, the BackendChoice)
     for test.py's --backend/--precision: torch runs the checkpoint; another backend its export, written into the
     run folder on first use (backend_runner)."""
@@ -83,16 +86,16 @@ def feature_model(opts, run, runtime, scales, log=print):
     choice = choose_backend(opts, runtime, list(scales) == [1.0])
     model, spec, _ = load_network(run.path, opts.which_epoch)  # this toolkit's runs and the original's
     auto = (getattr(opts, 'backend', 'auto') or 'auto') == 'auto'
-    choice, runner = backend_runner(run, opts.which_epoch, choice, auto, log)
+    choice, runner = backend_runner(run, opts.which_epoch, choice, auto)
     if runner is None and choice.precision != torch_precision(runtime):   # an export failed: torch as chosen
         choice = BackendChoice('torch', torch_precision(runtime), choice.reason)
-    log(choice.describe())
+    logger.info(choice.describe())
     if runner is not None:
         return runner, spec, choice
     return fuse_conv_bn(model).to(runtime.device, memory_format=runtime.memory_format), spec, choice
 
 
-def run_calibration(opts, log=print):
+def run_calibration(opts):
     """test.py --calibrate: val images as queries against the train images as gallery (every valid pair, junk as
     in the ranking), the verification lines printed and the threshold at --far written to threshold.yaml.
 
@@ -107,7 +110,7 @@ def run_calibration(opts, log=print):
     check_network_flags(opts, run.read_opts(), run.opts_file)
     runtime, note = choose_runtime(opts, 'extract')
     if note:
-        log(note)
+        logger.info(note)
     run.existing_checkpoint(opts.which_epoch)
     test_dir = Path(opts.test_dir)
     for split in ('val', 'train'):
@@ -116,24 +119,24 @@ def run_calibration(opts, log=print):
                              'writes')
     require_readable_images([p for split in ('val', 'train') for p, _, _ in list_reid_images(test_dir / split)])
     scales = parse_scales(opts.ms)
-    model, spec, _ = feature_model(opts, run, runtime, scales, log)
+    model, spec, _ = feature_model(opts, run, runtime, scales)
     val, train = (split_features(model, test_dir / split, runtime, spec.input_size(), scales, opts.batchsize)
                   for split in ('val', 'train'))
     report = verification.verification_report(*val, *train)
     source = f'{test_dir} val (queries) x train (gallery), {opts.which_epoch}'
     path = run.write_threshold(verification.threshold_entry(report, opts.far, source))
-    log(verification.format_verification(report))
-    log(f'threshold at FAR {opts.far:g}: {path}')
+    logger.info(verification.format_verification(report))
+    logger.info(f'threshold at FAR {opts.far:g}: {path}')
     return report
 
 
-def run_test(opts, log=print):
+def run_test(opts):
     """Extract features as `opts` (test.py's flags) says, write the .mat file(s), evaluate; return the metrics."""
     run = RunFolder(Path(opts.model_dir) / opts.name)
     check_network_flags(opts, run.read_opts(), run.opts_file)
     runtime, note = choose_runtime(opts, 'extract')
     if note:
-        log(note)
+        logger.info(note)
     scales = parse_scales(opts.ms)
 
     checkpoint = run.existing_checkpoint(opts.which_epoch)
@@ -144,11 +147,11 @@ def run_test(opts, log=print):
     ensure_writable_folder(result_path.parent, '--result')
     if result_path.is_dir():
         raise ValueError(f'--result {result_path}: is a folder; give a file name such as pytorch_result.mat')
-    model, spec, choice = feature_model(opts, run, runtime, scales, log)
+    model, spec, choice = feature_model(opts, run, runtime, scales)
     size = spec.input_size()   # what the run was trained at, whatever the test folder's layout
     if choice.name == 'torch':
         smallest = tuple(max(1, int(side * min(scales))) for side in size)
-        log_small_maps(runtime.protect_small_maps(model, smallest), log)
+        log_small_maps(runtime.protect_small_maps(model, smallest))
 
     def features(split):
         return split_features(model, test_dir / split, runtime, size, scales, opts.batchsize)
@@ -172,7 +175,7 @@ def run_test(opts, log=print):
         lines.append(f'(one gallery draw; the protocol averages several: python evaluate_gpu.py --result '
                      f'{result_path} --trials 10)')
     text = '\n'.join(lines)
-    log(text)
+    logger.info(text)
     with open(run.result_file, 'a') as f:
         f.write(text + '\n')
     return results

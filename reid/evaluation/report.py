@@ -5,6 +5,7 @@ The page (demo.py --html DIR) needs no server and keeps working when DIR is move
 (matplotlib PNGs) are written into it.
 """
 import html
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,7 +114,8 @@ def draw_ranking(query, shown, path, heats=None):
                     from reid.evaluation.heatmap import overlay
                     ax.imshow(overlay(img, heats[k]))
         except Exception as err:  # a damaged image gets an empty panel, named, instead of no picture at all
-            print(f'warning: {img_path}: unreadable image ({type(err).__name__}), left blank')
+            logging.getLogger(__name__).warning(f'warning: {img_path}: unreadable image ({type(err).__name__}), '
+                                                'left blank')
         ax.set_xticks([])
         ax.set_yticks([])
         colour = 'black' if match is None else ('green' if match else 'red')

@@ -2,6 +2,7 @@
 flag defaults, the checks and resolved values recorded in opts.yaml, and what --resume takes from where.
 """
 import argparse
+import logging
 from argparse import Namespace
 
 from reid.cli import DATA_DIR, MODEL_DIR, RUN_NAME
@@ -10,6 +11,8 @@ from reid.runtime import add_runtime_flags
 from reid.spec import NetworkSpec, add_network_flags, option_names
 from reid.training.losses import active_loss_names, add_loss_flags
 from reid.training.state import WA_DECAY
+
+logger = logging.getLogger(__name__)
 
 # On --resume these always come from the command line (where the data and runs are, which GPU, how many loaders)...
 MACHINE_OPTIONS = ('gpu_ids', 'num_workers', 'data_dir', 'model_dir', 'cache_dir')
@@ -175,7 +178,7 @@ def resolved_opts(opts):
     return Options(**vars(o))
 
 
-def resumed_options(opts, run, log=print):
+def resumed_options(opts, run):
     """Return the options to continue `run` (a RunFolder) with: its recipe (RunFolder.recipe()), the machine
     options of the command line `opts`, and the session options given there.
 
@@ -193,6 +196,6 @@ def resumed_options(opts, run, log=print):
         raise ValueError(f'--resume with --{k} {getattr(opts, k)}: the run in {run.path} is a {k}={saved[k]} '
                          f'network; drop --{k} to continue it, or train the new network under another --name')
     if ignored:
-        log(f'--resume keeps the options of {run.opts_file}; ignoring --' + ', --'.join(ignored))
+        logger.info(f'--resume keeps the options of {run.opts_file}; ignoring --' + ', --'.join(ignored))
     return Namespace(**{**defaults, **saved, **{k: getattr(opts, k) for k in MACHINE_OPTIONS},
                         **{k: getattr(opts, k) for k in SESSION_OPTIONS if k in given}, 'resume': True})

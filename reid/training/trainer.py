@@ -4,11 +4,12 @@ terms -> optimizers -> the run folder (start or continue) -> the epoch loop, sav
 Several processes (torchrun, reid.training.distributed): --batchsize is the global batch, each rank takes its
 share; rank 0 alone logs and writes; resume.pth keeps every rank's RNG state.
 """
+import logging
 import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 from torch.utils.data import DataLoader
@@ -29,6 +30,7 @@ from reid.training.recipe import milestones, resolved_opts, resumed_options
 from reid.training.state import TrainingState
 from reid.training.terms import ConsistencyTerm, loss_terms
 
+logger = logging.getLogger(__name__)
 CODE_DIR = Path(__file__).resolve().parents[2]   # the commands and the reid package: copied into every run
 # An epoch's data order is seeded by seed * EPOCH_SEED_STRIDE + epoch: a prime larger than any epoch count keeps
 # the (seed, epoch) pairs of different runs apart; DG-Market's batches draw from epochs shifted by DG_SEED_OFFSET.
@@ -189,7 +191,6 @@ class Session:
     terms: list
     train_set: object
     steps_per_epoch: int
-    log: Callable
     rank: int = 0
     network: object = None
     val_loader: object = None
@@ -199,24 +200,21 @@ class Session:
     epoch_seconds: list = field(default_factory=list)
 
 
-def _silent(*args):
-    pass
-
-
-def run_training(opts, stop_after=None, log=print):
+def run_training(opts, stop_after=None):
     """Train as `opts` (parsed, see reid.training.recipe.build_parser) says; return the per-epoch history dict.
 
     `stop_after` ends this session after that many epochs (its checkpoints allow --resume), for tests.
     """
     run = RunFolder(Path(opts.model_dir) / opts.name)
     rank, world, local_rank = distributed.init_process_group()
-    log = log if rank == 0 else _silent   # rank 0 alone logs and writes files
-    opts, runtime = session_options(opts, run, local_rank if world > 1 else None, log)
+    if rank != 0:   # rank 0 alone says what happens (and writes files)
+        logging.getLogger('reid').setLevel(logging.WARNING)
+    opts, runtime = session_options(opts, run, local_rank if world > 1 else None)
     train_set, val_set = datasets(opts)
-    log(f'{len(train_set)} training images of {len(train_set.classes)} ids'
+    logger.info(f'{len(train_set)} training images of {len(train_set.classes)} ids'
         + (f', {len(val_set)} val images' if val_set is not None else ', no val split') + f'; device {runtime.device}')
-    state, terms, steps_per_epoch = training_objects(opts, runtime, train_set, log)
-    session = Session(opts, run, runtime, state, terms, train_set, steps_per_epoch, log, rank)
+    state, terms, steps_per_epoch = training_objects(opts, runtime, train_set)
+    session = Session(opts, run, runtime, state, terms, train_set, steps_per_epoch, rank)
     session.resumed = start_or_resume(session)
     prepare_epochs(session, val_set)
     first_epoch = state.epoch
@@ -230,33 +228,33 @@ def run_training(opts, stop_after=None, log=print):
     return state.history
 
 
-def session_options(opts, run, local_rank, log):
+def session_options(opts, run, local_rank):
     """Return (the options, the runtime) of this session: a resume's recipe, the sizes filled in and checked,
     the machine's choices (said), and every RNG seeded."""
     if opts.resume:
-        opts = resumed_options(opts, run, log)
+        opts = resumed_options(opts, run)
     opts = resolved_opts(opts)
     runtime, note = choose_runtime(opts, 'train', local_rank)
     if opts.sync_bn and distributed.world_size() > 1 and runtime.device.type != 'cuda':
         raise ValueError('--sync_bn needs CUDA (BatchNorm statistics are synchronised over GPUs)')
     if note:
-        log(note)
+        logger.info(note)
     if runtime.amp_dtype is not None and runtime.precision_reason.startswith('auto'):
-        log(f'bf16 autocast on the CPU ({runtime.precision_reason})')
+        logger.info(f'bf16 autocast on the CPU ({runtime.precision_reason})')
     seed_everything(opts.seed)
     if runtime.device.type == 'cuda':
         torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels
     return opts, runtime
 
 
-def training_objects(opts, runtime, train_set, log):
+def training_objects(opts, runtime, train_set):
     """Return (TrainingState, the loss terms, optimizer steps per epoch): the network on the device, its losses,
     optimizers and schedules, built in a fixed order (each draws from the seeded RNG)."""
     scaler = torch.amp.GradScaler('cuda') if runtime.amp_dtype == torch.float16 else None
     nclasses = len(train_set.classes)   # a fact of the data, recorded in opts.yaml beside the recipe
     model = build_model(NetworkSpec.from_opts(opts), nclasses, pretrained=not opts.scratch)
     model = model.to(runtime.device, memory_format=runtime.memory_format)
-    log_small_maps(runtime.protect_small_maps(model, (opts.h, opts.w)), log)
+    log_small_maps(runtime.protect_small_maps(model, (opts.h, opts.w)))
     metric_losses = build_losses(vars(opts), nclasses, getattr(model, 'feature_dim', 0)).to(runtime.device)
     terms = loss_terms(opts, metric_losses)
     steps_per_epoch = epoch_steps(train_set, opts)
@@ -279,7 +277,7 @@ def start_or_resume(s):
     entry = dict(s.runtime.record(), processes=distributed.world_size(), process_group=distributed.backend())
     if opts.resume:
         state.load_state_dict(run.read_resume_state(state.classes), run.resume_file, s.rank)
-        s.log(f'resuming {run.path} after epoch {state.epoch} of {opts.total_epoch}'
+        logger.info(f'resuming {run.path} after epoch {state.epoch} of {opts.total_epoch}'
               + (' (already complete)' if state.epoch >= opts.total_epoch else ''))
         return dict(entry, from_epoch=state.epoch)
     if s.rank == 0:
@@ -369,7 +367,7 @@ def record_and_log(s, epoch, done):
     if device.type == 'cuda':
         line += f' | peak {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB'
     s.epoch_seconds.append(time.perf_counter() - done.start)
-    s.log(f'{line} | {s.epoch_seconds[-1]:.0f}s | run ETA '
+    logger.info(f'{line} | {s.epoch_seconds[-1]:.0f}s | run ETA '
           f'{duration_text(run_eta(s.epoch_seconds, s.opts.total_epoch - epoch - 1))}')
 
 
@@ -397,7 +395,7 @@ def save_the_epoch(s, epoch, done):
             s.resumed = None
         draw_curves(state.history, run.curves_file)
         if s.train_set.skipped:
-            s.log(f'{len(s.train_set.skipped)} unreadable image(s) skipped so far (others took their place): '
+            logger.info(f'{len(s.train_set.skipped)} unreadable image(s) skipped so far (others took their place): '
                   + ', '.join(list(s.train_set.skipped)[:5]))
     distributed.barrier()  # resume.pth is complete before any rank may stop
 
