@@ -332,7 +332,7 @@ MUTATIONS = [
              "            box = (WIDTH - box[2], box[1], WIDTH - box[0], box[3])", "            pass",
              ['tests/test_synthetic.py::test_person_boxes_side_file_keeps_the_images_and_bounds_the_drawn_person']),
     Mutation('drawing the box consumes the image\'s random draws', 'reid/data/synthetic.py',
-             "phase, front, copy.deepcopy(r)) if with_box else None", "phase, front, r) if with_box else None",
+             "pose, copy.deepcopy(r)) if with_box else None", "pose, r) if with_box else None",
              ['tests/test_synthetic.py::test_person_boxes_side_file_keeps_the_images_and_bounds_the_drawn_person']),
     Mutation('the gallery camera share is of all first hits, not of the wrong ones', 'reid/evaluation/report.py',
              "share=wrong / len(wrong_at) if len(wrong_at) else 0.0", "share=wrong / len(top1) if len(top1) else 0.0",

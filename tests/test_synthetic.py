@@ -222,8 +222,8 @@ def test_person_boxes_side_file_keeps_the_images_and_bounds_the_drawn_person(tin
     assert set(boxes) == set(images)
     specs = {f'{s.folder}/{s.name}': s for s in synthetic.plan_dataset('tiny', 0)}
     with_person = {rel: np.asarray(synthetic.render_image(0, specs[rel]), np.int16) for rel in list(boxes)[::3]}
-    real = synthetic._draw_person
-    monkeypatch.setattr(synthetic, '_draw_person', lambda img, *a: real(img.copy(), *a))
+    real = synthetic.draw_person
+    monkeypatch.setattr(synthetic, 'draw_person', lambda img, *a: real(img.copy(), *a))
     close = 0
     for rel, pixels in with_person.items():
         changed = (np.abs(pixels - np.asarray(synthetic.render_image(0, specs[rel]), np.int16)) > 24).any(axis=2)

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from reid.data.synthetic import SCALE, _draw_person, _rng, drawn_set, identity_look
+from reid.data import synthetic
+from reid.data.synthetic import SCALE, _rng, draw_person, drawn_set, identity_look
 
 WIDTH, HEIGHT = 640, 360           # frame size: moderate, so a CPU draws and tracks it quickly
 FRAME_RATE = 15                    # nominal; walkers cross the frame in 5-9 s at 1.0-1.7 m/s
@@ -252,8 +253,8 @@ def _figure(pose, seed):
     ox, oy = int(np.floor(pose.x * SCALE - 0.45 * u)), int(np.floor(pose.y * SCALE - 1.06 * u))
     canvas = Image.new('RGB', (int(0.9 * u) + 3, int(1.1 * u) + 3), (0, 0, 0))
     # a fresh generator per frame: the garment's pattern keeps its phase from frame to frame
-    _draw_person(canvas, _look(pose.actor), pose.x * SCALE - ox, pose.y * SCALE - u - oy, u, pose.phase, pose.front,
-                 _rng(seed, 40, pose.actor.track_id))
+    drawn = synthetic.Pose(pose.x * SCALE - ox, pose.y * SCALE - u - oy, u, pose.phase, pose.front)
+    draw_person(canvas, _look(pose.actor), drawn, _rng(seed, 40, pose.actor.track_id))
     return canvas, np.asarray(canvas).any(axis=2), (ox, oy)
 
 

@@ -139,30 +139,40 @@ def _pattern_fill(look, size, unit, front, r):
     return out.astype(np.uint8)
 
 
-def _draw_person(img, look, cx, top, unit, phase, front, r):
-    """Draw one pedestrian of height `unit` pixels, head at `top`, centred at `cx`, on PIL image `img`."""
+# Where and how a person is drawn: centre x, head top y and height `unit` in pixels of the drawing, the walking
+# phase (-1..1: legs and arms swing with it), and whether the person faces the camera.
+Pose = namedtuple('Pose', 'cx top unit phase front')
+
+
+def draw_person(img, look, pose, r):
+    """Draw one pedestrian of `look` at `pose` on PIL image `img`; `r` draws the garment pattern's phase."""
     d = ImageDraw.Draw(img)
-    bw = look.width
+    if look.long_hair and pose.front:   # long hair behind the shoulders
+        d.rectangle([pose.cx - 0.055 * pose.unit, _at(pose, 0.04), pose.cx + 0.055 * pose.unit, _at(pose, 0.23)],
+                    fill=HAIR[look.hair])
+    _draw_legs(d, look, pose)
+    _draw_torso(img, look, pose, r)
+    _draw_arms(d, look, pose)
+    _draw_head(d, look, pose)
+    _draw_accessory(d, look, pose)
 
-    def y(f):
-        return top + f * unit
 
-    skin, hair = SKIN[look.skin], HAIR[look.hair]
-    upper, lower = UPPER[look.upper], LOWER[look.lower]
-    acc = UPPER[look.acc_colour]
-    side = look.bag_side
-    sh, wh = 0.12 * unit * bw, 0.095 * unit * bw
+def _at(pose, f):
+    """The y of a point a share `f` of the person's height below the head top."""
+    return pose.top + f * pose.unit
 
-    if look.long_hair and front:   # long hair behind the shoulders
-        d.rectangle([cx - 0.055 * unit, y(0.04), cx + 0.055 * unit, y(0.23)], fill=hair)
 
-    # legs: one steps forward, the other back
-    stride = phase * 0.09 * unit
+def _draw_legs(d, look, pose):
+    """Legs (one steps forward, the other back), shoes, and the lower garment's top (or a skirt)."""
+    cx, unit, bw = pose.cx, pose.unit, look.width
+    skin, lower = SKIN[look.skin], LOWER[look.lower]
+    wh = 0.095 * unit * bw
+    stride = pose.phase * 0.09 * unit
     leg_w = max(2, int(0.075 * unit * bw))
     knee = 0.45 if LOWER_KINDS[look.lower_kind] == 'shorts' else 0.0
     for s, step in ((-1, stride), (1, -stride)):
-        hip = (cx + s * 0.05 * unit * bw, y(0.50))
-        foot = (cx + s * 0.045 * unit * bw + step, y(0.955))
+        hip = (cx + s * 0.05 * unit * bw, _at(pose, 0.50))
+        foot = (cx + s * 0.045 * unit * bw + step, _at(pose, 0.955))
         if LOWER_KINDS[look.lower_kind] == 'trousers':
             d.line([hip, foot], fill=lower, width=leg_w)
         else:
@@ -170,27 +180,38 @@ def _draw_person(img, look, cx, top, unit, phase, front, r):
             if knee:
                 mid = (hip[0] + knee * (foot[0] - hip[0]), hip[1] + knee * (foot[1] - hip[1]))
                 d.line([hip, mid], fill=lower, width=leg_w)
-        d.ellipse([foot[0] - 0.04 * unit, y(0.94), foot[0] + 0.05 * unit, y(0.995)], fill=SHOES[look.shoes])
+        d.ellipse([foot[0] - 0.04 * unit, _at(pose, 0.94), foot[0] + 0.05 * unit, _at(pose, 0.995)],
+                  fill=SHOES[look.shoes])
     if LOWER_KINDS[look.lower_kind] == 'skirt':
-        d.polygon([(cx - wh, y(0.49)), (cx + wh, y(0.49)), (cx + 1.45 * wh, y(0.72)), (cx - 1.45 * wh, y(0.72))],
-                  fill=lower)
+        d.polygon([(cx - wh, _at(pose, 0.49)), (cx + wh, _at(pose, 0.49)), (cx + 1.45 * wh, _at(pose, 0.72)),
+                   (cx - 1.45 * wh, _at(pose, 0.72))], fill=lower)
     else:
-        d.polygon([(cx - wh, y(0.48)), (cx + wh, y(0.48)), (cx + wh, y(0.57)), (cx - wh, y(0.57))], fill=lower)
+        d.polygon([(cx - wh, _at(pose, 0.48)), (cx + wh, _at(pose, 0.48)), (cx + wh, _at(pose, 0.57)),
+                   (cx - wh, _at(pose, 0.57))], fill=lower)
 
-    # torso, filled with the garment's pattern through a mask
-    poly = [(cx - sh, y(0.155)), (cx + sh, y(0.155)), (cx + wh, y(0.50)), (cx - wh, y(0.50))]
-    x0, y0 = int(cx - sh) - 1, int(y(0.155)) - 1
-    x1, y1 = int(cx + sh) + 2, int(y(0.50)) + 2
+
+def _draw_torso(img, look, pose, r):
+    """The torso, filled with the upper garment's pattern through a mask."""
+    cx, unit = pose.cx, pose.unit
+    sh, wh = 0.12 * unit * look.width, 0.095 * unit * look.width
+    poly = [(cx - sh, _at(pose, 0.155)), (cx + sh, _at(pose, 0.155)), (cx + wh, _at(pose, 0.50)),
+            (cx - wh, _at(pose, 0.50))]
+    x0, y0 = int(cx - sh) - 1, int(_at(pose, 0.155)) - 1
+    x1, y1 = int(cx + sh) + 2, int(_at(pose, 0.50)) + 2
     mask = Image.new('L', (x1 - x0, y1 - y0), 0)
     ImageDraw.Draw(mask).polygon([(px - x0, py - y0) for px, py in poly], fill=255)
-    fill = Image.fromarray(_pattern_fill(look, (y1 - y0, x1 - x0), unit, front, r))
+    fill = Image.fromarray(_pattern_fill(look, (y1 - y0, x1 - x0), unit, pose.front, r))
     img.paste(fill, (x0, y0), mask)
 
-    # arms swing against the legs
-    arm_w = max(2, int(0.055 * unit * bw))
+
+def _draw_arms(d, look, pose):
+    """Arms swinging against the legs: sleeves of the upper garment's colour, or bare from the elbow."""
+    unit, skin, upper = pose.unit, SKIN[look.skin], UPPER[look.upper]
+    sh = 0.12 * unit * look.width
+    arm_w = max(2, int(0.055 * unit * look.width))
     for s in (-1, 1):
-        angle = np.deg2rad(6 + s * phase * 22)
-        shoulder = (cx + s * (sh - 0.025 * unit), y(0.175))
+        angle = np.deg2rad(6 + s * pose.phase * 22)
+        shoulder = (pose.cx + s * (sh - 0.025 * unit), _at(pose, 0.175))
         length = 0.33 * unit
         hand = (shoulder[0] + s * length * np.sin(angle), shoulder[1] + length * np.cos(angle))
         if look.sleeves:   # long sleeves
@@ -202,36 +223,44 @@ def _draw_person(img, look, cx, top, unit, phase, front, r):
         d.ellipse([hand[0] - 0.022 * unit, hand[1] - 0.022 * unit, hand[0] + 0.022 * unit, hand[1] + 0.022 * unit],
                   fill=skin)
 
-    # head
-    d.rectangle([cx - 0.02 * unit, y(0.11), cx + 0.02 * unit, y(0.165)], fill=skin)
-    d.ellipse([cx - 0.05 * unit, y(-0.005), cx + 0.05 * unit, y(0.085)], fill=hair)
-    if front:
-        d.ellipse([cx - 0.042 * unit, y(0.03), cx + 0.042 * unit, y(0.128)], fill=skin)
-    else:
-        d.ellipse([cx - 0.046 * unit, y(0.02), cx + 0.046 * unit, y(0.125)], fill=hair)
-        if look.long_hair:
-            d.rectangle([cx - 0.05 * unit, y(0.06), cx + 0.05 * unit, y(0.24)], fill=hair)
 
+def _draw_head(d, look, pose):
+    """Neck, hair, and the face (from the front) or the back of the head."""
+    cx, unit, skin, hair = pose.cx, pose.unit, SKIN[look.skin], HAIR[look.hair]
+    d.rectangle([cx - 0.02 * unit, _at(pose, 0.11), cx + 0.02 * unit, _at(pose, 0.165)], fill=skin)
+    d.ellipse([cx - 0.05 * unit, _at(pose, -0.005), cx + 0.05 * unit, _at(pose, 0.085)], fill=hair)
+    if pose.front:
+        d.ellipse([cx - 0.042 * unit, _at(pose, 0.03), cx + 0.042 * unit, _at(pose, 0.128)], fill=skin)
+    else:
+        d.ellipse([cx - 0.046 * unit, _at(pose, 0.02), cx + 0.046 * unit, _at(pose, 0.125)], fill=hair)
+        if look.long_hair:
+            d.rectangle([cx - 0.05 * unit, _at(pose, 0.06), cx + 0.05 * unit, _at(pose, 0.24)], fill=hair)
+
+
+def _draw_accessory(d, look, pose):
+    """A hat, a backpack (straps from the front) or a shoulder bag."""
+    cx, unit, bw, acc = pose.cx, pose.unit, look.width, UPPER[look.acc_colour]
+    sh, wh = 0.12 * unit * bw, 0.095 * unit * bw
     acc_kind = ACCESSORIES[look.accessory]
     if acc_kind == 'hat':
-        d.ellipse([cx - 0.053 * unit, y(-0.015), cx + 0.053 * unit, y(0.06)], fill=acc)
-        d.rectangle([cx - 0.06 * unit, y(0.035), cx + 0.06 * unit, y(0.05)], fill=acc)
+        d.ellipse([cx - 0.053 * unit, _at(pose, -0.015), cx + 0.053 * unit, _at(pose, 0.06)], fill=acc)
+        d.rectangle([cx - 0.06 * unit, _at(pose, 0.035), cx + 0.06 * unit, _at(pose, 0.05)], fill=acc)
     elif acc_kind == 'backpack':
-        if front:   # only the straps and the pack's edges show
+        if pose.front:   # only the straps and the pack's edges show
             for s in (-1, 1):
-                d.line([(cx + s * 0.07 * unit * bw, y(0.16)), (cx + s * 0.075 * unit * bw, y(0.40))],
+                d.line([(cx + s * 0.07 * unit * bw, _at(pose, 0.16)), (cx + s * 0.075 * unit * bw, _at(pose, 0.40))],
                        fill=acc, width=max(2, int(0.02 * unit)))
-            d.rectangle([cx + sh - 0.005 * unit, y(0.19), cx + sh + 0.02 * unit, y(0.42)], fill=acc)
-            d.rectangle([cx - sh - 0.02 * unit, y(0.19), cx - sh + 0.005 * unit, y(0.42)], fill=acc)
+            d.rectangle([cx + sh - 0.005 * unit, _at(pose, 0.19), cx + sh + 0.02 * unit, _at(pose, 0.42)], fill=acc)
+            d.rectangle([cx - sh - 0.02 * unit, _at(pose, 0.19), cx - sh + 0.005 * unit, _at(pose, 0.42)], fill=acc)
         else:
-            d.rounded_rectangle([cx - 0.1 * unit * bw, y(0.19), cx + 0.1 * unit * bw, y(0.45)],
+            d.rounded_rectangle([cx - 0.1 * unit * bw, _at(pose, 0.19), cx + 0.1 * unit * bw, _at(pose, 0.45)],
                                 radius=max(1, int(0.02 * unit)), fill=acc)
     elif acc_kind == 'bag':
-        s = side if front else -side
-        d.line([(cx - s * 0.08 * unit * bw, y(0.16)), (cx + s * 0.11 * unit * bw, y(0.46))], fill=acc,
+        s = look.bag_side if pose.front else -look.bag_side
+        d.line([(cx - s * 0.08 * unit * bw, _at(pose, 0.16)), (cx + s * 0.11 * unit * bw, _at(pose, 0.46))], fill=acc,
                width=max(2, int(0.018 * unit)))
         bx = cx + s * (wh + 0.02 * unit)
-        d.rectangle([bx - 0.045 * unit, y(0.44), bx + 0.045 * unit, y(0.58)], fill=acc)
+        d.rectangle([bx - 0.045 * unit, _at(pose, 0.44), bx + 0.045 * unit, _at(pose, 0.58)], fill=acc)
 
 
 def _camera_view(seed, cam, r):
@@ -253,11 +282,11 @@ def render_image_and_box(seed, spec):
     return _render(seed, spec, with_box=True)
 
 
-def _person_box(size, look, cx, top, unit, phase, front, r):
+def _person_box(size, look, pose, r):
     """Box (x0, y0, x1, y1) at drawing scale of the person drawn alone on a black canvas (no palette colour is
     black, and PIL draws without anti-aliasing), or None. `r` must be a copy: the drawing consumes it."""
     canvas = Image.new('RGB', size, (0, 0, 0))
-    _draw_person(canvas, look, cx, top, unit, phase, front, r)
+    draw_person(canvas, look, pose, r)
     mask = np.asarray(canvas).any(axis=2)
     if not mask.any():
         return None
@@ -286,8 +315,9 @@ def _render(seed, spec, with_box=False):
     unit = scale * H
     front = bool(r.random() < cam_set.front_prob)
     phase = float(r.uniform(-1, 1))
-    box = _person_box(img.size, look, cx, foot - unit, unit, phase, front, copy.deepcopy(r)) if with_box else None
-    _draw_person(img, look, cx, foot - unit, unit, phase, front, r)
+    pose = Pose(cx, foot - unit, unit, phase, front)
+    box = _person_box(img.size, look, pose, copy.deepcopy(r)) if with_box else None
+    draw_person(img, look, pose, r)
 
     if r.random() < cam_set.occlusion:   # something in front: a pole or a car bonnet / bench
         d = ImageDraw.Draw(img)
@@ -684,8 +714,8 @@ def render_frame(seed, spec):
     unit = walk['scale'] * (1 + walk['growth'] * (2 * t - 1)) * H
     cx = walk['cx'] + walk['drift'] * (2 * t - 1)
     phase = float(np.sin(walk['phase'] + 2 * np.pi * walk['cadence'] * spec.frame))
-    # the pattern's phase is drawn inside _draw_person: one generator per tracklet keeps the garment steady
-    _draw_person(img, identity_look(seed, *spec.look_key), cx, walk['foot'] - unit, unit, phase, walk['front'],
+    # the pattern's phase is drawn inside draw_person: one generator per tracklet keeps the garment steady
+    draw_person(img, identity_look(seed, *spec.look_key), Pose(cx, walk['foot'] - unit, unit, phase, walk['front']),
                  _rng(seed, 7, *spec.track_key))
     if walk['occluder']:
         d = ImageDraw.Draw(img)
