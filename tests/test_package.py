@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-COMMANDS = {'prepare.py', 'train.py', 'test.py', 'evaluate_gpu.py', 'demo.py', 'export.py'}
+COMMANDS = {'prepare.py', 'train.py', 'test.py', 'evaluate_gpu.py', 'demo.py', 'export.py', 'track.py'}
 ORIGINAL_NAMES = {'model.py', 'utils.py', 'random_erasing.py'}   # re-exports the original's users import
 
 
