@@ -16,7 +16,7 @@ with a colour per id (OUT/<sequence>.mp4 with --video); with gt/gt.txt prints ID
 import argparse
 import sys
 
-from reid.cli import RUN_NAME, one_line_errors
+from reid.cli import MODEL_DIR, RUN_NAME, one_line_errors
 from reid.tracking.run import track_sequence
 from reid.tracking.trackers import BACKENDS, RESIZES, TRACKERS
 
@@ -24,7 +24,7 @@ from reid.tracking.trackers import BACKENDS, RESIZES, TRACKERS
 def build_parser():
     p = argparse.ArgumentParser(description='Track a MOTChallenge sequence with BoxMOT and a trained re-ID run.')
     p.add_argument('--name', default=RUN_NAME, type=str, help='run name under --model_dir (its appearance model)')
-    p.add_argument('--model_dir', default='model', type=str, help='folder that holds the runs')
+    p.add_argument('--model_dir', default=MODEL_DIR, type=str, help='folder that holds the runs')
     p.add_argument('--which_epoch', default='last', type=str,
                    help="'last', 'init' (the untrained network) or the epochs done of a net_XXX.pth snapshot")
     p.add_argument('--sequence', required=True, type=str,

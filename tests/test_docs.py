@@ -148,7 +148,7 @@ def test_every_written_command_names_an_existing_script_and_its_flags(page):
 def test_the_scripts_table_lists_only_flags_each_script_takes():
     rows = re.findall(r'^\| `(\w+\.py)` \|[^|]*\|(.*)\|$', (REPO / 'README.md').read_text(), re.M)
     assert {script for script, _ in rows} == {'prepare.py', 'train.py', 'test.py', 'evaluate_gpu.py', 'demo.py',
-                                               'export.py'}
+                                               'export.py', 'track.py'}
     for script, cell in rows:
         flags = set(re.findall(r'(--\w[\w-]*)', cell))
         assert flags and not flags - script_flags(script), (script, sorted(flags - script_flags(script)))

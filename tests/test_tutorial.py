@@ -1,9 +1,10 @@
 """Runs every command of tutorial/README.md, and quickstart.sh, the way a newcomer types them.
 
 For speed the data set is the tiny one and training lasts one epoch: the only edits to the commands are
-`--size demo` -> `--size tiny`, `--total_epoch N` -> `--total_epoch 1` and `--query_index 777` -> `7` (the tiny
-set has fewer queries). This machine is offline with no ImageNet weights, so a train.py command that needs them
-must fail with the clear message; it is then re-run from scratch with a small network so the next steps have a run.
+`--size demo` -> `--size tiny`, `--total_epoch N` -> `--total_epoch 1`, `--query_index 777` -> `7` (the tiny
+set has fewer queries) and the tracking clip's 150 frames -> 40. This machine is offline with no ImageNet
+weights, so a train.py command that needs them must fail with the clear message; it is then re-run from scratch
+with a small network so the next steps have a run.
 """
 import os
 import re
@@ -29,6 +30,7 @@ def tutorial_commands():
 
 def fast_version(command):
     command = command.replace('--size demo', '--size tiny').replace('--query_index 777', '--query_index 7')
+    command = command.replace('--make-clip data/clip', '--make-clip data/clip --frames 40')
     return re.sub(r'--total_epoch \d+', '--total_epoch 1', command)
 
 
@@ -64,6 +66,8 @@ def test_every_tutorial_command_runs(tiny_market, tmp_path, offline_env):
             saved = words[words.index('--result') + 1] if '--result' in words else 'pytorch_result.mat'
             # what it printed is what its features give, counted here (re-ranked: test_rerank's dense reference)
             check_printed_metrics(done.stdout, work / saved, reranked='--rerank' in words)
+        if command.startswith('python track.py'):
+            the_tracks_are_written_and_scored(done.stdout, work, command.split())
     heatmap_mass_is_on_the_person(work, tmp_path / 'boxes')
     the_outputs_hold_what_they_should(work)
 
@@ -133,6 +137,22 @@ def the_outputs_hold_what_they_should(work):
     assert np.abs(trained_f - init_f).max() > 0.05   # a trained run's features are not those before training
     multi = scipy.io.loadmat(work / 'multi_query.mat')
     assert len(multi['mquery_f']) == len(multi['mquery_label'].ravel()) > 0
+
+
+def the_tracks_are_written_and_scored(printed, work, words):
+    """track.py's results file: MOTChallenge's ten columns, frames of the clip, ids from 1; its strip drawn; its
+    printed line of figures, each a percentage (and a count of switches) — TrackEval's own checks are in
+    tests/test_track.py."""
+    out = work / words[words.index('--output') + 1]
+    rows = np.loadtxt(out / 'clip.txt', delimiter=',', ndmin=2)
+    assert rows.shape[1] == 10 and len(rows) > 40 and (rows[:, 7:] == -1).all()
+    assert 1 <= rows[:, 0].min() and rows[:, 0].max() <= 40 and rows[:, 1].min() >= 1
+    with Image.open(out / 'clip.jpg') as img:
+        colours = np.unique(np.asarray(img.convert('RGB')).reshape(-1, 3), axis=0)
+        assert img.width > 2 * img.height and len(colours) > 20   # frames side by side, drawn
+    found = re.search(r'IDF1:([\d.]+) MOTA:(-?[\d.]+) IDs:(\d+) HOTA:([\d.]+)', printed)
+    assert found, printed[-2000:]
+    assert 0 < float(found.group(1)) <= 100 and 0 < float(found.group(4)) <= 100
 
 
 def heatmap_mass_is_on_the_person(work, boxes_dir):
