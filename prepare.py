@@ -28,6 +28,7 @@ from reid.data.images import require_readable_images
 from reid.data.layouts import GENERATED, LAYOUTS, detect_layout, plan_splits
 from reid.data.layouts.common import option_dest, unmatched_queries
 from reid.data.prepared import write_split
+from reid.data.synthetic import PRESETS
 
 
 def build_parser():
@@ -47,7 +48,7 @@ def build_parser():
     parser.add_argument('--make-demo', '--make_demo', dest='make_demo', metavar='DIR', default=None,
                         help='only generate a synthetic raw set in DIR, then exit')
     parser.add_argument('--layout', default='market', choices=GENERATED, help='with --make-demo: which layout to write')
-    parser.add_argument('--size', default='demo', choices=('tiny', 'demo', 'market'), help='with --make-demo')
+    parser.add_argument('--size', default='demo', choices=tuple(PRESETS), help='with --make-demo')
     parser.add_argument('--seed', type=int, default=0, help='with --make-demo or --make-clip')
     parser.add_argument('--cameras', type=int, default=6, help='with --make-demo --layout market (15 mimics MSMT17)')
     parser.add_argument('--boxes', action='store_true',

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from reid.models import backbones
-from reid.models.heads import CLASSIFIER_INIT_STD, init_bottleneck
+from reid.models.heads import CLASSIFIER_INIT_STD, PCB_DROPRATE, PCB_LINEAR_NUM, PCB_PARTS, init_bottleneck
 from reid.runs import save_atomic
 
 
@@ -144,14 +144,14 @@ class PCB(nn.Module):
 
     def __init__(self, class_num, *, pretrained=True):
         super().__init__()
-        self.part = 6
+        self.part = PCB_PARTS
         self.model = _resnet50(pretrained)
         self.avgpool = nn.AdaptiveAvgPool2d((self.part, 1))
-        self.dropout = nn.Dropout(p=0.5)
+        self.dropout = nn.Dropout(p=PCB_DROPRATE)
         _last_stride_1(self.model)
         for i in range(self.part):
-            setattr(self, f'classifier{i}', ClassBlock(2048, class_num, droprate=0.5, linear=256, relu=False,
-                                                       bnorm=True))
+            setattr(self, f'classifier{i}', ClassBlock(2048, class_num, droprate=PCB_DROPRATE, linear=PCB_LINEAR_NUM,
+                                                       relu=False, bnorm=True))
 
     def forward(self, x):
         stripes = self.dropout(self.avgpool(_resnet_map(self.model, x))).flatten(2)  # [B, 2048, 6]
@@ -164,7 +164,7 @@ class PCB_test(nn.Module):
 
     def __init__(self, model):
         super().__init__()
-        self.part = 6
+        self.part = PCB_PARTS
         self.model = model.model
         self.avgpool = nn.AdaptiveAvgPool2d((self.part, 1))
         _last_stride_1(self.model)
