@@ -2,7 +2,6 @@
 identities of the quick start's generated set walking across one street, for a tracker and its metrics.
 """
 import json
-import shutil
 from collections import namedtuple
 from functools import lru_cache
 from pathlib import Path
@@ -381,29 +380,13 @@ def seqinfo_text(name, frames):
 
 def read_clip_marker(root):
     """The marker of a generated clip (dict), or None when `root` is not one."""
-    path = Path(root) / MARKER
-    try:
-        return json.loads(path.read_text()) if path.is_file() else None
-    except (OSError, ValueError):
-        return None
+    return synthetic.read_marker(root, MARKER)
 
 
 def _claim(root, params):
-    """Make `root` ours: refuse a non-empty folder that is not a generated clip, remove a previous clip's files,
-    write the marker (incomplete, so an interrupted run leaves a folder the next run may replace)."""
-    root = Path(root)
-    if root.exists() and not root.is_dir():
-        raise ValueError(f'{root}: exists and is not a folder')
-    if root.is_dir() and any(root.iterdir()) and read_clip_marker(root) is None:
-        raise ValueError(f'{root}: folder is not empty and is not a generated clip (no {MARKER}); '
-                         'pick an empty or new folder')
-    root.mkdir(parents=True, exist_ok=True)
-    (root / MARKER).write_text(json.dumps(dict(params, complete=False), indent=1))
-    for name in ('img1', 'gt', 'det', 'seqinfo.ini'):
-        if (root / name).is_dir():
-            shutil.rmtree(root / name)
-        elif (root / name).exists():
-            (root / name).unlink()
+    """Make `root` ours (synthetic.claim_folder: a previous clip's files removed, the marker written first) and
+    ready the sequence's folders."""
+    root = synthetic.claim_folder(root, MARKER, params, ('img1', 'gt', 'det', 'seqinfo.ini'), 'generated clip')
     for name in ('img1', 'gt', 'det'):
         (root / name).mkdir()
     return root

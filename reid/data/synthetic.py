@@ -488,15 +488,36 @@ def dataset_counts(specs):
     return counts
 
 
-def read_marker(root):
-    """The generator's marker of a generated set (dict), or None when `root` is not one."""
-    path = Path(root) / MARKER
+def read_marker(root, marker=MARKER):
+    """The generator's marker of a generated set (dict), or None when `root` is not one (`marker`: the file
+    name of the kind of generated folder: a set's, or a clip's)."""
+    path = Path(root) / marker
     if not path.is_file():
         return None
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+
+
+def claim_folder(root, marker, params, entries, what):
+    """Make `root` a generated folder of ours and return it (a Path): refuse (ValueError) a non-empty folder
+    without `marker`, write the marker (incomplete first, so an interrupted run leaves a folder the next run
+    may replace) and remove the `entries` a previous run wrote; `what` names the kind in the refusal."""
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise ValueError(f'{root}: exists and is not a folder')
+    if root.is_dir() and any(root.iterdir()) and read_marker(root, marker) is None:
+        raise ValueError(f'{root}: folder is not empty and is not a {what} (no {marker}); '
+                         'pick an empty or new folder')
+    root.mkdir(parents=True, exist_ok=True)
+    (root / marker).write_text(json.dumps(dict(params, complete=False), indent=1))
+    for entry in entries:
+        if (root / entry).is_dir():
+            shutil.rmtree(root / entry)
+        elif (root / entry).exists():
+            (root / entry).unlink()
+    return root
 
 
 def _people(specs):
@@ -577,19 +598,8 @@ def _write_set(root, plan, workers, progress, desc):
 
     The marker goes first (incomplete), so an interrupted run leaves a folder the next run may overwrite.
     """
-    root = Path(root)
-    if root.exists() and not root.is_dir():
-        raise ValueError(f'{root}: exists and is not a folder')
-    if root.is_dir() and any(root.iterdir()) and read_marker(root) is None:
-        raise ValueError(f'{root}: folder is not empty and is not a generated set (no {MARKER}); '
-                         'pick an empty or new folder')
-    root.mkdir(parents=True, exist_ok=True)
-    (root / MARKER).write_text(json.dumps(dict(plan.params, complete=False), indent=1))
-    for top in list(plan.tops) + [BOXES_FILE]:   # a box file of an earlier run would no longer describe the images
-        if (root / top).is_dir():
-            shutil.rmtree(root / top)
-        elif (root / top).exists():
-            (root / top).unlink()
+    # a box file of an earlier run would no longer describe the images
+    root = claim_folder(root, MARKER, plan.params, list(plan.tops) + [BOXES_FILE], 'generated set')
     for folder in sorted({(root / rel).parent for rel, _ in plan.files}):
         folder.mkdir(parents=True, exist_ok=True)
     jobs = [(str(root), plan.seed, rel, spec, plan.boxes) for rel, spec in plan.files]
