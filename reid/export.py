@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from reid.models.loading import load_network
+from reid.models.loading import DETAIL_CHARS, load_network
 from reid.backends import BACKENDS, MIN_COSINE, hidden_telemetry, open_onnxruntime, open_openvino, \
     open_tensorrt, require_package
 from reid.data.transforms import IMAGENET_MEAN, IMAGENET_STD
@@ -24,6 +24,7 @@ from reid.runs import RunFolder
 from reid.runtime import cuda_available
 
 logger = logging.getLogger(__name__)
+CHECK_IMAGES = 32    # int8: held-out images both networks' retrieval is measured on
 
 INTERPOLATION = 'bicubic'   # how test.py resizes (PIL); said in the JSON so a consumer feeds the same pixels
 TRT_MAX_BATCH = 256         # a TensorRT engine's dynamic batch axis runs 1..TRT_MAX_BATCH (test.py's default)
@@ -379,7 +380,7 @@ def calibration_batches(calibration, size):
     if calibration.images < 1:
         raise ValueError(f'--calib_images {calibration.images}: must be at least 1')
     held_out = [p for p, _, _ in list_reid_images(folder / 'val')] if (folder / 'val').is_dir() else []
-    check = spread(held_out, 32) or spread(images, 32)
+    check = spread(held_out, CHECK_IMAGES) or spread(images, CHECK_IMAGES)
     return {'batches': load_batches(spread(images, calibration.images), size, calibration.batchsize),
             'check': load_batches(check, size, calibration.batchsize)}
 
@@ -484,4 +485,4 @@ def backend_runner(run, which_epoch, choice, auto):
     except ValueError as e:
         if not auto:
             raise
-        return BackendChoice('torch', 'fp32', f'auto: the {choice.name} export failed ({str(e)[:300]})'), None
+        return BackendChoice('torch', 'fp32', f'auto: the {choice.name} export failed ({str(e)[:DETAIL_CHARS]})'), None

@@ -183,7 +183,7 @@ MUTATIONS = [
              "        epoch_terms.append(ConsistencyTerm(dg_batches(opts, epoch, s.runtime), state.averaged))",
              "            pass", ['tests/test_train.py::test_every_loss_and_trick_trains_resumes_exactly_and_tests']),
     Mutation('--DG consistency weight 0', 'reid/training/terms.py',
-             "    def __init__(self, dg_batches, teacher, weight=0.1):", "    def __init__(self, dg_batches, teacher, weight=0.0):",
+             "DG_WEIGHT = 0.1   # the original's weight", "DG_WEIGHT = 0.0   # the original's weight",
              ['tests/test_terms.py']),
     Mutation('--DG joins with --wa (not strictly after)', 'reid/training/trainer.py',
              "    if opts.DG and epoch > opts.wa_start * opts.total_epoch:",
@@ -949,6 +949,9 @@ MUTATIONS = [
              "heat[max(y0, 0):y1, max(x0, 0):x1]", "heat[max(y0, 0):y1, :x1]",
              ['tests/test_heatmap.py::test_person_box_figures_are_the_hand_counted_shares']),
     # issue 29: the documentation, the commands' one-line errors, the losses' table
+    Mutation('ODFA steps as many times as its rate', 'reid/training/adversarial.py',
+             "    return round(min(1.25 * rate, rate + 4))", "    return rate",
+             ['tests/test_adversarial.py::test_the_attack_takes_kurakins_number_of_steps']),
     Mutation('the commands no longer print the library\'s messages', 'reid/cli.py',
              "    print_library_messages()\n    try:", "    try:",
              ['tests/test_package.py::test_the_library_logs_and_the_commands_print_what_it_logs']),

@@ -45,3 +45,9 @@ def test_the_default_budget_is_the_originals_16_grey_levels():
         torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     levels = ((opposite_direction_images(net, images) - images).abs() * (0.226 * 255)).amax()
     assert 8 + 0.5 < levels <= 16 + 1e-3
+
+
+def test_the_attack_takes_kurakins_number_of_steps():
+    """The original's iteration count (Kurakin et al.): min(rate + 4, 1.25 * rate) sign steps, rounded."""
+    from reid.training.adversarial import odfa_steps
+    assert [odfa_steps(rate) for rate in (2, 8, 16, 40)] == [2, 10, 20, 44]

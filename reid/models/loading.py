@@ -6,6 +6,8 @@ from reid.models.heads import build_model
 from reid.runs import RunFolder, load_checkpoint
 from reid.spec import NetworkSpec
 
+DETAIL_CHARS = 300   # how much of a library's error message a one-line reason quotes
+
 
 def load_network(run_dir, which_epoch='last'):
     """Return (model in eval mode on the CPU, its NetworkSpec, the run's opts.yaml) of a run: the one place
@@ -31,5 +33,5 @@ def load_network(run_dir, which_epoch='last'):
         model.load_state_dict(state)
     except RuntimeError as e:
         detail = ' '.join(line.strip() for line in str(e).splitlines()[1:])  # line 0 only names the class
-        raise ValueError(f'{path}: does not fit the network of {run.opts_file} ({detail[:300]})') from None
+        raise ValueError(f'{path}: does not fit the network of {run.opts_file} ({detail[:DETAIL_CHARS]})') from None
     return model.eval(), spec, opts

@@ -7,6 +7,12 @@ import torch.nn.functional as F
 from reid.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 
+def odfa_steps(rate):
+    """The number of sign-gradient steps of the original's attack at `rate` grey levels: Kurakin et al.'s
+    min(rate + 4, 1.25 * rate), rounded."""
+    return round(min(1.25 * rate, rate + 4))
+
+
 def opposite_direction_images(model, images, rate=16):
     """Return `images` (ImageNet-normalised) perturbed by at most `rate` grey levels per pixel so that the
     model's L2-normalised retrieval feature moves towards minus its clean value (iterative sign steps of one
@@ -23,7 +29,7 @@ def opposite_direction_images(model, images, rate=16):
             target = -F.normalize(model(clean, return_feature=True).float().flatten(1), dim=1)
         diff = torch.zeros_like(clean)
         adv = clean.clone()
-        for _ in range(round(min(1.25 * rate, rate + 4))):
+        for _ in range(odfa_steps(rate)):
             adv.requires_grad_(True)
             feature = F.normalize(model(adv, return_feature=True).float().flatten(1), dim=1)
             grad, = torch.autograd.grad(F.mse_loss(feature, target), adv)

@@ -9,6 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+ACOS_EPS = 1e-7                 # ArcFace: how far inside [-1, 1] the cosine is kept before acos
+CENTER_CLAMP = (1e-12, 1e12)    # center loss: each squared distance clamped as BoT clamps it
+
 
 def _masks(labels):
     """Return (positive mask without the diagonal, negative mask) of a batch's labels, [B, B] bool."""
@@ -112,7 +115,8 @@ class ArcFaceLoss(_MarginSoftmax):
     """ArcFace: target cos(theta + margin), scaled."""
 
     def target_logit(self, cos):
-        return torch.cos(torch.acos(cos.clamp(-1 + 1e-7, 1 - 1e-7)) + self.margin)
+        # acos has an infinite slope at +-1: keep the cosine a hair inside
+        return torch.cos(torch.acos(cos.clamp(-1 + ACOS_EPS, 1 - ACOS_EPS)) + self.margin)
 
 
 class CosFaceLoss(_MarginSoftmax):
@@ -228,7 +232,7 @@ class CenterLoss(nn.Module):
 
     def forward(self, feature, labels):
         diff = feature - self.centers[labels]
-        return (diff * diff).sum(1).clamp(1e-12, 1e12).mean()
+        return (diff * diff).sum(1).clamp(*CENTER_CLAMP).mean()   # BoT's clamp of each distance
 
 
 INSTANCE_GAMMA = 32.0   # --ins_gamma's default, shared by --instance and --instance_id

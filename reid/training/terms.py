@@ -26,6 +26,9 @@ class Batch:
     feature: Optional[torch.Tensor] = None   # what the metric losses read (None when no term needs it)
 
 
+DG_WEIGHT = 0.1   # the original's weight of DG-Market's consistency term
+
+
 class SoftmaxTerm:
     """The ID loss: softmax cross-entropy of the logits (label-smoothed by --label_smoothing; PCB: summed over
     the parts)."""
@@ -100,10 +103,10 @@ def consistency_loss(model, teacher, view1, view2):
 
 class ConsistencyTerm:
     """--DG: consistency_loss on the next DG-Market batch (two views of each image) against `teacher` (the --wa
-    average), weight 0.1 as the original."""
+    average), weighted DG_WEIGHT as the original."""
     name, needs_feature = 'dg_consistency', False
 
-    def __init__(self, dg_batches, teacher, weight=0.1):
+    def __init__(self, dg_batches, teacher, weight=DG_WEIGHT):
         self.dg_batches, self.teacher, self.weight = dg_batches, teacher, weight
 
     def value(self, batch):
