@@ -3,9 +3,9 @@
 Market-style names (`<id>_c<camera>...`) are parsed here only; a prepared folder's images.csv (reid.data.prepared)
 records every image's id and camera, so nothing after prepare.py parses a name again.
 """
+import logging
 import os
 import re
-import sys
 from pathlib import Path
 
 IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp')
@@ -79,8 +79,8 @@ class ReIDImageFolder:
             except Exception as err:  # PIL raises OSError, SyntaxError, ValueError... for a damaged file
                 if path not in self.skipped:
                     self.skipped[path] = describe_error(err)
-                    from tqdm import tqdm
-                    tqdm.write(f'warning: skipped unreadable image {path} ({self.skipped[path]})', file=sys.stderr)
+                    logging.getLogger(__name__).warning(f'warning: skipped unreadable image {path} '
+                                                        f'({self.skipped[path]})')
                 continue
             return (self.transform(img) if self.transform else img), target
         raise ValueError(f'{self.root}: no image of this split can be read any more')
