@@ -1100,7 +1100,7 @@ MUTATIONS = [
              "    img, box = (render_frame(seed, spec), None) if isinstance(spec, FrameSpec) else _render(seed, spec, with_box)",
              "    img, box = _render(seed, spec, with_box)",
              ['tests/test_video_layouts.py::test_generated_set_round_trips_through_prepare_with_the_walked_counts']),
-    Mutation('generated MATLAB files carry their creation time', 'reid/data/synthetic.py',
+    Mutation('generated MATLAB files carry their creation time', 'reid/data/layouts/common.py',
              "    return MAT_HEADER.ljust(116) + out.getvalue()[116:]", "    return out.getvalue()",
              ['tests/test_video_layouts.py::test_generated_video_sets_are_byte_identical_for_a_seed_and_the_mat_files_are_matlab_5']),
     Mutation('each frame of a tracklet is drawn on its own', 'reid/data/synthetic.py',

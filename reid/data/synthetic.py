@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from reid.data.layouts.common import FrameSpec
+
 HEIGHT, WIDTH = 128, 64          # Market-1501's native crop size (H x W)
 SCALE = 2                        # draw at twice the size, then downsample: anti-aliased edges for free
 MARKER = '.synthetic_reid.json'  # written into the root so a re-run knows the folder is ours to overwrite
@@ -645,42 +647,8 @@ def _draw_all(jobs, workers, progress, desc):
 
 
 # Generated video (the video layouts: MARS, DukeMTMC-VideoReID, iLIDS-VID, PRID-2011): tracklets of the drawn
-# people, drawn frame by frame. A frame is a pure function of (seed, FrameSpec), like an image of (seed, ImageSpec).
-FrameSpec = namedtuple('FrameSpec', 'cam mode look_key track_key frame length')
-TRACK_LENGTHS = {'tiny': (4, 7), 'demo': (6, 12), 'market': (8, 16)}   # frames per generated tracklet, by --size
-MAT_HEADER = b'MATLAB 5.0 MAT-file, written by reid/data/synthetic.py (generated data)'
-
-
-def tracklet_frames(cam, mode, look_key, track_key, length):
-    """[FrameSpec] of one tracklet: `length` frames of the person `look_key` walking through camera `cam`;
-    `track_key` (a tuple of ints) must be unique in the set: the tracklet's own draws come from it."""
-    return [FrameSpec(cam, mode, look_key, tuple(track_key), frame, length) for frame in range(length)]
-
-
-def drawn_rng(drawn, *key):
-    """A generator for a video writer's choices (tracklet lengths, start numbers): seeded by the drawn set's ids,
-    which depend on the seed, and by `key`; so a set is the same on every run and differs between seeds."""
-    return np.random.default_rng([*drawn.train_ids[:16], *drawn.test_ids[:16], *key])
-
-
-def track_length(drawn, *key):
-    """The number of frames of a generated tracklet (TRACK_LENGTHS of the drawn size), drawn with drawn_rng."""
-    lo, hi = TRACK_LENGTHS.get(drawn.size, TRACK_LENGTHS['demo'])
-    return int(drawn_rng(drawn, 9, *key).integers(lo, hi + 1))
-
-
-def mat_bytes(variables):
-    """The bytes of a MATLAB 5 file holding `variables` (scipy.io.savemat), with a fixed header text in place of
-    savemat's creation time, so that a generated set is byte-identical for a seed."""
-    import io
-
-    import scipy.io
-
-    out = io.BytesIO()
-    scipy.io.savemat(out, variables, format='5')
-    return MAT_HEADER.ljust(116) + out.getvalue()[116:]
-
-
+# people, drawn frame by frame. A frame is a pure function of (seed, FrameSpec: reid.data.layouts.common), like an
+# image of (seed, ImageSpec).
 def _walk(seed, spec):
     """The tracklet's own draws (the same for every frame): framing, walk across the scene, view, flip, occluder,
     camera response. A dict; drawn in one fixed order from the tracklet's generator."""

@@ -292,3 +292,40 @@ def unmatched_queries(splits):
         if record.label != -1:
             cams_of.setdefault(record.label, set()).add(record.cam)
     return [q for q in splits['query'] if not cams_of.get(q.label, set()) - {q.cam}]
+
+
+# What a video layout's writer files: frames of tracklets of the drawn people (reid.data.synthetic.render_frame draws
+# each, a pure function of (seed, FrameSpec)), and MATLAB files for the layouts that ship them.
+FrameSpec = namedtuple('FrameSpec', 'cam mode look_key track_key frame length')
+TRACK_LENGTHS = {'tiny': (4, 7), 'demo': (6, 12), 'market': (8, 16)}   # frames per generated tracklet, by --size
+MAT_HEADER = b'MATLAB 5.0 MAT-file, written by reid/data/synthetic.py (generated data)'
+
+
+def tracklet_frames(cam, mode, look_key, track_key, length):
+    """[FrameSpec] of one tracklet: `length` frames of the person `look_key` walking through camera `cam`;
+    `track_key` (a tuple of ints) must be unique in the set: the tracklet's own draws come from it."""
+    return [FrameSpec(cam, mode, look_key, tuple(track_key), frame, length) for frame in range(length)]
+
+
+def drawn_rng(drawn, *key):
+    """A generator for a video writer's choices (tracklet lengths, start numbers): seeded by the drawn set's ids,
+    which depend on the seed, and by `key`; so a set is the same on every run and differs between seeds."""
+    return np.random.default_rng([*drawn.train_ids[:16], *drawn.test_ids[:16], *key])
+
+
+def track_length(drawn, *key):
+    """The number of frames of a generated tracklet (TRACK_LENGTHS of the drawn size), drawn with drawn_rng."""
+    lo, hi = TRACK_LENGTHS.get(drawn.size, TRACK_LENGTHS['demo'])
+    return int(drawn_rng(drawn, 9, *key).integers(lo, hi + 1))
+
+
+def mat_bytes(variables):
+    """The bytes of a MATLAB 5 file holding `variables` (scipy.io.savemat), with a fixed header text in place of
+    savemat's creation time, so that a generated set is byte-identical for a seed."""
+    import io
+
+    import scipy.io
+
+    out = io.BytesIO()
+    scipy.io.savemat(out, variables, format='5')
+    return MAT_HEADER.ljust(116) + out.getvalue()[116:]

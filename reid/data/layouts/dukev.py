@@ -4,7 +4,8 @@
 import os
 import re
 
-from reid.data.layouts.common import PERSON, Layout, image_files, require_folders, tracklet_items
+from reid.data.layouts.common import (PERSON, Layout, drawn_rng, image_files, require_folders, track_length,
+                                     tracklet_frames, tracklet_items)
 
 # id, camera, frame within the tracklet, frame within the camera's video; underscores in the current download
 _FRAME = re.compile(r'^(\d{4})_?C(\d)_?F(\d+)_?X(\d+)\.jpg$')
@@ -63,8 +64,6 @@ def generate_dukev(drawn):
     """train/, query/, gallery/ of `<id>/<tracklet>/<id>_C<cam>_F<frame>_X<video frame>.jpg`: per training id
     1-2 tracklets per camera; per test id one query tracklet and a gallery tracklet in each of its cameras (the
     query's own camera included); gallery-only distractor people seen by one camera."""
-    from reid.data import synthetic
-
     tracks = {'train': [], 'query': [], 'gallery': []}   # (id, camera, look, tracklet number)
     for pid in drawn.train_ids:
         cams = [s.cam for s in drawn.people[pid] if s.folder == 'bounding_box_train']
@@ -77,14 +76,14 @@ def generate_dukev(drawn):
         tracks['gallery'] += [(pid, cam, (1, pid), k) for k, cam in enumerate(cams, 2)]
     first = max(drawn.people) + 1   # DukeMTMC's 408 distractors are real people, seen by one camera
     for i in range(max(1, round(0.58 * len(drawn.test_ids)))):
-        cam = int(synthetic.drawn_rng(drawn, 2, i).integers(1, 9))
+        cam = int(drawn_rng(drawn, 2, i).integers(1, 9))
         tracks['gallery'].append((first + i, cam, (4, i), 1))
     files = []
     for split, entries in tracks.items():
         for pid, cam, look, number in entries:
-            length = synthetic.track_length(drawn, 3, pid, number)
-            start = int(synthetic.drawn_rng(drawn, 4, pid, number).integers(100, 90000))
-            for f, spec in enumerate(synthetic.tracklet_frames(cam, 'person', look, (2, pid, number), length), 1):
+            length = track_length(drawn, 3, pid, number)
+            start = int(drawn_rng(drawn, 4, pid, number).integers(100, 90000))
+            for f, spec in enumerate(tracklet_frames(cam, 'person', look, (2, pid, number), length), 1):
                 files.append((f'{split}/{pid:04d}/{number:04d}/{pid:04d}_C{cam}_F{f:04d}_X{start + 12 * f:05d}.jpg',
                               spec))
     return files, {}

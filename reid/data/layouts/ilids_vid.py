@@ -3,8 +3,8 @@ splits/train_test_splits_ilidsvid.mat (10 splits of 150/150 people); query cam1,
 """
 import re
 
-from reid.data.layouts.common import (PERSON, SPLIT, Layout, image_files, paired_splits, people_split,
-                                     require_folders)
+from reid.data.layouts.common import (PERSON, SPLIT, Layout, drawn_rng, image_files, mat_bytes, paired_splits,
+                                     people_split, require_folders, track_length, tracklet_frames)
 
 SPLITS_FILE = 'train-test people splits/train_test_splits_ilidsvid.mat'
 _PERSON = re.compile(r'^person\d+$')
@@ -45,19 +45,17 @@ def generate_ilidsvid(drawn):
     and the 10 splits file (each row a seeded permutation of 1..people)."""
     import numpy as np
 
-    from reid.data import synthetic
-
     people = sorted(drawn.train_ids + drawn.test_ids)[:300]
     files = []
     for pid in people:
         for cam in (1, 2):
-            length = synthetic.track_length(drawn, 5, pid, cam)
-            start = int(synthetic.drawn_rng(drawn, 6, pid, cam).integers(1, 2000))
-            for spec in synthetic.tracklet_frames(cam, 'person', (1, pid), (3, pid, cam), length):
+            length = track_length(drawn, 5, pid, cam)
+            start = int(drawn_rng(drawn, 6, pid, cam).integers(1, 2000))
+            for spec in tracklet_frames(cam, 'person', (1, pid), (3, pid, cam), length):
                 files.append((f'i-LIDS-VID/sequences/cam{cam}/person{pid:03d}/cam{cam}_person{pid:03d}_'
                               f'{start + spec.frame:05d}.png', spec))
-    table = np.array([synthetic.drawn_rng(drawn, 7, k).permutation(len(people)) + 1 for k in range(10)], float)
-    return files, {SPLITS_FILE: synthetic.mat_bytes({'ls_set': table})}
+    table = np.array([drawn_rng(drawn, 7, k).permutation(len(people)) + 1 for k in range(10)], float)
+    return files, {SPLITS_FILE: mat_bytes({'ls_set': table})}
 
 
 LAYOUT = Layout('ilidsvid', read_ilidsvid, PERSON, ('i-LIDS-VID', 'train-test people splits'),

@@ -6,7 +6,8 @@ import re
 
 import numpy as np
 
-from reid.data.layouts.common import PERSON, Layout, mat_variable, require_folders, tracklet_items
+from reid.data.layouts.common import (PERSON, Layout, mat_bytes, mat_variable, require_folders, track_length,
+                                     tracklet_frames, tracklet_items)
 
 # 0001C1T0001F001.jpg: id (4 characters; 00-1 is junk), camera, tracklet within the id, frame within the tracklet
 _FRAME = re.compile(r'^(\d{4}|00-1)C(\d)T(\d{4})F(\d{3,})\.jpg$')
@@ -103,8 +104,6 @@ def _tracklet_name(frames, pid, cam, where):
 def generate_mars(drawn):
     """bbox_train/, bbox_test/ and info/ as MARS: per training id 1-2 tracklets in each of its cameras; per
     (test id, camera) a query tracklet and 1-2 more; distractor (0000) and junk (00-1) tracklets."""
-    from reid.data import synthetic
-
     train, test = {}, {}
     for pid in drawn.train_ids:
         _add_tracklets(drawn, train, pid, [s for s in drawn.people[pid] if s.folder == 'bounding_box_train'])
@@ -120,16 +119,16 @@ def generate_mars(drawn):
         for pid in sorted(tracks, key=lambda p: '00-1' if p == -1 else f'{p:04d}'):   # the folders' sorted order
             prefix = '00-1' if pid == -1 else f'{pid:04d}'
             for number, (cam, mode, look, is_query) in enumerate(sorted(tracks[pid], key=lambda t: t[0]), 1):
-                length = synthetic.track_length(drawn, 1 + (part == 'test'), pid + 1, number)
+                length = track_length(drawn, 1 + (part == 'test'), pid + 1, number)
                 table.append((len(names) + 1, len(names) + length, pid, cam))
                 queries += [len(table)] if is_query else []
-                for frame, spec in enumerate(synthetic.tracklet_frames(cam, mode, look, (1, part == 'test', pid + 1,
+                for frame, spec in enumerate(tracklet_frames(cam, mode, look, (1, part == 'test', pid + 1,
                                                                                         number), length), 1):
                     names.append(f'{prefix}C{cam}T{number:04d}F{frame:03d}.jpg')
                     files.append((f'{folder}/{prefix}/{names[-1]}', spec))
         texts[f'info/{part}_name.txt'] = ''.join(name + '\r\n' for name in names).encode()
-        texts[f'info/tracks_{part}_info.mat'] = synthetic.mat_bytes({f'track_{part}_info': np.array(table, np.int32)})
-    texts['info/query_IDX.mat'] = synthetic.mat_bytes({'query_IDX': np.array([queries], np.uint16)})
+        texts[f'info/tracks_{part}_info.mat'] = mat_bytes({f'track_{part}_info': np.array(table, np.int32)})
+    texts['info/query_IDX.mat'] = mat_bytes({'query_IDX': np.array([queries], np.uint16)})
     return files, texts
 
 

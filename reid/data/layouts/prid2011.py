@@ -7,7 +7,7 @@ import re
 import numpy as np
 
 from reid.data.layouts.common import (PERSON, SPLIT, Layout, image_files, paired_splits, people_split,
-                                     require_folders)
+                                     require_folders, tracklet_frames)
 
 BOTH_CAMERAS = 200    # person_0001..0200 are the same people in cam_a and cam_b; higher numbers are not
 MIN_FRAMES = 27       # in each camera, for the 178-person protocol
@@ -82,8 +82,6 @@ def generate_prid2011(drawn):
     """multi_shot/cam_a|cam_b/person_NNNN/FFFF.png: drawn people numbered 1.. in both cameras (every sixth with
     a tracklet too short for the protocol in one camera), a few more people from 201 on in one camera each; no
     splits file, as the PRID download."""
-    from reid.data import synthetic
-
     people = sorted(drawn.train_ids + drawn.test_ids)[:{'tiny': 10, 'demo': 60}.get(drawn.size, BOTH_CAMERAS)]
     tracks = []   # (camera, person number, look, frames)
     for number, pid in enumerate(people, 1):
@@ -94,7 +92,7 @@ def generate_prid2011(drawn):
         tracks += [(cam, BOTH_CAMERAS + k, (4, 1000 * cam + k), 6 + k % 5) for k in range(1, extra + 1)]
     files = []
     for cam, number, look, length in tracks:
-        for spec in synthetic.tracklet_frames(cam, 'person', look, (4, cam, number), length):
+        for spec in tracklet_frames(cam, 'person', look, (4, cam, number), length):
             files.append((f'multi_shot/cam_{"ab"[cam - 1]}/person_{number:04d}/{spec.frame + 1:04d}.png', spec))
     return files, {}
 
