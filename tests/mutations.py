@@ -949,6 +949,10 @@ MUTATIONS = [
              "heat[max(y0, 0):y1, max(x0, 0):x1]", "heat[max(y0, 0):y1, :x1]",
              ['tests/test_heatmap.py::test_person_box_figures_are_the_hand_counted_shares']),
     # issue 29: the documentation, the commands' one-line errors, the losses' table
+    Mutation('verification scores ids that do not count the gallery', 'reid/evaluation/metrics.py',
+             "    _check_lengths(len(gf), gl, gc, 'gallery')\n    return qf, ql, qc, gf, gl, gc, device",
+             "    return qf, ql, qc, gf, gl, gc, device",
+             ['tests/test_verification.py::test_ids_and_cameras_that_do_not_count_the_images_are_refused']),
     Mutation('ODFA steps as many times as its rate', 'reid/training/adversarial.py',
              "    return round(min(1.25 * rate, rate + 4))", "    return rate",
              ['tests/test_adversarial.py::test_the_attack_takes_kurakins_number_of_steps']),

@@ -44,7 +44,7 @@ def test_verification_matches_a_brute_force_roc(tied, monkeypatch):
     monkeypatch.setattr(blocks, 'SCORES', 300 * 9)   # 9 queries per block: streaming exercised
     monkeypatch.setattr(verification, '_BINS', 64)                 # coarse bins: thresholds must be refined
     fars = (1e-1, 1e-2, 1e-3, 3e-2)
-    got = verification.verification_report(*data, fars=fars, device='cpu')
+    got = verification.verification_report(*data, fars=fars)
     thresholds, tar, far_reached, auc, n_pos, n_neg = brute_force(*data, fars)
     assert (got['n_positive'], got['n_negative']) == (n_pos, n_neg)
     assert got['threshold'] == pytest.approx(thresholds, abs=1e-6)
@@ -82,4 +82,11 @@ def test_malformed_threshold_file_is_one_line_error(tmp_path, text):
 def test_no_pairs_of_a_kind_is_an_error():
     f = np.eye(3, dtype=np.float32)
     with pytest.raises(ValueError, match='same-id'):
-        verification.verification_report(f, [1, 2, 3], [0, 0, 0], f, [4, 5, 6], [1, 1, 1], device='cpu')
+        verification.verification_report(f, [1, 2, 3], [0, 0, 0], f, [4, 5, 6], [1, 1, 1])
+
+
+def test_ids_and_cameras_that_do_not_count_the_images_are_refused():
+    """Two gallery ids for three gallery images: an error naming the gallery, not a report on misaligned pairs."""
+    f = np.eye(3, dtype=np.float32)
+    with pytest.raises(ValueError, match='gallery: 3 rows but 2 labels'):
+        verification.verification_report(f, [1, 2, 3], [0, 1, 0], f, [1, 2], [1, 1])

@@ -224,27 +224,34 @@ def _evaluate_blocks(key_blocks, n_query, ql, qc, gl, gc):
             'n_skipped': n_query - n_valid}
 
 
-def compute_cmc_map(qf, ql, qc, gf, gl, gc, device=None, block=None):
-    """Return the retrieval metrics of query features against gallery features, scored by dot product.
-
-    qf (Q, D), gf (G, D): torch tensors or numpy arrays, assumed L2-normalised (score = cosine); ql, qc, gl, gc:
-    1-D int labels and cameras. Works on `device` (default: CUDA when present, else CPU) over blocks of `block`
-    query rows (default: as many as keep a block of scores at 2**22 values).
-    Returns a dict: 'cmc' (numpy float array of length G, cmc[k-1] = Rank@k as a fraction of valid queries,
-    non-decreasing), 'mAP' (Market-1501 trapezoid AP), 'mAP_standard' (non-interpolated AP), 'mINP',
-    'n_valid' and 'n_skipped' (queries without a match). With no valid query the metrics are NaN.
-    Ties in score keep gallery order (see the module docstring for the junk and match rules).
-    """
+def labelled_features(qf, ql, qc, gf, gl, gc, device=None):
+    """Return (qf, ql, qc, gf, gl, gc, device): the features as feature_pair gives them and the ids and cameras as
+    int64 torch on the same device; ValueError when a set's labels or cameras do not count its rows."""
     qf, gf, device = feature_pair(qf, gf, device)
     ql, qc = _as_ids(ql, device, 'query labels'), _as_ids(qc, device, 'query cameras')
     gl, gc = _as_ids(gl, device, 'gallery labels'), _as_ids(gc, device, 'gallery cameras')
     _check_lengths(len(qf), ql, qc, 'query')
     _check_lengths(len(gf), gl, gc, 'gallery')
+    return qf, ql, qc, gf, gl, gc, device
+
+
+def compute_cmc_map(qf, ql, qc, gf, gl, gc, device=None):
+    """Return the retrieval metrics of query features against gallery features, scored by dot product.
+
+    qf (Q, D), gf (G, D): torch tensors or numpy arrays, assumed L2-normalised (score = cosine); ql, qc, gl, gc:
+    1-D int labels and cameras. Works on `device` (default: CUDA when present, else CPU) over blocks of query rows
+    (as many as keep a block of scores at blocks.SCORES values).
+    Returns a dict: 'cmc' (numpy float array of length G, cmc[k-1] = Rank@k as a fraction of valid queries,
+    non-decreasing), 'mAP' (Market-1501 trapezoid AP), 'mAP_standard' (non-interpolated AP), 'mINP',
+    'n_valid' and 'n_skipped' (queries without a match). With no valid query the metrics are NaN.
+    Ties in score keep gallery order (see the module docstring for the junk and match rules).
+    """
+    qf, ql, qc, gf, gl, gc, device = labelled_features(qf, ql, qc, gf, gl, gc, device)
     if not (_all_finite(qf) and _all_finite(gf)):
         raise ValueError('features: NaN or infinite values')
     negated = -qf
 
-    rows = _rows_per_block(block, len(gf))
+    rows = _rows_per_block(None, len(gf))
     # -score, with -0.0 turned into 0.0 so that equal scores get equal keys
     key_blocks = ((start, min(start + rows, len(qf)), torch.mm(negated[start:start + rows], gf.T).add_(0.0))
                   for start in range(0, len(qf), rows))

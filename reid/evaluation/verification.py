@@ -10,8 +10,7 @@ import torch
 import yaml
 
 from reid.evaluation import blocks
-from reid.evaluation.metrics import _as_ids, _as_tensor, junk_pairs
-from reid.runtime import pick_device
+from reid.evaluation.metrics import junk_pairs, labelled_features
 
 FARS = (1e-1, 1e-2, 1e-3, 1e-4)
 DEFAULT_FAR = 1e-3
@@ -45,7 +44,7 @@ def _bin_of(scores):
     return ((scores.clamp(-1, 1) + 1) * (_BINS / 2)).long().clamp_(max=_BINS - 1)
 
 
-def verification_report(qf, ql, qc, gf, gl, gc, fars=FARS, device=None):
+def verification_report(qf, ql, qc, gf, gl, gc, fars=FARS):
     """Return {'fars', 'tar', 'threshold', 'auc', 'n_positive', 'n_negative'} of the query-gallery pairs.
 
     Score = dot product (cosine of normalised features); a pair is accepted when its score is above the
@@ -53,12 +52,10 @@ def verification_report(qf, ql, qc, gf, gl, gc, fars=FARS, device=None):
     (so at most k negatives are accepted); TAR = accepted positives / positives. AUC: Mann-Whitney, P(positive
     score > negative score), ties counted half. Two passes over the score blocks: a histogram of the negatives
     and the positives' scores, then the exact negatives in the bins of the thresholds and the AUC counts.
-    ValueError when there are no positive or no negative pairs.
+    ValueError when there are no positive or no negative pairs, or when ids, cameras and features do not count
+    the same images. Runs where evaluation runs (reid.runtime.pick_device: CUDA when present, REID_DEVICE=cpu).
     """
-    device = pick_device(device)
-    qf, gf = _as_tensor(qf, device, torch.float32), _as_tensor(gf, device, torch.float32)
-    ql, qc = _as_ids(ql, device, 'query labels'), _as_ids(qc, device, 'query cameras')
-    gl, gc = _as_ids(gl, device, 'gallery labels'), _as_ids(gc, device, 'gallery cameras')
+    qf, ql, qc, gf, gl, gc, device = labelled_features(qf, ql, qc, gf, gl, gc)
     histogram = torch.zeros(_BINS, dtype=torch.int64, device=device)
     positives = []
     for scores, pos, neg in _pair_blocks(qf, ql, qc, gf, gl, gc):
