@@ -9,6 +9,7 @@ with query = gallery, as CUB, the query's own image is left out like any junk).
 
     python demo.py --query_index 777 --rerank gnn --k1 26 --k2 7   # ranked by a re-ranking (as evaluate_gpu.py)
 
+On a video layout (the result's rows are tracklets) a tracklet is drawn as a strip of a few of its frames.
 --query_image extracts the feature of one photo with the run --name (same resize, normalisation, flip-sum) and
 searches the gallery features already saved in --result, so the gallery is never extracted again; --backend and
 --precision choose what computes it, as in test.py.
@@ -17,8 +18,8 @@ import argparse
 import os
 
 from reid.backends import add_backend_flags
-from reid.data.prepared import list_reid_images
-from reid.evaluation.report import draw_ranking, ranked_gallery
+from reid.data.tracklets import split_entries
+from reid.evaluation.report import draw_ranking, picture_path, ranked_gallery
 from reid.cli import DATA_DIR, MODEL_DIR, RESULT_FILE, RUN_NAME, one_line_errors
 from reid.evaluation.rerankers import RERANKERS, add_rerank_flags, chosen_rerank, rerank_title, reranked_distances
 
@@ -126,7 +127,7 @@ def show_photo(args, result, gallery_images):
         # a passing hit gets a green frame, a failing one red; no frame colour without a threshold
         shown.append((path, None if threshold is None else score > threshold,
                       f'{rank}: id {gid}\nscore {score:.3f}' + (f' {verdict}' if verdict else '')))
-        print(f'{rank:2d} id {gid} score {score:.4f}{" " + verdict if verdict else ""} {path}')
+        print(f'{rank:2d} id {gid} score {score:.4f}{" " + verdict if verdict else ""} {picture_path(path)}')
     draw_ranking((args.query_image, 'your photo'), shown, args.output)
     print(f'saved {args.output}')
     if args.heatmap:
@@ -170,12 +171,15 @@ def main(argv=None):
 
 def show_ranking(args):
     """Print the top --top gallery images of one query and save the picture (the work of main)."""
-    from reid.evaluation.results import load_result
+    from reid.evaluation.results import load_result, load_tracklet_names
     from reid.runs import ensure_writable_folder
 
     result = load_result(args.result)
-    query_images = list_reid_images(os.path.join(args.test_dir, 'query'))
-    gallery_images = list_reid_images(os.path.join(args.test_dir, 'gallery'))
+    tracklets = load_tracklet_names(args.result) or (None, None)   # a video layout's result: rows are tracklets
+    if tracklets[0] is not None and args.heatmap:
+        raise ValueError(f'--heatmap: draws single images, and {args.result} holds tracklets')
+    query_images = split_entries(os.path.join(args.test_dir, 'query'), tracklets[0])
+    gallery_images = split_entries(os.path.join(args.test_dir, 'gallery'), tracklets[1])
     if len(query_images) != len(result.query_label) or len(gallery_images) != len(result.gallery_label):
         raise ValueError(f'{args.result}: {len(result.query_label)} queries and {len(result.gallery_label)} '
                          f'gallery images, but --test_dir {args.test_dir} has {len(query_images)} and '
@@ -196,7 +200,7 @@ def show_ranking(args):
     keys = query_keys(result, i, args)
     ranked = ranked_gallery(keys, ql, qc, result.gallery_label, result.gallery_cam)[:args.top]
     camera = f', camera {qc}' if qc >= 0 else ''   # a negative camera is prepare.py's 'no camera'
-    print(f'query {i}: {query_images[i][0]} (id {ql}{camera})')
+    print(f'query {i}: {picture_path(query_images[i][0])} (id {ql}{camera})')
     # cosine and GNN rank by minus a score: the picture shows the score; k-reciprocal ranks by a distance
     as_score = not args.rerank or RERANKERS[args.rerank].negated_score
     shown = []
@@ -204,7 +208,7 @@ def show_ranking(args):
         path, gid, _ = gallery_images[g]
         caption = f'{rank}: id {gid}\n' + (f'score {-keys[g]:.3f}' if as_score else f'dist {keys[g]:.3f}')
         shown.append((path, gid == ql, caption))
-        print(f'{rank:2d} {"match" if gid == ql else "wrong"} {path}')
+        print(f'{rank:2d} {"match" if gid == ql else "wrong"} {picture_path(path)}')
     draw_ranking((query_images[i][0], f'query\nid {ql}'), shown, args.output)
     print(f'saved {args.output}')
     if args.heatmap:

@@ -9,6 +9,7 @@
     python evaluate_gpu.py --verify --save_threshold model/ft_ResNet50 --far 1e-3   # calibrate that run
     python evaluate_gpu.py --trials 10                  # VehicleID: mean and std over 10 re-drawn galleries
     python evaluate_gpu.py --result viper0.mat viper1.mat ...     # VIPeR: mean and std over several splits
+    python evaluate_gpu.py --result ilids_0.mat ilids_1.mat ...   # iLIDS-VID, PRID-2011 (tracklets): the same
 
 Runs on CUDA when present, else on the CPU, one block of queries at a time (re-ranking included: memory stays far
 below queries x gallery). The first printed line keeps the original's format (with several

@@ -9,7 +9,9 @@ The network is rebuilt from model/<name>/opts.yaml. Feature = sum over the image
 each --ms scale), L2-normalised. Ids and cameras come from the prepared folder's images.csv (from the file
 names for a folder prepared without it). The result lines are printed and appended to model/<name>/result.txt.
 --test_dir may be another dataset than the one trained on (train on Market, test on Duke): only its query/ and
-gallery/ are read.
+gallery/ are read. On a video layout (MARS, DukeMTMC-VideoReID, iLIDS-VID, PRID-2011) a row is a tracklet: its
+frames in chunks of --seq_len through the network, each chunk's feature flip-summed and L2-normalised, the chunks
+averaged and L2-normalised again; the .mat also names the tracklets (query_tracklet, gallery_tracklet).
 """
 import argparse
 import sys
@@ -38,6 +40,9 @@ def build_parser():
                    help="scales as area ratios, e.g. '1,1.1' (each image is resized by sqrt(s), as the original)")
     p.add_argument('--result', default=RESULT_FILE, type=str,
                    help='where to write the features (multi_query.mat goes beside it)')
+    p.add_argument('--seq_len', default=None, type=int,
+                   help="a video layout: frames per chunk of a tracklet (default: the run's --seq_len; 0: the whole "
+                        'tracklet at once); an image network embeds frames one by one')
     p.add_argument('--calibrate', action='store_true',
                    help='instead of testing: score the val split (queries) against train (gallery) and write the '
                         'same-identity threshold at --far into model/<name>/threshold.yaml')

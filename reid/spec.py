@@ -42,6 +42,8 @@ BACKBONE_ALIASES = {**{b.flag: (name, b.input_size) for name, b in BACKBONES.ite
                     **{flag: (None, None) for flag in OLD_FLAGS}}
 DEFAULT_SIZE = (256, 128)   # the original's input for people (and what its runs without h/w were trained at)
 PCB_SIZE = (384, 192)
+# How a tracklet network (reid.models.temporal) pools its frames' features into one; None: an image network.
+TEMPORAL_POOLS = ('avg', 'max', 'attention')
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,8 @@ class NetworkSpec:
     """What defines a network: everything build_model needs besides the number of classes.
 
     `backbone` is a registry name; the original's flags (--use_dense, --use_swin, ...) are aliases onto it
-    (BACKBONE_ALIASES). `h`/`w` are the input size (None: not fixed yet, see input_size).
+    (BACKBONE_ALIASES). `h`/`w` are the input size (None: not fixed yet, see input_size). `temporal`: a network
+    of tracklets, its frames' features pooled over time by one of TEMPORAL_POOLS (None: an image network).
     """
     backbone: str = 'resnet50'
     PCB: bool = False
@@ -60,6 +63,7 @@ class NetworkSpec:
     usam: bool = False
     h: Optional[int] = None
     w: Optional[int] = None
+    temporal: Optional[str] = None
 
     @classmethod
     def from_opts(cls, opts):
@@ -78,6 +82,9 @@ class NetworkSpec:
         for key in ('PCB', 'bnneck', 'usam'):
             values[key] = bool(values[key])
         values['h'], values['w'] = (int(v) if v else None for v in (values['h'], values['w']))
+        values['temporal'] = values['temporal'] or None
+        if values['temporal'] not in (None, *TEMPORAL_POOLS):
+            raise ValueError(f"--temporal {values['temporal']}: expected one of {', '.join(TEMPORAL_POOLS)}")
         return cls(**values)
 
     def to_opts(self):
@@ -166,8 +173,10 @@ HELP = {
     'usam': 'USAM attention after the stem and layer1 (ResNet)',
     'h': "input height (default: the layout's, 256 for people; 384 with --PCB)",
     'w': "input width (default: the layout's, 128 for people; 192 with --PCB)",
+    'temporal': 'a video layout: how the frames of a tracklet are pooled into one feature (default avg; '
+                'attention: softmax-weighted by a learnt score per frame); not for image layouts',
 }
-CHOICES = {'stride': (1, 2)}
+CHOICES = {'stride': (1, 2), 'temporal': TEMPORAL_POOLS}
 
 
 def add_network_flags(parser, checked=False):
@@ -179,7 +188,7 @@ def add_network_flags(parser, checked=False):
     group = parser.add_argument_group('network', 'what defines the network (recorded in opts.yaml)')
     suffix = ' (from opts.yaml; checked)' if checked else ''
     for f in fields(NetworkSpec):
-        kind = bool if f.type is bool else str if f.type is str else float if f.type is float else int
+        kind = {bool: bool, str: str, Optional[str]: str, float: float}.get(f.type, int)
         if kind is bool:
             group.add_argument(f'--{f.name}', action='store_const', const=True, default=None if checked else False,
                                help=HELP[f.name] + suffix)

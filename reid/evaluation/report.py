@@ -2,7 +2,8 @@
 query's top-10 that explains itself: CMC curve, AP histogram, per-camera tables, same-id / different-id scores.
 
 The page (demo.py --html DIR) needs no server and keeps working when DIR is moved: thumbnails and the pictures
-(matplotlib PNGs) are written into it.
+(matplotlib PNGs) are written into it. An entry's path may be a tracklet's frame paths (a tuple): it is drawn as a
+strip of STRIP_FRAMES evenly spaced frames side by side.
 """
 import html
 import logging
@@ -14,6 +15,7 @@ from typing import Callable, Optional
 import numpy as np
 
 THUMB_HEIGHT = 128
+STRIP_FRAMES = 4   # frames of a tracklet shown side by side (evenly spaced over it)
 
 PAGE_STYLE = """
 body { font-family: sans-serif; margin: 1em; background: #fafafa; }
@@ -24,6 +26,8 @@ tr.query td { border-top: 1px solid #ccc; padding: 4px; vertical-align: top; }
 figure { display: inline-block; margin: 2px; text-align: center; font-size: 10px; width: 72px;
          word-break: break-all; }
 figure img { height: 128px; width: 64px; object-fit: contain; display: block; margin: auto; }
+figure.tracklet { width: auto; }
+figure.tracklet img { height: 80px; width: auto; }
 figure.query-image { border: 4px solid #333; }
 figure.hit { border: 4px solid #1a9c3a; }
 figure.miss { border: 4px solid #d62728; }
@@ -79,6 +83,47 @@ if (fromLink) { select.value = fromLink[1]; showCamera(select.value); }
 """
 
 
+def is_tracklet(path):
+    """True when an entry's `path` is a tracklet's frame paths (a tuple or list) rather than one image's."""
+    return isinstance(path, (tuple, list))
+
+
+def picture_path(path):
+    """Where a picture lies: the image's path, or the tracklet's folder."""
+    return str(Path(path[0]).parent) if is_tracklet(path) else path
+
+
+def picture_name(path):
+    """What a picture is called on the page: the image's file name, or the tracklet's folder name."""
+    return Path(picture_path(path)).name
+
+
+def strip_frames(paths, frames=STRIP_FRAMES):
+    """Return the frame paths a tracklet's strip shows: `frames` evenly spaced ones (reid.data.tracklets'
+    'evenly'), each once, in order (all of them for a shorter tracklet)."""
+    from reid.data.tracklets import frame_positions
+
+    return [paths[p] for p in sorted(set(frame_positions(len(paths), min(frames, len(paths)), 'evenly')))]
+
+
+def picture(path):
+    """Return an RGB PIL image of an entry: the image at `path`, or a tracklet's strip (strip_frames side by
+    side, each scaled to the first one's height)."""
+    from PIL import Image
+
+    if not is_tracklet(path):
+        with Image.open(path) as img:
+            return img.convert('RGB')
+    frames = [picture(p) for p in strip_frames(path)]
+    height = frames[0].height
+    frames = [f if f.height == height else f.resize((max(1, round(f.width * height / f.height)), height))
+              for f in frames]
+    strip = Image.new('RGB', (sum(f.width for f in frames), height))
+    for k, f in enumerate(frames):
+        strip.paste(f, (sum(g.width for g in frames[:k]), 0))
+    return strip
+
+
 def ranked_gallery(keys, ql, qc, gl, gc):
     """Return gallery indices ranked by ascending key (stable), junk removed (same id+camera, or id -1).
 
@@ -101,13 +146,13 @@ def draw_ranking(query, shown, path, heats=None):
     import matplotlib
     matplotlib.use('Agg')  # headless: never needs a display
     import matplotlib.pyplot as plt
-    from PIL import Image
 
-    fig, axes = plt.subplots(1, 1 + len(shown), figsize=(1.6 * (1 + len(shown)), 3.6), squeeze=False)
     panels = [(query[0], None, query[1])] + list(shown)
+    wide = 2 if any(is_tracklet(path) for path, _, _ in panels) else 1   # a tracklet's strip is wider than tall
+    fig, axes = plt.subplots(1, len(panels), figsize=(1.6 * wide * len(panels), 3.6 / wide ** 0.5), squeeze=False)
     for k, (ax, (img_path, match, caption)) in enumerate(zip(axes[0], panels)):
         try:
-            with Image.open(img_path) as img:
+            with picture(img_path) as img:
                 if heats is None:
                     ax.imshow(img.convert('RGB'))
                 else:
@@ -137,13 +182,10 @@ def query_average_precisions(dist, ql, qc, gl, gc):
 
 
 def _thumbnail(src, dst):
-    """Write a small JPEG copy of image `src` at `dst` (height THUMB_HEIGHT)."""
-    from PIL import Image
-
-    with Image.open(src) as img:
-        img = img.convert('RGB')
-        width = max(1, round(img.width * THUMB_HEIGHT / img.height))
-        img.resize((width, THUMB_HEIGHT)).save(dst, quality=85)
+    """Write a small JPEG copy of image `src` (or a tracklet's strip: picture) at `dst` (height THUMB_HEIGHT)."""
+    img = picture(src)
+    width = max(1, round(img.width * THUMB_HEIGHT / img.height))
+    img.resize((width, THUMB_HEIGHT)).save(dst, quality=85)
 
 
 def pair_scores(scores, ql, qc, gl, gc):
@@ -331,6 +373,7 @@ class _Figures:
     def figure(self, css, kind, index, path, caption, title):
         img = self.thumb(kind, index, path)
         extra = f' data-heat="{self.heat[kind, index]}"' if (kind, index) in self.heat else ''
+        css += ' tracklet' if is_tracklet(path) else ''
         return (f'<figure class="{css}" title="{html.escape(title)}"><img src="{html.escape(img)}" alt=""{extra}>'
                 f'<figcaption>{html.escape(caption)}</figcaption></figure>')
 
@@ -346,14 +389,14 @@ def _query_rows(figures, dist, query_images, gallery_images, aps, ranked, top):
         strip = []
         for g in ranked[i][:top]:
             gpath, gid, gcam = gallery_images[g]
-            strip.append(figures.figure('hit' if gid == qid else 'miss', 'g', g, gpath, Path(gpath).name,
+            strip.append(figures.figure('hit' if gid == qid else 'miss', 'g', g, gpath, picture_name(gpath),
                                         f'id {gid}, camera {gcam}, distance {dist[i, g]:.4f}'))
         ap = 'no valid match' if math.isnan(aps[i]) else f'AP {100 * aps[i]:.2f}%'
         toggle = '<br><button class="heat" type="button">heatmap</button>' if figures.heat else ''
         rows.append(
             f'<tr class="query" data-cam="{qcam}" data-ap="{aps[i]:.6f}" data-query="{i}">'
             f'<td class="info">#{rank} (query {i})<br>id {qid}, camera {qcam}<br><b>{ap}</b>{toggle}</td>'
-            f'<td>{figures.figure("query-image", "q", i, qpath, Path(qpath).name, f"query id {qid}, camera {qcam}")}'
+            f'<td>{figures.figure("query-image", "q", i, qpath, picture_name(qpath), f"query id {qid}, camera {qcam}")}'
             f'</td><td class="strip">{"".join(strip)}</td></tr>')
     return rows
 

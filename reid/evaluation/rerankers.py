@@ -30,8 +30,9 @@ RERANKERS = {
                              'the local query expansion', rerank.LAMBDA, 're-ranked',
                              'k-reciprocal encoding (Zhong et al., CVPR 2017)', rerank.check_params),
     'gnn': Reranker(gnn_rerank.gnn_rerank_blocks, gnn_rerank.K1, 'the graph', gnn_rerank.K2, 'each propagation round',
-                    gnn_rerank.LAMBDA, 're-ranked by GNN', "GNN re-ranking (Zhang et al., the original's GPU-Re-Ranking)",
-                    gnn_rerank.check_params, negated_score=True),
+                    gnn_rerank.LAMBDA, 're-ranked by GNN',
+                    "GNN re-ranking (Zhang et al., the original's GPU-Re-Ranking)", gnn_rerank.check_params,
+                    negated_score=True),
 }
 DEFAULT_RERANKER = 'k_reciprocal'   # what a bare --rerank means, as in the original
 

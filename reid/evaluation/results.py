@@ -1,5 +1,8 @@
 """The result files test.py writes and evaluate_gpu.py and demo.py read: pytorch_result.mat (query and gallery
 features, ids, cameras) and multi_query.mat, their keys as the original names them; every defect named on load.
+
+On a video layout a row is a tracklet, and the file also names them: query_tracklet and gallery_tracklet (cell
+arrays of strings, the tracklet folders of the prepared split, in the rows' order).
 """
 from collections import namedtuple
 from pathlib import Path
@@ -79,12 +82,42 @@ def load_multi_query(path):
     return MultiQuery(*_load_mat_fields(path, ['mquery'])[0])
 
 
+TRACKLET_KEYS = ('query_tracklet', 'gallery_tracklet')
+
+
+class TrackletRows(tuple):
+    """(features, ids, cameras) of a split whose rows are tracklets, unpacked like any split's; `names`: the
+    tracklets' names, in the rows' order."""
+
+    def __new__(cls, features, ids, cameras, names):
+        rows = super().__new__(cls, (features, ids, cameras))
+        rows.names = [str(n) for n in names]
+        if len(rows.names) != len(ids):
+            raise ValueError(f'{len(rows.names)} tracklet names for {len(ids)} rows')
+        return rows
+
+
 def save_result(path, query, gallery):
-    """Write pytorch_result.mat: `query` and `gallery` are (features [N, D] float32, ids [N], cameras [N])."""
+    """Write pytorch_result.mat: `query` and `gallery` are (features [N, D] float32, ids [N], cameras [N]);
+    TrackletRows also write their names (query_tracklet, gallery_tracklet: cell arrays of strings)."""
     (qf, ql, qc), (gf, gl, gc) = query, gallery
-    scipy.io.savemat(path, {'gallery_f': np.asarray(gf, dtype=np.float32), 'gallery_label': np.asarray(gl),
-                            'gallery_cam': np.asarray(gc), 'query_f': np.asarray(qf, dtype=np.float32),
-                            'query_label': np.asarray(ql), 'query_cam': np.asarray(qc)})
+    arrays = {'gallery_f': np.asarray(gf, dtype=np.float32), 'gallery_label': np.asarray(gl),
+              'gallery_cam': np.asarray(gc), 'query_f': np.asarray(qf, dtype=np.float32),
+              'query_label': np.asarray(ql), 'query_cam': np.asarray(qc)}
+    for key, rows in zip(TRACKLET_KEYS, (query, gallery)):
+        if isinstance(rows, TrackletRows):
+            arrays[key] = np.array(rows.names, dtype=object)   # object: a cell array of strings
+    scipy.io.savemat(path, arrays)
+
+
+def load_tracklet_names(path):
+    """Return (query tracklet names, gallery tracklet names) of a result file written on tracklets, or None
+    for one of images; lists of str."""
+    mat = scipy.io.loadmat(str(path), variable_names=list(TRACKLET_KEYS))
+    if not all(key in mat for key in TRACKLET_KEYS):
+        return None
+    return tuple([str(np.asarray(cell).reshape(-1)[0]) if np.asarray(cell).size else ''
+                  for cell in mat[key].reshape(-1)] for key in TRACKLET_KEYS)
 
 
 def save_multi_query(path, multi):

@@ -155,12 +155,18 @@ def build_model(spec, num_classes, pretrained=True):
     if num_classes < 1:
         raise ValueError(f'num_classes {num_classes}: need at least one class')
     if spec.PCB:
+        if spec.temporal:
+            raise ValueError(f'--PCB does not combine with --temporal {spec.temporal} (tracklets of a video layout)')
         body, dim, is_map = backbone_body(spec.backbone, pretrained, stride=1)  # PCB always uses stride 1 (the paper)
         if not is_map:
             raise ValueError(f'--PCB needs a ResNet or DenseNet backbone, not {spec.backbone}')
         return PCB(body, dim, num_classes)
     size = spec.input_size()  # the grid ViT and Swin are built for
     body, dim, _ = backbone_body(spec.backbone, pretrained, stride=spec.stride, input_size=size, usam=spec.usam)
+    if spec.temporal:   # a network of tracklets (video layouts): frames pooled over time before the head
+        from reid.models.temporal import TemporalReIDNet
+
+        return TemporalReIDNet(body, dim, num_classes, spec.linear_num, spec.droprate, spec.bnneck, spec.temporal)
     return ReIDNet(body, dim, num_classes, spec.linear_num, spec.droprate, spec.bnneck)
 
 

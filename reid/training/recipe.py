@@ -77,6 +77,7 @@ def build_parser():
     add_loss_flags(g)
     g.add_argument('--label_smoothing', default=0.0, type=float, help='label smoothing of the softmax loss')
     add_original_extras(p)
+    add_tracklet_flags(p)
     add_speed_flags(p)
     p.add_argument('--tensorboard', action='store_true',
                    help='write TensorBoard event files into <model_dir>/<name>/tb/ (loss, error, lr, img/s per step)')
@@ -101,6 +102,19 @@ def add_original_extras(p):
     p.add_argument('--sampler', default=None, choices=('random', 'pk'),
                    help='random (shuffle) or pk (P ids x K images per batch; the default with a metric loss)')
     p.add_argument('--num_instances', default=4, type=int, help='K: images per id in a P x K batch')
+
+
+def add_tracklet_flags(p):
+    """The video layouts' flags: frames per tracklet and how they are drawn (the pooling is --temporal)."""
+    from reid.data.tracklets import DEFAULT_SAMPLE, DEFAULT_SEQ_LEN, SAMPLES
+
+    g = p.add_argument_group('tracklets', 'a video layout (mars, dukev, ilidsvid, prid2011) trains on tracklets: '
+                                          'batches of [B, seq_len, 3, h, w]; not for image layouts')
+    g.add_argument('--seq_len', default=None, type=int,
+                   help=f'frames drawn per tracklet (default {DEFAULT_SEQ_LEN}); test.py chunks tracklets by it')
+    g.add_argument('--sample', default=None, choices=[s for s in SAMPLES if s != 'all'],
+                   help=f'evenly (spaced over the tracklet) or random (distinct frames, sorted; default '
+                        f'{DEFAULT_SAMPLE}); test.py takes every frame')
 
 
 def add_speed_flags(p):
@@ -152,6 +166,7 @@ def resolved_opts(opts):
     """Return the Options of parsed options: sizes filled in, implied flags set and combinations checked
     (ValueError naming the flag otherwise)."""
     o = Namespace(**vars(opts))
+    resolve_tracklet_options(o)
     # explicit --h/--w win, then the backbone's size, then PCB's, then the prepared layout's (NetworkSpec.input_size)
     vars(o).update(NetworkSpec.from_opts(o).with_input_size(o.data_dir).to_opts())
     if o.pad is None:  # the original PCB recipe has no pad + crop
@@ -176,6 +191,29 @@ def resolved_opts(opts):
     if o.PCB and (metric or o.bnneck):
         raise ValueError(f'--PCB does not combine with --{(metric or ["bnneck"])[0]}')
     return Options(**vars(o))
+
+
+def resolve_tracklet_options(o):
+    """Fill in (in place) --temporal, --seq_len and --sample for a video layout's --data_dir, with the checks;
+    ValueError naming the flag when one is given for an image layout's folder."""
+    from reid.data.tracklets import DEFAULT_SAMPLE, DEFAULT_SEQ_LEN, video_layout
+
+    names = ('temporal', 'seq_len', 'sample')
+    if video_layout(o.data_dir) is None:
+        given = [name for name in names if getattr(o, name, None) is not None]
+        if given:
+            raise ValueError(f'--{given[0]} {getattr(o, given[0])}: tracklet training needs the prepared folder of '
+                             f'a video layout (mars, dukev, ilidsvid, prid2011); {o.data_dir} is not one')
+        return
+    o.temporal, o.sample = o.temporal or 'avg', o.sample or DEFAULT_SAMPLE
+    o.seq_len = DEFAULT_SEQ_LEN if o.seq_len is None else o.seq_len
+    if o.seq_len < 1:
+        raise ValueError(f'--seq_len {o.seq_len}: must be at least 1')
+    if o.PCB:
+        raise ValueError(f'--PCB: not for tracklets ({o.data_dir} is a video layout)')
+    if o.cache:   # the cache holds single images, augmented per image: the tracklets read their frames instead
+        logger.info(f'--cache: not for tracklets ({o.data_dir} is a video layout); frames are read per tracklet')
+        o.cache = False
 
 
 def resumed_options(opts, run):

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 from reid.data.dg_market import dg_market
 from reid.data.images import ReIDImageFolder, require_readable_images
 from reid.data.samplers import PKSampler, pk_epoch_length
+from reid.data.tracklets import TrackletDataset
 from reid.data.transforms import eval_transform, train_transform
 from reid.models.heads import build_model, parameter_groups
 from reid.runs import RunFolder, rng_states, seed_everything
@@ -51,12 +52,21 @@ def epoch_generator(seed, epoch):
 
 
 def datasets(opts):
-    """Return (train_set, val_set or None): train or train_all, and val labelled with train's class indices."""
+    """Return (train_set, val_set or None): train or train_all, and val labelled with train's class indices; for
+    a tracklet network (a video layout, --temporal) their tracklets, train's frames drawn by --sample and val's
+    evenly, --seq_len of each."""
     data_dir = Path(opts.data_dir)
-    train_set = ReIDImageFolder(data_dir / ('train_all' if opts.train_all else 'train'),
-                                train_transform(opts.h, opts.w, opts.pad, opts.erasing_p, opts.color_jitter))
+    split = data_dir / ('train_all' if opts.train_all else 'train')
+    augment = train_transform(opts.h, opts.w, opts.pad, opts.erasing_p, opts.color_jitter)
+    if getattr(opts, 'temporal', None):
+        train_set = TrackletDataset(split, augment, opts.seq_len, opts.sample)
+    else:
+        train_set = ReIDImageFolder(split, augment)
     val_set = None
-    if (data_dir / 'val').is_dir():
+    if (data_dir / 'val').is_dir() and getattr(opts, 'temporal', None):
+        val_set = TrackletDataset(data_dir / 'val', eval_transform(opts.h, opts.w), opts.seq_len, 'evenly',
+                                  train_set.class_to_idx)
+    elif (data_dir / 'val').is_dir():
         val_set = ReIDImageFolder(data_dir / 'val', eval_transform(opts.h, opts.w), train_set.class_to_idx)
     # Every image once, now: a damaged file stops the run here with its name, not hours later in a loader.
     require_readable_images([p for s in (train_set, val_set) if s is not None for p, _ in s.samples])
@@ -211,8 +221,9 @@ def run_training(opts, stop_after=None):
         logging.getLogger('reid').setLevel(logging.WARNING)
     opts, runtime = session_options(opts, run, local_rank if world > 1 else None)
     train_set, val_set = datasets(opts)
-    logger.info(f'{len(train_set)} training images of {len(train_set.classes)} ids'
-        + (f', {len(val_set)} val images' if val_set is not None else ', no val split') + f'; device {runtime.device}')
+    items = 'tracklets' if getattr(opts, 'temporal', None) else 'images'   # what a batch's samples are
+    logger.info(f'{len(train_set)} training {items} of {len(train_set.classes)} ids'
+        + (f', {len(val_set)} val {items}' if val_set is not None else ', no val split') + f'; device {runtime.device}')
     state, terms, steps_per_epoch = training_objects(opts, runtime, train_set)
     session = Session(opts, run, runtime, state, terms, train_set, steps_per_epoch, rank)
     session.resumed = start_or_resume(session)
@@ -363,7 +374,8 @@ def record_and_log(s, epoch, done):
         history['val_loss'].append(val_loss)
         history['val_err'].append(val_err)
         line += f' | val loss {val_loss:.4f} err {val_err:.4f}'
-    line += f' | lr {done.lr:.2e} | {s.steps_per_epoch * s.opts.batchsize / done.train_seconds:.0f} img/s'
+    unit = 'tracklets/s' if getattr(s.opts, 'temporal', None) else 'img/s'
+    line += f' | lr {done.lr:.2e} | {s.steps_per_epoch * s.opts.batchsize / done.train_seconds:.0f} {unit}'
     if device.type == 'cuda':
         line += f' | peak {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB'
     s.epoch_seconds.append(time.perf_counter() - done.start)
