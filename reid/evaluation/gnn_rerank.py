@@ -9,7 +9,7 @@ import warnings
 import torch
 
 from reid.evaluation import blocks
-from reid.evaluation.metrics import feature_pair
+from reid.evaluation.metrics import reranking_inputs
 from reid.evaluation.neighbours import nearest
 
 # Dense values held at once: a block of query rows x all images (and the products with it), 2**24 floats = 64 MB.
@@ -142,12 +142,10 @@ def gnn_rerank_blocks(qf, gf, k1=K1, k2=K2, lambda_value=LAMBDA, device=None):
     + lambda cos(q, g). Blocks hold -score (smaller = better) for metrics.compute_cmc_map_from_blocks, on
     `device` (default CUDA when present, else CPU).
     """
-    qf, gf, device = feature_pair(qf, gf, device)
+    x, n_query, device = reranking_inputs(qf, gf, device)
     check_params(k1, k2, lambda_value)
-    n_query = len(qf)
-    if n_query == 0 or len(gf) == 0:
+    if x is None:
         return iter([(0, n_query, torch.zeros(n_query, len(gf), device=device))])
-    x = torch.cat([qf, gf])
     graph = _Graph(x, min(k1, len(x)), min(k2, len(x)))
     return _final_blocks(graph, x, n_query, lambda_value)
 

@@ -224,6 +224,15 @@ def _evaluate_blocks(key_blocks, n_query, ql, qc, gl, gc):
             'n_skipped': n_query - n_valid}
 
 
+def reranking_inputs(qf, gf, device=None):
+    """Return (x, n_query, device): the query and gallery features (feature_pair's checks) stacked, the set a
+    re-ranker ranks within; x is None when the query or the gallery is empty (there is nothing to re-rank)."""
+    qf, gf, device = feature_pair(qf, gf, device)
+    if len(qf) == 0 or len(gf) == 0:
+        return None, len(qf), device
+    return torch.cat([qf, gf]), len(qf), device
+
+
 def labelled_features(qf, ql, qc, gf, gl, gc, device=None):
     """Return (qf, ql, qc, gf, gl, gc, device): the features as feature_pair gives them and the ids and cameras as
     int64 torch on the same device; ValueError when a set's labels or cameras do not count its rows."""

@@ -8,7 +8,7 @@ import warnings
 import torch
 
 from reid.evaluation import blocks
-from reid.evaluation.metrics import expand_segments, feature_pair
+from reid.evaluation.metrics import expand_segments, reranking_inputs
 from reid.evaluation.neighbours import nearest
 
 def _distance_of_score(score):
@@ -181,13 +181,10 @@ def k_reciprocal_rerank_blocks(qf, gf, k1=K1, k2=K2, lambda_value=LAMBDA, device
     on `device` (default CUDA when present, else CPU), are computed as the iterator is consumed, each at most
     2**24 values. Results on CPU are deterministic.
     """
-    qf, gf, device = feature_pair(qf, gf, device)
+    x, n_query, device = reranking_inputs(qf, gf, device)
     check_params(k1, k2, lambda_value)
-    n_query = len(qf)
-    if n_query == 0 or len(gf) == 0:
+    if x is None:
         return iter([(0, n_query, torch.zeros(n_query, len(gf), device=device))])
-    x = torch.cat([qf, gf])
-    del qf, gf
     n = len(x)
     k_forward, k_half, k2 = min(k1 + 1, n), min(round(k1 / 2) + 1, n), min(k2, n)
     neighbours, _, lowest = nearest(x, max(k_forward, k2), _distance_of_score, with_lowest=True)
