@@ -14,7 +14,7 @@ import scipy.io
 from PIL import Image
 
 import prepare
-from conftest import expect_prepare_exit as expect_exit
+from conftest import expect_prepare_exit as expect_exit, library_messages
 from reid.data import layouts, synthetic
 from reid.data.layouts.common import Item, check_splits
 from reid.data.prepared import list_reid_images, list_reid_tracklets
@@ -42,7 +42,8 @@ def by_tracklet(items):
 
 
 # ---------------------------------------------------------------- MARS, written from MARS-evaluation's info/ format
-MARS_TRAIN = {'0001': [(1, 1, 3), (2, 2, 2)], '0003': [(1, 1, 2), (3, 2, 4)], '0005': [(2, 1, 2)]}   # id: [(cam, T, n)]
+MARS_TRAIN = {'0001': [(1, 1, 3), (2, 2, 2), (1, 3, 2)], '0003': [(1, 1, 2), (3, 2, 4)], '0005': [(2, 1, 2)],
+              '0006': [(4, 1, 2), (4, 2, 3)]}   # id: [(cam, T, n)]
 MARS_TEST = {'00-1': [(1, 1, 2)], '0000': [(2, 1, 3)], '0002': [(1, 1, 2), (1, 2, 2), (4, 3, 3)],
              '0004': [(2, 1, 1), (5, 2, 2)]}
 MARS_QUERIES = [('0002', 1), ('0002', 3), ('0004', 2)]                              # (id, T)
@@ -81,8 +82,9 @@ def test_mars_reads_the_info_tables_query_idx_and_keeps_junk_and_distractors(tmp
     planned = layouts.plan_splits('mars', tmp_path / 'MARS')
     labels = {r.label for r in planned['gallery']}
     assert {-1, 0, 2, 4} == labels   # -1 stays junk, 0000 the distractor 0, as Market's evaluation reads them
-    # val: per training id with 2 tracklets or more its first one (sorted names), whole; train the rest
-    assert by_tracklet(planned['val']).keys() == {'0001C1T0001', '0003C1T0001'}
+    # val: per training id its first tracklet (sorted names), whole, unless train would keep a single tracklet
+    # (0005) or a single camera of an id seen by two (0003: C3 left alone; 0001 keeps C1 and C2; 0006 one camera)
+    assert by_tracklet(planned['val']).keys() == {'0001C1T0001', '0006C4T0001'}
     assert not by_tracklet(planned['val']).keys() & by_tracklet(planned['train']).keys()
 
 
@@ -218,7 +220,11 @@ def test_prid_people_and_the_three_sources_of_its_splits(tmp_path):
     # no splits file (the PRID download): numpy default_rng(K).permutation of those people, first half test
     seeded = set()
     for k in range(4):
-        query, train, gallery = prid_sets(read(root, {'split': k}))
+        with library_messages() as said:
+            query, train, gallery = prid_sets(read(root, {'split': k}))
+        assert said == [f"PRID-2011 split {k}: no splits_prid2011.json or train_test_splits_prid.mat in {root} or "
+                        f"{root.parent}, so this toolkit's own split (the 4 people permuted by numpy "
+                        f"default_rng({k})), not torchreid's"]
         order = np.random.default_rng(k).permutation(len(people))
         assert query == gallery == {people[i] for i in order[:2]} and train == set(people) - query
         seeded.add(frozenset(query))
@@ -228,6 +234,13 @@ def test_prid_people_and_the_three_sources_of_its_splits(tmp_path):
     scipy.io.savemat(root / 'train_test_splits_prid.mat', {'ls_set': np.array(rows, float)})
     query, train, _ = prid_sets(read(root, {'split': 2}))
     assert query == {people[i - 1] for i in rows[2][:2]} and train == {people[i - 1] for i in rows[2][2:]}
+    # torchreid keeps its splits_prid2011.json beside prid_2011/: found there too, and said
+    (root / 'train_test_splits_prid.mat').rename(tmp_path / 'mat')
+    (root.parent / 'splits_prid2011.json').write_text(json.dumps([{'train': ['person_0004'], 'test': ['person_0002']}]))
+    with library_messages() as said:
+        query, train, _ = prid_sets(read(root, {'split': 0}))
+    assert (query, train) == ({'person_0002'}, {'person_0004'}) and said == [f"PRID-2011 split 0: {root.parent / 'splits_prid2011.json'}"]
+    (tmp_path / 'mat').rename(root / 'train_test_splits_prid.mat')
     # torchreid's splits_prid2011.json comes first, naming the folders
     (root / 'splits_prid2011.json').write_text(json.dumps([{'train': ['person_0003'], 'test': ['person_0001']}] * 2))
     query, train, _ = prid_sets(read(root, {'split': 1}))
@@ -317,12 +330,25 @@ def test_generated_set_round_trips_through_prepare_with_the_walked_counts(genera
     for split in ('train_all', 'query', 'gallery'):
         assert {t: (i, c, sorted(n)) for t, (i, c, n) in got[split].items()} == want[split], split
     assert len(want['query']) >= 4 and sum(len(v[2]) for v in want['gallery'].values()) >= 20
-    # val: per id with 2 tracklets or more, its first tracklet whole; train the rest
-    per_id = defaultdict(set)
-    for t, (pid, _, _) in want['train_all'].items():
-        per_id[pid].add(t)
-    assert set(got['val']) == {min(ts) for ts in per_id.values() if len(ts) > 1}
+    # val: per id its first tracklet (sorted names) whole, when train keeps another tracklet of it in every camera
+    # the id shows, or in two cameras at least; train the rest. iLIDS-VID and PRID-2011 (one tracklet per camera)
+    # keep every training tracklet in train: a val there would leave train one camera per id.
+    per_id = defaultdict(dict)
+    for t, (pid, cam, _) in want['train_all'].items():
+        per_id[pid][t] = cam
+    held = set()
+    for tracklets in per_id.values():
+        first = min(tracklets)
+        left = {cam for t, cam in tracklets.items() if t != first}
+        if left and len(left) >= min(2, len(set(tracklets.values()))):
+            held.add(first)
+    assert set(got['val']) == held
+    assert (len(held) == 0) == (name in ('ilidsvid', 'prid2011')), (name, len(held))
     assert set(got['train']) == set(want['train_all']) - set(got['val'])
+    for t in got['train']:   # every id keeps a cross-camera pair in train where train_all had one
+        pid = want['train_all'][t][0]
+        cams = {cam for u, cam in per_id[pid].items() if u in got['train']}
+        assert len(cams) >= min(2, len(set(per_id[pid].values()))), (name, pid)
     # the tracklets read back in the order the training and test code list the images
     images = list_reid_images(prepared / 'query')
     tracklets = list_reid_tracklets(prepared / 'query')

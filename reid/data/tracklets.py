@@ -62,7 +62,7 @@ def same_draws(transform, seed):
     frame of a tracklet gets the same crop, flip, jitter and erasing."""
     def apply(img):
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+            torch.default_generator.manual_seed(seed)   # the CPU generator the transforms draw from (not CUDA's)
             return transform(img)
     return apply
 

@@ -189,14 +189,21 @@ def split_train_val(train_all):
 
 def split_train_val_tracklets(train_all):
     """Split frames (Items with a tracklet) into (train, val) by whole tracklets: val takes each id's first
-    tracklet in sorted order of the tracklet names, train the rest; an id with a single tracklet stays in train.
+    tracklet in sorted order of the tracklet names, train the rest. An id stays whole in train when that would
+    leave train a single tracklet, or a single camera of an id seen by several (iLIDS-VID, PRID-2011: one
+    tracklet per camera), so train always holds a same-id pair across cameras where the data has one.
 
     A frame in val whose tracklet also trains would make validation a test on training data.
     """
-    names = {}
+    cameras = {}
     for item in train_all:
-        names.setdefault(item.id, set()).add(item.tracklet)
-    first = {pid: min(tracklets) for pid, tracklets in names.items() if len(tracklets) > 1}
+        cameras.setdefault(item.id, {})[item.tracklet] = item.cam
+    first = {}
+    for pid, tracklets in cameras.items():
+        held = min(tracklets)
+        left = {cam for name, cam in tracklets.items() if name != held}
+        if len(tracklets) > 1 and len(left) >= min(2, len(set(tracklets.values()))):
+            first[pid] = held
     train, val = [], []
     for item in train_all:
         (val if first.get(item.id) == item.tracklet else train).append(item)

@@ -2,6 +2,7 @@
 frames or more in each camera, split 89/89 by a splits file or, without one, at random per --split K.
 """
 import json
+import logging
 import re
 
 import numpy as np
@@ -13,6 +14,7 @@ BOTH_CAMERAS = 200    # person_0001..0200 are the same people in cam_a and cam_b
 MIN_FRAMES = 27       # in each camera, for the 178-person protocol
 JSON_SPLITS, MAT_SPLITS = 'splits_prid2011.json', 'train_test_splits_prid.mat'
 _PERSON = re.compile(r'^person_(\d{4})$')
+logger = logging.getLogger(__name__)
 
 
 def read_prid2011(root, options):
@@ -21,7 +23,8 @@ def read_prid2011(root, options):
 
     The protocol's people: those of 1-200 with at least 27 frames in each camera (178 on the real data: a
     third-party reader's rule, asserted there to give 178; torchreid's splits_prid2011.json lists 178 people,
-    89/89 per split, checked here). --split K (0-9) picks split K of, first found next to multi_shot/:
+    89/89 per split, checked here). --split K (0-9) picks split K of, first found next to multi_shot/ or one
+    folder up (splits_file):
     splits_prid2011.json (torchreid's: [{train: [person dirs], test: [...]}] x 10), or
     train_test_splits_prid.mat (shipped in the iLIDS-VID download's `train-test people splits/`: `ls_set`, 10 x
     178 1-based indices into those people sorted, the first 89 test). Without either (the PRID download has
@@ -39,15 +42,30 @@ def read_prid2011(root, options):
     split = int(options.get('split') or 0)
     if split < 0:
         raise ValueError(f'--split {split}: a split number is 0 or more')
-    if (root / JSON_SPLITS).is_file():
-        train, test = _json_split(root / JSON_SPLITS, split, both)
-    elif (root / MAT_SPLITS).is_file():
-        train, test = people_split(root / MAT_SPLITS, chosen, split)
+    source = splits_file(root)
+    if source is not None and source.name == JSON_SPLITS:
+        train, test = _json_split(source, split, both)
+    elif source is not None:
+        train, test = people_split(source, chosen, split)
     else:
         order = np.random.default_rng(split).permutation(len(chosen))
         test = sorted(chosen[i] for i in order[:len(chosen) // 2])
         train = sorted(set(chosen) - set(test))
+    # which protocol the split is matters when splits are compared or averaged: said every time
+    logger.info(f'PRID-2011 split {split}: ' + (str(source) if source else
+                f'no {JSON_SPLITS} or {MAT_SPLITS} in {root} or {root.parent}, so this toolkit\'s own split '
+                f'(the {len(chosen)} people permuted by numpy default_rng({split})), not torchreid\'s'))
     return paired_splits(people, train, test, lambda person, cam: f'{person}_cam_{"ab"[cam - 1]}')
+
+
+def splits_file(root):
+    """The splits file of the download at `root`: JSON_SPLITS, then MAT_SPLITS, beside multi_shot/ or one folder
+    up (where torchreid keeps its JSON, beside prid_2011/); None when there is neither."""
+    for folder in (root, root.parent):
+        for name in (JSON_SPLITS, MAT_SPLITS):
+            if (folder / name).is_file():
+                return folder / name
+    return None
 
 
 def _people(folder):
