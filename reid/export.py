@@ -268,7 +268,8 @@ def write_metadata(artifact, fmt, precision, spec, run, which_epoch, feature_siz
     meta = {'format': fmt, 'precision': precision, 'input': 'images', 'output': 'features', 'h': h, 'w': w,
             'mean': list(IMAGENET_MEAN), 'std': list(IMAGENET_STD), 'interpolation': INTERPOLATION,
             'feature_size': feature_size, 'flip_sum': True, 'l2_normalised': True, 'run': run.path.name,
-            'checkpoint': str(checkpoint), 'backbone': spec.backbone, 'PCB': spec.PCB}
+            'checkpoint': str(checkpoint), 'backbone': spec.backbone, 'PCB': spec.PCB,
+            'temporal': spec.temporal}   # a tracklet network's export still embeds single frames
     path = json_path(artifact)
     path.write_text(json.dumps(meta, indent=2) + '\n')
     # BoxMOT's artifact metadata (boxmot/reid/core/artifacts.py): the source checkpoint and its digest, the model,
@@ -433,8 +434,11 @@ def export_run(opts):
     if fmt.name == 'openvino' and not out.name.endswith('_openvino_model'):
         raise ValueError(f'--output {out}: an OpenVINO export is a folder named *_openvino_model (the name '
                          'OpenVINO tools and BoxMOT recognise)')
-    run.read_opts()
+    temporal = run.read_opts().get('temporal')
     run.existing_checkpoint(opts.which_epoch)
+    if temporal:   # the export's input is a batch of images: a clip of one frame each, whatever the pooling
+        logger.info(f'a tracklet network (--temporal {temporal}): the export embeds one frame at a time; a '
+                    "tracklet's feature is then the mean of its frames' (test.py --seq_len 1 --backend ...)")
     calibration = None
     if precision == 'int8':
         calibration = CalibrationData(Path(opts.calib_dir) if opts.calib_dir else

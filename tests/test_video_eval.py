@@ -170,6 +170,30 @@ def test_test_py_chunks_by_seq_len_and_refuses_it_where_it_cannot(mars_run, tiny
         run_test_cli(mars_run.run, tiny_prepared, tmp_path / 'x.mat', '--seq_len', '2')
     with pytest.raises(SystemExit, match='--backend onnxruntime: an export embeds single images'):
         run_test_cli(mars_run.run, mars_run.data, tmp_path / 'x.mat', '--backend', 'onnxruntime')
+    with pytest.raises(SystemExit, match='^test.py: --multi: .* is a video layout, with no multi-query split'):
+        run_test_cli(mars_run.run, mars_run.data, tmp_path / 'x.mat', '--multi')
+
+
+def test_an_export_of_a_tracklet_network_embeds_frames_and_test_py_averages_them(mars_run, tmp_path):
+    """export.py on a --temporal run says what it exports and records the pooling; its ONNX file fed frame by frame
+    (test.py --seq_len 1 --backend onnxruntime) gives each tracklet the mean of its frames' features, written out by
+    hand from the checkpoint."""
+    import json
+
+    import export
+    from conftest import library_messages
+
+    out = tmp_path / 'mars.onnx'
+    with library_messages() as said:
+        export.main(['--name', mars_run.run.name, '--model_dir', str(mars_run.run.parent), '--output', str(out)])
+    assert any('a tracklet network (--temporal attention): the export embeds one frame at a time' in m for m in said)
+    assert json.loads(out.with_suffix('.json').read_text())['temporal'] == 'attention'
+    mat = run_test_cli(mars_run.run, mars_run.data, tmp_path / 'frames.mat', '--seq_len', '1', '--backend',
+                       'onnxruntime')
+    net = trained_network(mars_run.run)
+    walked = walked_tracklets(mars_run.data / 'query')
+    for k in (0, len(walked) - 1):
+        np.testing.assert_allclose(mat['query_f'][k], hand_tracklet_feature(net, walked[k][1], 1), atol=2e-4)
 
 
 def test_evaluate_rerank_expansion_and_verification_work_on_tracklet_results(mars_run, capsys):

@@ -245,11 +245,14 @@ def split_reader(model, test_dir, runtime, size, scales, batchsize, length=None)
 
 def tracklet_chunking(opts, test_dir, run_opts):
     """Return (frames per chunk, or None for an image layout's folder; `opts` with the backend that computes
-    them); ValueError for --seq_len on an image layout's folder."""
+    them); ValueError for --seq_len on an image layout's folder, or --multi on a video layout's."""
     if video_layout(test_dir) is None:
         if getattr(opts, 'seq_len', None) is not None:
             raise ValueError(f'--seq_len {opts.seq_len}: {test_dir} is not a video layout (no tracklets)')
         return None, opts
+    if getattr(opts, 'multi', False):   # Market's multi-query images of a query's id and camera: a tracklet is that
+        raise ValueError(f'--multi: {test_dir} is a video layout, with no multi-query split: each query is already '
+                         'a tracklet (several frames of one person, pooled); drop --multi')
     length = chunk_length(opts, run_opts)
     return length, tracklet_backend(opts, length)
 
@@ -279,11 +282,11 @@ def run_test(opts):
     test_dir, result_path = Path(opts.test_dir), Path(opts.result)
     splits = ['gallery', 'query'] + (['multi-query'] if opts.multi else [])
     # Everything that can be wrong with the input or the output path is found before any feature is computed.
+    length, opts = tracklet_chunking(opts, test_dir, run.read_opts())
     require_readable_images([p for split in splits for p, _, _ in list_reid_images(test_dir / split)])
     ensure_writable_folder(result_path.parent, '--result')
     if result_path.is_dir():
         raise ValueError(f'--result {result_path}: is a folder; give a file name such as pytorch_result.mat')
-    length, opts = tracklet_chunking(opts, test_dir, run.read_opts())
     model, spec, choice = feature_model(opts, run, runtime, scales)
     size = spec.input_size()   # what the run was trained at, whatever the test folder's layout
     if choice.name == 'torch':

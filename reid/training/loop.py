@@ -90,8 +90,9 @@ def train_one_epoch(model, loader, state, terms, runtime, desc='train', on_step=
         loss_sum += batch_loss * n
         correct += batch_correct
         seen += n
-        bar.set_postfix(loss=f'{loss_sum / seen:.4f}', acc=f'{correct / seen:.3f}',
-                        img_s=f'{seen / (time.perf_counter() - start):.1f}')
+        rate = 'tracklet_s' if images.dim() == 5 else 'img_s'   # clips [B, T, 3, h, w] count tracklets
+        bar.set_postfix({'loss': f'{loss_sum / seen:.4f}', 'acc': f'{correct / seen:.3f}',
+                         rate: f'{seen / (time.perf_counter() - start):.1f}'})
     if seen == 0:
         raise ValueError('the training loader gave no batch (is the training split empty?)')
     return loss_sum / seen, 1.0 - correct / seen

@@ -210,6 +210,11 @@ class Session:
     epoch_seconds: list = field(default_factory=list)
 
 
+def sample_unit(opts):
+    """What a training sample is: 'tracklets' for a tracklet network (a video layout), else 'images'."""
+    return 'tracklets' if getattr(opts, 'temporal', None) else 'images'
+
+
 def run_training(opts, stop_after=None):
     """Train as `opts` (parsed, see reid.training.recipe.build_parser) says; return the per-epoch history dict.
 
@@ -221,7 +226,7 @@ def run_training(opts, stop_after=None):
         logging.getLogger('reid').setLevel(logging.WARNING)
     opts, runtime = session_options(opts, run, local_rank if world > 1 else None)
     train_set, val_set = datasets(opts)
-    items = 'tracklets' if getattr(opts, 'temporal', None) else 'images'   # what a batch's samples are
+    items = sample_unit(opts)
     logger.info(f'{len(train_set)} training {items} of {len(train_set.classes)} ids'
         + (f', {len(val_set)} val {items}' if val_set is not None else ', no val split') + f'; device {runtime.device}')
     state, terms, steps_per_epoch = training_objects(opts, runtime, train_set)
@@ -374,7 +379,7 @@ def record_and_log(s, epoch, done):
         history['val_loss'].append(val_loss)
         history['val_err'].append(val_err)
         line += f' | val loss {val_loss:.4f} err {val_err:.4f}'
-    unit = 'tracklets/s' if getattr(s.opts, 'temporal', None) else 'img/s'
+    unit = {'tracklets': 'tracklets/s', 'images': 'img/s'}[sample_unit(s.opts)]
     line += f' | lr {done.lr:.2e} | {s.steps_per_epoch * s.opts.batchsize / done.train_seconds:.0f} {unit}'
     if device.type == 'cuda':
         line += f' | peak {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB'
