@@ -202,8 +202,9 @@ def test_a_file_that_goes_bad_during_training_is_skipped_counted_and_named(prepa
     assert runs.load_checkpoint(tmp_path / 'm' / 'x' / 'resume.pth')['epoch'] == 1
 
 
+@pytest.mark.parametrize('workers', ['0', '1'])   # also read in a DataLoader worker process
 def test_a_file_that_goes_bad_during_test_is_named_and_nothing_is_saved(run, prepared_copy, tmp_path, capsys,
-                                                                        monkeypatch):
+                                                                        monkeypatch, workers):
     bad = sorted((prepared_copy / 'gallery').rglob('*.jpg'))[7]
     checked = extract.require_readable_images
 
@@ -211,8 +212,8 @@ def test_a_file_that_goes_bad_during_test_is_named_and_nothing_is_saved(run, pre
         checked(paths, *args, **kwargs)
         damage(bad, 'not_an_image')
     monkeypatch.setattr(extract, 'require_readable_images', check_then_break)
-    one_line_exit('test', test_py_argv(run, prepared_copy, tmp_path / 'r.mat'), capsys, bad,
-                  'became unreadable during the run', 'Nothing was saved')
+    one_line_exit('test', test_py_argv(run, prepared_copy, tmp_path / 'r.mat', '--num_workers', workers), capsys,
+                  f'test.py: {bad}: became unreadable during the run', 'Nothing was saved')
     assert not (tmp_path / 'r.mat').exists()
 
 

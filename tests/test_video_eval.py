@@ -174,6 +174,26 @@ def test_test_py_chunks_by_seq_len_and_refuses_it_where_it_cannot(mars_run, tiny
         run_test_cli(mars_run.run, mars_run.data, tmp_path / 'x.mat', '--multi')
 
 
+def test_a_frame_that_goes_bad_during_test_stops_it_naming_the_frame_even_in_a_worker(mars_run, tmp_path, capsys):
+    """A frame that cannot be read once extraction has started (after test.py's start-up check) would otherwise
+    be replaced by another image, maybe of another tracklet or id: test.py stops with one line and saves nothing."""
+    import shutil
+
+    data = shutil.copytree(mars_run.data, tmp_path / 'data')
+    bad = sorted((data / 'gallery').rglob('*.jpg'))[5]
+    checked = extract.require_readable_images
+
+    def check_then_break(paths, *args, **kwargs):
+        checked(paths, *args, **kwargs)
+        bad.write_bytes(b'not an image')
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(extract, 'require_readable_images', check_then_break)
+        with pytest.raises(SystemExit) as err:
+            run_test_cli(mars_run.run, data, tmp_path / 'x.mat', '--num_workers', '1')
+    assert str(err.value.code).startswith(f'test.py: {bad}: became unreadable during the run')
+    assert '\n' not in str(err.value.code) and not (tmp_path / 'x.mat').exists()
+
+
 def test_an_export_of_a_tracklet_network_embeds_frames_and_test_py_averages_them(mars_run, tmp_path):
     """export.py on a --temporal run says what it exports and records the pooling; its ONNX file fed frame by frame
     (test.py --seq_len 1 --backend onnxruntime) gives each tracklet the mean of its frames' features, written out by

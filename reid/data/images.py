@@ -32,15 +32,26 @@ def is_image_file(name):
     return str(name).lower().endswith(IMG_EXTENSIONS)
 
 
+class UnreadableImage(ValueError):
+    """An image that could not be read while features were computed: the message names it. Raised in a
+    DataLoader worker it reaches the main process with the worker's traceback prefixed, so only the last line (the
+    original message) is kept: the commands still print one line."""
+
+    def __init__(self, message):
+        last = str(message).strip().splitlines()[-1]
+        super().__init__(last.split('UnreadableImage: ', 1)[-1])
+
+
 class ReIDImageFolder:
     """One prepared split (a folder per id) in torchvision ImageFolder order; items are (image, label).
 
     Labels are the index of the sorted folder names. With `class_to_idx` from another split (val against
     train) the labels follow that split's indices. Raises ValueError naming the folder when it is missing,
-    holds no images, or (with `class_to_idx`) has an id the other split lacks.
+    holds no images, or (with `class_to_idx`) has an id the other split lacks. A file that cannot be read when
+    its item is asked for is replaced by the next readable one (`substitute`, training) or raises UnreadableImage.
     """
 
-    def __init__(self, root, transform=None, class_to_idx=None):
+    def __init__(self, root, transform=None, class_to_idx=None, substitute=True):
         root = Path(root)
         if not root.is_dir():
             raise ValueError(f'{root}: folder not found (run prepare.py first, or check --data_dir/--test_dir)')
@@ -65,6 +76,8 @@ class ReIDImageFolder:
                              'remove it or re-run prepare.py')
         self.targets = [t for _, t in self.samples]
         self.skipped = {}  # path -> reason, for files that could not be read during this run (this process)
+        # training substitutes an unreadable file; features may not (the row would hold another image's feature)
+        self.substitute = substitute
 
     def __len__(self):
         return len(self.samples)
@@ -77,6 +90,9 @@ class ReIDImageFolder:
             try:
                 img = load_rgb(path)
             except Exception as err:  # PIL raises OSError, SyntaxError, ValueError... for a damaged file
+                if not self.substitute:
+                    raise UnreadableImage(f'{path}: became unreadable during the run ({describe_error(err)}). '
+                                          'Nothing was saved; replace it and run again') from None
                 if path not in self.skipped:
                     self.skipped[path] = describe_error(err)
                     logging.getLogger(__name__).warning(f'warning: skipped unreadable image {path} '

@@ -74,11 +74,10 @@ def parse_scales(ms):
 def split_features(model, folder, runtime, size, scales, batchsize):
     """Return (features float32 [N, D], ids [N], cameras [N]) of one prepared split, in ImageFolder order."""
     images = list_reid_images(folder)
-    dataset = ReIDImageFolder(folder, eval_transform(*size))
+    dataset = ReIDImageFolder(folder, eval_transform(*size), substitute=False)
     loader = DataLoader(dataset, batch_size=batchsize, shuffle=False, num_workers=runtime.workers,
                         pin_memory=runtime.device.type == 'cuda')
     features = extract_features(model, loader, runtime.device, scales, runtime.amp_dtype, desc=Path(folder).name)
-    check_skipped(dataset)
     return features, np.array([p for _, p, _ in images]), np.array([c for _, _, c in images])
 
 
@@ -117,7 +116,7 @@ def tracklet_features(model, folder, runtime, size, scales, batchsize, length):
     from reid.models.temporal import ClipsOfFrames
 
     tracklets = list_reid_tracklets(folder)
-    frames = ReIDImageFolder(folder, eval_transform(*size))
+    frames = ReIDImageFolder(folder, eval_transform(*size), substitute=False)
     owner, chunks = [], []
     for k, t in enumerate(tracklets):
         for chunk in tracklet_chunks(len(t.indices), length):
@@ -134,20 +133,10 @@ def tracklet_features(model, folder, runtime, size, scales, batchsize, length):
         if sums is None:
             sums = torch.zeros(len(tracklets), chunk_f.shape[1])
         sums.index_add_(0, torch.as_tensor([owner[i] for i in positions.tolist()]), chunk_f)
-    check_skipped(frames)
     counts = torch.bincount(torch.as_tensor(owner), minlength=len(tracklets)).unsqueeze(1)
     features = l2_normalize_features(sums / counts)
     return TrackletRows(features, np.array([t.label for t in tracklets]), np.array([t.camera for t in tracklets]),
                         [t.name for t in tracklets])
-
-
-def check_skipped(dataset):
-    """Raise ValueError naming the images of `dataset` that became unreadable during extraction (a substitute's
-    feature would sit under the wrong id: nothing is saved)."""
-    if dataset.skipped:
-        raise ValueError(f'{len(dataset.skipped)} image(s) became unreadable during the run: '
-                         + '; '.join(f'{p} ({r})' for p, r in list(dataset.skipped.items())[:5])
-                         + '. Nothing was saved; replace them and run test.py again')
 
 
 def chunk_length(opts, run_opts):
