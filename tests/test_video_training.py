@@ -246,6 +246,8 @@ def test_dukev_trains_tests_and_evaluates_on_tracklets(tmp_path, capsys):
     data = prepared_set(tmp_path, 'dukev')
     opts = options(data, tmp_path / 'runs', '--name', 'dukev', '--temporal', 'max', '--triplet', '--seq_len', '3')
     trainer.run_training(opts)
+    bar = capsys.readouterr().err   # the progress bar counts tracklets, not images
+    assert re.search(r'tracklet_s=[\d.]+', bar) and 'img_s=' not in bar, bar[-500:]
     saved = (tmp_path / 'runs' / 'dukev' / 'opts.yaml').read_text()
     assert re.search(r'^temporal: max$', saved, re.M) and re.search(r'^seq_len: 3$', saved, re.M)
     assert re.search(r'^sample: random$', saved, re.M) and re.search(r'^sampler: pk$', saved, re.M)

@@ -34,12 +34,12 @@ def is_image_file(name):
 
 class UnreadableImage(ValueError):
     """An image that could not be read while features were computed: the message names it. Raised in a
-    DataLoader worker it reaches the main process with the worker's traceback prefixed, so only the last line (the
-    original message) is kept: the commands still print one line."""
+    DataLoader worker it reaches the main process with the worker's traceback prefixed, so only the original
+    message is kept: the commands still print one line."""
 
     def __init__(self, message):
-        last = str(message).strip().splitlines()[-1]
-        super().__init__(last.split('UnreadableImage: ', 1)[-1])
+        # from a worker: 'Caught UnreadableImage in DataLoader worker ... reid.data.images.UnreadableImage: <message>'
+        super().__init__(str(message).rsplit('UnreadableImage: ', 1)[-1].strip())
 
 
 class ReIDImageFolder:

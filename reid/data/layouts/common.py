@@ -202,7 +202,7 @@ def split_train_val_tracklets(train_all):
     for pid, tracklets in cameras.items():
         held = min(tracklets)
         left = {cam for name, cam in tracklets.items() if name != held}
-        if len(tracklets) > 1 and len(left) >= min(2, len(set(tracklets.values()))):
+        if len(left) >= min(2, len(set(tracklets.values()))):   # a single tracklet leaves none
             first[pid] = held
     train, val = [], []
     for item in train_all:
