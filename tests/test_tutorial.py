@@ -137,6 +137,12 @@ def the_outputs_hold_what_they_should(work):
     assert np.abs(trained_f - init_f).max() > 0.05   # a trained run's features are not those before training
     multi = scipy.io.loadmat(work / 'multi_query.mat')
     assert len(multi['mquery_f']) == len(multi['mquery_label'].ravel()) > 0
+    # the video section: one row per tracklet folder of the prepared MARS-layout set, named after it
+    tracklets = sorted(p.name for p in (work / 'data/mars/pytorch/query').glob('*/*') if p.is_dir())
+    for name in ('mars_result.mat', 'mars_frames.mat'):
+        mars = scipy.io.loadmat(work / name)
+        assert sorted(str(n[0]) for n in mars['query_tracklet'].reshape(-1)) == tracklets, name
+        assert mars['query_f'].shape[0] == len(tracklets) > 0, name
 
 
 def the_tracks_are_written_and_scored(printed, work, words):
