@@ -1287,6 +1287,13 @@ MUTATIONS = [
              "        super().__init__(str(message).rsplit('UnreadableImage: ', 1)[-1].strip())",
              '        super().__init__(str(message).strip())',
              ['tests/test_reliability.py::test_a_file_that_goes_bad_during_test_is_named_and_nothing_is_saved']),
+    Mutation('video: a tracklet\'s feature is its first frame (README: the tracklet beats one frame)',
+             'reid/evaluation/extract.py',
+             '        for chunk in tracklet_chunks(len(t.indices), length):\n            owner.append(k)\n'
+             '            chunks.append([t.indices[p] for p in chunk])',
+             '        for chunk in tracklet_chunks(len(t.indices), length)[:1]:\n            owner.append(k)\n'
+             '            chunks.append([t.indices[p] for p in chunk][:1])',
+             ['tests/test_video_measured.py']),
 ]
 def copy_repo(dst):
     """Copy the working tree without git, caches and the top-level data/, model/ and bench/runs/ folders."""
