@@ -112,3 +112,32 @@ def library_messages():
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
+
+
+# test.py in a child process whose start-up check passes, after which `bad` stops being an image: DataLoader workers
+# are started there, not in the pytest process (torch leaves a handler of ending child processes behind, which
+# crashed later tests that kill their own subprocesses)
+BREAK_THEN_TEST = '''
+import runpy, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from reid.evaluation import extract
+checked, bad = extract.require_readable_images, Path(sys.argv[2])
+def check_then_break(paths, *args, **kwargs):
+    checked(paths, *args, **kwargs)
+    bad.write_bytes(b'not an image')
+extract.require_readable_images = check_then_break
+sys.argv = ['test.py', *sys.argv[3:]]
+runpy.run_path(str(Path(sys.path[0]) / 'test.py'), run_name='__main__')
+'''
+
+
+def test_py_breaking(bad, argv):
+    """Run test.py `argv` in a child process where `bad` becomes unreadable once the start-up check passed; return
+    the CompletedProcess (stdout, stderr as text)."""
+    import subprocess
+    import sys
+
+    root = str(Path(__file__).resolve().parents[1])
+    return subprocess.run([sys.executable, '-c', BREAK_THEN_TEST, root, str(bad), *map(str, argv)],
+                          capture_output=True, text=True, timeout=600)

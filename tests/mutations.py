@@ -1286,7 +1286,7 @@ MUTATIONS = [
     Mutation('features: a worker\'s unreadable image prints its traceback', 'reid/data/images.py',
              "        super().__init__(str(message).rsplit('UnreadableImage: ', 1)[-1].strip())",
              '        super().__init__(str(message).strip())',
-             ['tests/test_reliability.py::test_a_file_that_goes_bad_during_test_is_named_and_nothing_is_saved']),
+             ['tests/test_reliability.py::test_a_file_that_goes_bad_in_a_loader_process_is_named_too']),
     Mutation('video: a tracklet\'s feature is its first frame (README: the tracklet beats one frame)',
              'reid/evaluation/extract.py',
              '        for chunk in tracklet_chunks(len(t.indices), length):\n            owner.append(k)\n'

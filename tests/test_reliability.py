@@ -202,9 +202,8 @@ def test_a_file_that_goes_bad_during_training_is_skipped_counted_and_named(prepa
     assert runs.load_checkpoint(tmp_path / 'm' / 'x' / 'resume.pth')['epoch'] == 1
 
 
-@pytest.mark.parametrize('workers', ['0', '1'])   # also read in a DataLoader worker process
 def test_a_file_that_goes_bad_during_test_is_named_and_nothing_is_saved(run, prepared_copy, tmp_path, capsys,
-                                                                        monkeypatch, workers):
+                                                                        monkeypatch):
     bad = sorted((prepared_copy / 'gallery').rglob('*.jpg'))[7]
     checked = extract.require_readable_images
 
@@ -212,9 +211,21 @@ def test_a_file_that_goes_bad_during_test_is_named_and_nothing_is_saved(run, pre
         checked(paths, *args, **kwargs)
         damage(bad, 'not_an_image')
     monkeypatch.setattr(extract, 'require_readable_images', check_then_break)
-    one_line_exit('test', test_py_argv(run, prepared_copy, tmp_path / 'r.mat', '--num_workers', workers), capsys,
+    one_line_exit('test', test_py_argv(run, prepared_copy, tmp_path / 'r.mat'), capsys,
                   f'test.py: {bad}: became unreadable during the run', 'Nothing was saved')
     assert not (tmp_path / 'r.mat').exists()
+
+
+def test_a_file_that_goes_bad_in_a_loader_process_is_named_too(run, prepared_copy, tmp_path):
+    """The same with --num_workers 1: the image is read in a DataLoader worker process (test.py runs in a child
+    process here, see conftest.test_py_breaking)."""
+    from conftest import test_py_breaking
+
+    bad = sorted((prepared_copy / 'gallery').rglob('*.jpg'))[7]
+    done = test_py_breaking(bad, test_py_argv(run, prepared_copy, tmp_path / 'r.mat', '--num_workers', '1'))
+    last = done.stderr.strip().splitlines()[-1]
+    assert done.returncode == 1 and last.startswith(f'test.py: {bad}: became unreadable during the run'), done.stderr
+    assert 'Traceback' not in done.stderr and not (tmp_path / 'r.mat').exists()
 
 
 def test_dataset_substitutes_the_next_readable_image(prepared_copy):
